@@ -1,0 +1,81 @@
+"""Loading a GPT-2-architecture model and its tokenizer with `from_pretrained`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from model.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference, with the tokenizer and device it belongs to."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    source: str
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """`auto` means the GPU when CUDA is there, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("config asks for device `cuda`, but no CUDA GPU is available.")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """`auto` means half precision (bf16 when supported, else fp16) on a GPU, fp32 on the CPU."""
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return DTYPES[dtype]
+
+
+def load_model(source: str | os.PathLike[str], device: str = "auto", dtype: str = "auto") -> LoadedModel:
+    """Load a local directory or a hub id; frozen, in eval mode, on the chosen device.
+
+    The weights are frozen (`requires_grad_(False)`) because nothing in the bot trains them, and
+    autograd through frozen weights costs nothing extra while trainable ones pile up gradients.
+    """
+    source = str(source)
+    torch_device = pick_device(device)
+    torch_dtype = pick_dtype(dtype, torch_device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+    except OSError as exc:
+        raise ModelLoadError(_explain_load_failure(source, exc)) from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(torch_device).eval().requires_grad_(False)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    log.info("loaded model %s on %s (%s, %.1fM parameters)", source, torch_device, torch_dtype,
+             sum(p.numel() for p in model.parameters()) / 1e6)
+    return LoadedModel(model=model, tokenizer=tokenizer, device=torch_device, source=source)
+
+
+def _explain_load_failure(source: str, exc: Exception) -> str:
+    if Path(source).exists():
+        return f"Could not load the model in `{source}`: {exc}"
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return f"`{source}` is not a local directory, and the Hugging Face hub is off (HF_HUB_OFFLINE=1)."
+    return (f"Could not load `{source}`: it is not a local directory, and the Hugging Face hub could not "
+            f"provide it (is the hub reachable from this machine?). Details: {exc}")
