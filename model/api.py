@@ -20,6 +20,8 @@ class StoryRequest:
     prompt: str
     settings: DecodingSettings
     seed: int
+    keep_tail: bool = False
+    """Continue a story: a prompt over the token limit keeps its last tokens instead of being refused."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,47 @@
+# Taleweaver: `make run` and `make test` each set themselves up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-fast bench lint format browser clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned: this CPU build lies on this disk; a loose requirement would pull CUDA.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $(STAMP)
+
+## run: the bot on Discord when DISCORD_TOKEN is set, else the local playground
+run: $(STAMP)
+	@if [ -n "$$DISCORD_TOKEN" ]; then exec $(PY) bot.py; else exec $(PY) -m playground; fi
+
+## browser: Debian's Chromium for the browser test (skipped when it is already there)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing and cannot be installed (not root)"; exit 1; fi; }
+
+## test: the whole suite, on CPU, offline
+test: $(STAMP) browser
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow and not browser"
+
+## bench: the benchmarks (tables printed, JSON under bench/results/)
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m bench
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache bench/results

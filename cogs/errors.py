@@ -1,0 +1,64 @@
+"""The tree-level error handler: every slash-command error ends here.
+
+Order of handling:
+1. `TaleweaverError` (raised by the model service, the store or the settings type, possibly
+   wrapped in `CommandInvokeError`): the user made a mistake or the bot is busy — its message
+   is written for them, so it goes back as it is, ephemeral.
+2. `CheckFailure` (e.g. missing Manage Server): a polite refusal.
+3. `TransformerError` / `CommandSignatureMismatch`: an option Discord's client should have
+   stopped (a modified client, or stale commands): a short explanation.
+4. Anything else is a bug: logged with its traceback and the command's name; the user gets a
+   short apology, never the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs.utils.replies import send_error
+from model.errors import TaleweaverError
+
+if TYPE_CHECKING:
+    from bot import TaleweaverBot
+
+log = logging.getLogger(__name__)
+APOLOGY = "Sorry, something went wrong on my side. It has been logged; please try again."
+
+
+async def on_app_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+    original = getattr(error, "original", error)
+    if isinstance(original, TaleweaverError):
+        await send_error(interaction, original.message)
+    elif isinstance(error, app_commands.MissingPermissions):
+        await send_error(interaction, "You need the Manage Server permission for that.")
+    elif isinstance(error, app_commands.CheckFailure):
+        await send_error(interaction, "You can't use that command here.")
+    elif isinstance(error, app_commands.TransformerError):
+        await send_error(interaction, f"That value isn't valid for this option: {discord.utils.escape_mentions(str(error.value))[:100]}")
+    elif isinstance(error, app_commands.CommandSignatureMismatch):
+        await send_error(interaction, "This command changed since your client loaded it; please try again in a minute.")
+    else:
+        name = interaction.command.qualified_name if interaction.command else "?"
+        log.error("unexpected error in /%s", name, exc_info=original)
+        await send_error(interaction, APOLOGY)
+
+
+class ErrorHandler(commands.Cog):
+    """Installs the tree-level error handler."""
+
+    def __init__(self, bot: TaleweaverBot) -> None:
+        self.bot = bot
+        self._previous = bot.tree.on_error
+        bot.tree.on_error = on_app_command_error
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.on_error = self._previous
+
+
+async def setup(bot: TaleweaverBot) -> None:
+    await bot.add_cog(ErrorHandler(bot))

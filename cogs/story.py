@@ -1,0 +1,263 @@
+"""`/story`: write a story from an opening line, streamed into the reply, with buttons under it."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs.utils.formats import EMBED_DESCRIPTION_LIMIT, EMBED_FOOTER_LIMIT, clean_text, tail, truncate
+from cogs.utils.replies import NO_MENTIONS, send_error
+from model.api import StoryRequest, StoryResult
+from model.errors import RequestTimeoutError, TaleweaverError
+from model.settings import FIELDS, SEED_MAX, STRATEGIES, DecodingSettings
+
+if TYPE_CHECKING:
+    from bot import TaleweaverBot
+
+log = logging.getLogger(__name__)
+
+CURSOR = " ▌"
+VIEW_TIMEOUT_S = 14 * 60
+"""Buttons outlive the interaction token only by editing with it, and that token dies at 15 min."""
+STORY_COLOUR = discord.Colour(0x8E6CBF)
+_LEN, _TEMP = FIELDS["max_new_tokens"], FIELDS["temperature"]
+
+
+@dataclass
+class StoryState:
+    """One story message: what it says so far and how it was made, for the buttons."""
+
+    owner_id: int
+    guild_id: int | None
+    opening: str
+    settings: DecodingSettings
+    notes: tuple[str, ...] = ()
+    text: str = ""
+    seeds: list[int] = field(default_factory=list)
+    stream: Any = None
+    """The running `StoryStream`, if any (so Stop can reach it)."""
+
+
+class EditThrottle:
+    """Lets an edit through at most once per `interval` seconds."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.last = time.monotonic()
+
+    def ready(self) -> bool:
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.last = now
+            return True
+        return False
+
+
+def render_story(state: StoryState, *, running: bool, status: str, result: StoryResult | None = None
+                 ) -> tuple[discord.Embed, discord.File | None]:
+    """The story embed (and the full text as a file when it does not fit)."""
+    opening = clean_text(state.opening)
+    body = clean_text(state.text[len(state.opening):])
+    stripped = opening.rstrip()
+    text = f"**{stripped}**{opening[len(stripped):]}{body}" if stripped else body
+    attachment = None
+    if running:
+        text = tail(text + CURSOR, EMBED_DESCRIPTION_LIMIT)
+    elif len(text) > EMBED_DESCRIPTION_LIMIT:
+        note = "\n\n*(The story is longer than a message: the whole of it is attached as story.txt.)*"
+        text = truncate(text, EMBED_DESCRIPTION_LIMIT - len(note)) + note
+        attachment = discord.File(_as_bytes(state.text), filename="story.txt")
+    embed = discord.Embed(description=text or "…", colour=STORY_COLOUR)
+    footer = [state.settings.summary().replace("seed=None", f"seed={state.seeds[-1] if state.seeds else '?'}")]
+    if result is not None:
+        footer.append(f"{result.new_tokens} tokens in {result.elapsed_s:.1f} s")
+    if status:
+        footer.append(status)
+    footer.extend(state.notes)
+    embed.set_footer(text=truncate(" · ".join(footer[:1]) + ("\n" + "\n".join(footer[1:]) if footer[1:] else ""),
+                                   EMBED_FOOTER_LIMIT))
+    return embed, attachment
+
+
+def _as_bytes(text: str):
+    import io
+
+    return io.BytesIO(text.encode("utf-8", "replace"))
+
+
+class StoryView(discord.ui.View):
+    """Continue, Regenerate and Stop; only the story's requester may press them."""
+
+    def __init__(self, cog: StoryCog, state: StoryState) -> None:
+        super().__init__(timeout=VIEW_TIMEOUT_S)
+        self.cog = cog
+        self.state = state
+        self.message_interaction: discord.Interaction | None = None
+        self.set_running(True)
+
+    def set_running(self, running: bool) -> None:
+        self.continue_button.disabled = running
+        self.regenerate_button.disabled = running
+        self.stop_button.disabled = not running
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        if interaction.user.id == self.state.owner_id:
+            return True
+        await send_error(interaction, "Only the person who asked for this story can use its buttons. "
+                                      "Start your own with `/story`!")
+        return False
+
+    async def on_timeout(self) -> None:
+        if self.message_interaction is None:
+            return
+        for item in self.children:
+            item.disabled = True
+        try:
+            await self.message_interaction.edit_original_response(view=self, allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException:
+            log.debug("could not disable buttons of an expired story", exc_info=True)
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:
+        await self.cog.report_error(interaction, error)
+
+    @discord.ui.button(label="Continue", emoji="➕", style=discord.ButtonStyle.primary)
+    async def continue_button(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await interaction.response.defer()
+        await self.cog.write(interaction, self, continuing=True)
+
+    @discord.ui.button(label="Regenerate", emoji="🔄", style=discord.ButtonStyle.secondary)
+    async def regenerate_button(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await interaction.response.defer()
+        await self.cog.write(interaction, self, continuing=False)
+
+    @discord.ui.button(label="Stop", emoji="⏹️", style=discord.ButtonStyle.danger)
+    async def stop_button(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await interaction.response.defer()
+        if self.state.stream is not None:
+            self.state.stream.stop()
+
+
+class StoryCog(commands.Cog):
+    """Story writing."""
+
+    def __init__(self, bot: TaleweaverBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="story", description="Write a story that starts with your opening line.")
+    @app_commands.describe(
+        prompt="The opening line of the story.",
+        length=f"How many tokens to write ({_LEN.minimum}-{_LEN.maximum}); default: your setting.",
+        strategy="How words are chosen, for this story only; default: your setting.",
+        temperature=f"Sampling temperature ({_TEMP.minimum}-{_TEMP.maximum}), for this story only.",
+        seed="A seed to reproduce a story (sampling only).",
+    )
+    @app_commands.choices(strategy=[app_commands.Choice(name=name, value=name) for name in STRATEGIES])
+    async def story(
+        self,
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, 2000],
+        length: app_commands.Range[int, _LEN.minimum, _LEN.maximum] | None = None,
+        strategy: str | None = None,
+        temperature: app_commands.Range[float, _TEMP.minimum, _TEMP.maximum] | None = None,
+        seed: app_commands.Range[int, 0, SEED_MAX] | None = None,
+    ) -> None:
+        if not prompt.strip():
+            await send_error(interaction, "Please give the story an opening line (it was empty).")
+            return
+        overrides = {name: value for name, value in
+                     (("max_new_tokens", length), ("strategy", strategy), ("temperature", temperature),
+                      ("seed", seed)) if value is not None}
+        await interaction.response.defer(thinking=True)
+        try:
+            resolved = await self.bot.preferences.resolve(interaction.user.id, interaction.guild_id, overrides)
+        except TaleweaverError as exc:
+            await self._withdraw(interaction, exc.message)
+            return
+        state = StoryState(owner_id=interaction.user.id, guild_id=interaction.guild_id, opening=prompt,
+                           settings=resolved.settings, notes=tuple(resolved.notes), text=prompt)
+        view = StoryView(self, state)
+        view.message_interaction = interaction
+        await self.write(interaction, view, continuing=False, first=True)
+
+    async def write(self, interaction: discord.Interaction, view: StoryView, *, continuing: bool,
+                    first: bool = False) -> None:
+        """Run one generation into the story message, editing it as text arrives."""
+        state = view.state
+        seed = state.settings.seed if state.settings.seed is not None else random.randrange(SEED_MAX)
+        prompt = state.text if continuing else state.opening
+        request = StoryRequest(user_id=state.owner_id, prompt=prompt, settings=state.settings, seed=seed,
+                               keep_tail=continuing)
+        try:
+            stream = await self.bot.service.story(request)
+        except TaleweaverError as exc:
+            if first:
+                await self._withdraw(interaction, exc.message)
+            else:
+                await send_error(interaction, exc.message)
+            return
+        previous_text = state.text
+        state.text = prompt
+        state.seeds.append(seed)
+        state.stream = stream
+        view.set_running(True)
+        view.message_interaction = interaction
+        throttle = EditThrottle(self.bot.config.discord.edit_interval_s)
+        status = f"⏳ waiting: number {stream.queue_position} in the queue" if stream.queue_position else "✍️ writing…"
+        await self._edit(interaction, state, view, running=True, status=status)
+        result: StoryResult | None = None
+        error: TaleweaverError | None = None
+        try:
+            async for delta in stream:
+                state.text += delta
+                if throttle.ready():
+                    await self._edit(interaction, state, view, running=True, status="✍️ writing…")
+            result = await stream.result()
+        except TaleweaverError as exc:
+            error = exc
+        finally:
+            state.stream = None
+            view.set_running(False)
+        if error is not None and not isinstance(error, RequestTimeoutError) and state.text == prompt:
+            state.text = previous_text
+        status = {"stopped": "⏹️ stopped", "eos": "the end", "length": ""}.get(result.stop_reason, "") if result \
+            else f"⚠️ {error.message}"
+        await self._edit(interaction, state, view, running=False, status=status, result=result)
+
+    async def _edit(self, interaction: discord.Interaction, state: StoryState, view: StoryView, *,
+                    running: bool, status: str, result: StoryResult | None = None) -> None:
+        embed, attachment = render_story(state, running=running, status=status, result=result)
+        kwargs: dict[str, Any] = {"content": None, "embed": embed, "view": view, "allowed_mentions": NO_MENTIONS}
+        kwargs["attachments"] = [attachment] if attachment is not None else []
+        try:
+            await interaction.edit_original_response(**kwargs)
+        except discord.NotFound:
+            log.info("story message was deleted; stopping its generation")
+            if state.stream is not None:
+                state.stream.stop()
+
+    async def _withdraw(self, interaction: discord.Interaction, message: str) -> None:
+        """After a public defer, a user's mistake should not stay in the channel: remove the
+        "thinking…" message and tell the user privately."""
+        try:
+            await interaction.delete_original_response()
+        except discord.HTTPException:
+            log.debug("could not delete the deferred response", exc_info=True)
+        await send_error(interaction, message)
+
+    async def report_error(self, interaction: discord.Interaction, error: Exception) -> None:
+        if isinstance(error, TaleweaverError):
+            await send_error(interaction, error.message)
+            return
+        log.error("unexpected error in a story button", exc_info=error)
+        await send_error(interaction, "Sorry, something went wrong on my side. Please try again.")
+
+
+async def setup(bot: TaleweaverBot) -> None:
+    await bot.add_cog(StoryCog(bot))

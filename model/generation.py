@@ -1,0 +1,164 @@
+"""Generating several stories as one left-padded batch, streaming each row's text as it grows.
+
+Runs in the service's worker thread; everything here is blocking torch code. One call serves
+one or many requests that share a `batch_key`; a single request is a batch of one, so there is
+one code path and batching cannot change a request's result beyond floating-point order.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+from model.decoding import SeededSampling, batch_key, to_generation_config
+from model.loading import LoadedModel
+from model.settings import DecodingSettings
+
+
+@dataclass
+class RowJob:
+    """One request inside a batch, with the hooks the service listens on."""
+
+    prompt: str
+    settings: DecodingSettings
+    seed: int
+    on_text: Callable[[str], None] = lambda _delta: None
+    """Called from the worker thread with each new piece of text."""
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    deadline: float = float("inf")
+    """time.monotonic() after which the row is cut off (stop_reason "timeout")."""
+
+
+@dataclass
+class RowOutput:
+    continuation: str
+    new_tokens: int
+    stop_reason: str
+    """"length", "eos", "stopped" or "timeout"."""
+
+
+class _RowState:
+    """Tokens and decoded text of one row; decodes the whole row each time so multi-byte
+    characters split across tokens come out whole (a trailing U+FFFD is held back)."""
+
+    def __init__(self, job: RowJob, tokenizer) -> None:
+        self.job = job
+        self.tokenizer = tokenizer
+        self.tokens: list[int] = []
+        self.emitted = ""
+        self.finished_by: str | None = None
+        self.finishing: str | None = None
+        """Set by the stopping check: the token of this step is the row's last one."""
+
+    def add(self, token: int) -> None:
+        self.tokens.append(token)
+        self.flush(final=False)
+
+    def flush(self, final: bool) -> None:
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if not final and text.endswith("\ufffd"):
+            return
+        if text.startswith(self.emitted) and len(text) > len(self.emitted):
+            delta = text[len(self.emitted):]
+            self.emitted = text
+            self.job.on_text(delta)
+
+    @property
+    def text(self) -> str:
+        return self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+
+
+class _BatchStreamer(BaseStreamer):
+    """Routes each step's tokens (one per row) to the row they belong to."""
+
+    def __init__(self, rows: list[_RowState], eos_token_id: int) -> None:
+        self.rows = rows
+        self.eos_token_id = eos_token_id
+        self.saw_prompt = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.saw_prompt:
+            self.saw_prompt = True
+            return
+        for row, token in zip(self.rows, value.reshape(-1).tolist()):
+            if row.finished_by is not None:
+                continue
+            if token == self.eos_token_id:
+                row.finished_by = "eos"
+                continue
+            row.add(token)
+            row.finished_by = row.finishing
+
+    def end(self) -> None:
+        for row in self.rows:
+            row.flush(final=True)
+
+
+class _RowStopping(StoppingCriteria):
+    """Per-row stop: the user pressed Stop, the deadline passed, or the row's own length is reached."""
+
+    def __init__(self, rows: list[_RowState], prompt_length: int) -> None:
+        self.rows = rows
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        generated = input_ids.shape[1] - self.prompt_length
+        now = time.monotonic()
+        done = []
+        for row in self.rows:
+            if row.finished_by is None and row.finishing is None:
+                if row.job.stop_event.is_set():
+                    row.finishing = "stopped"
+                elif now >= row.job.deadline:
+                    row.finishing = "timeout"
+                elif generated >= row.job.settings.max_new_tokens:
+                    row.finishing = "length"
+            done.append(row.finished_by is not None or row.finishing is not None)
+        flags = torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+        # Beam search asks about every candidate beam: rows are repeated beam by beam.
+        return flags.repeat_interleave(input_ids.shape[0] // len(self.rows))
+
+
+def generate_batch(loaded: LoadedModel, jobs: Sequence[RowJob]) -> list[RowOutput]:
+    """Generate every job in one `generate` call; all jobs must share a `batch_key`."""
+    keys = {batch_key(job.settings) for job in jobs}
+    if len(keys) != 1:
+        raise ValueError(f"jobs of different batch keys cannot share a batch: {keys}")
+    tokenizer, model = loaded.tokenizer, loaded.model
+    tokenizer.padding_side = "left"
+    inputs = tokenizer([job.prompt for job in jobs], return_tensors="pt", padding=True).to(loaded.device)
+    prompt_length = inputs["input_ids"].shape[1]
+    rows = [_RowState(job, tokenizer) for job in jobs]
+    longest = max(job.settings.max_new_tokens for job in jobs)
+    config = to_generation_config(jobs[0].settings.replace(max_new_tokens=longest),
+                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    beam = jobs[0].settings.strategy == "beam"
+    sampler = SeededSampling([(job.settings, job.seed) for job in jobs], loaded.device)
+    processors = LogitsProcessorList([sampler] if sampler.active else [])
+    with torch.inference_mode():
+        output = model.generate(
+            **inputs,
+            generation_config=config,
+            logits_processor=processors,
+            stopping_criteria=StoppingCriteriaList([_RowStopping(rows, prompt_length)]),
+            streamer=None if beam else _BatchStreamer(rows, tokenizer.eos_token_id),
+        )
+    if beam:
+        return [_beam_output(row, output[index, prompt_length:].tolist(), tokenizer.eos_token_id)
+                for index, row in enumerate(rows)]
+    return [RowOutput(row.text, len(row.tokens), row.finished_by or row.finishing or "length") for row in rows]
+
+
+def _beam_output(row: _RowState, tokens: list[int], eos_token_id: int) -> RowOutput:
+    """Beam search cannot stream (its best beam is known only at the end): emit the text once."""
+    ended = eos_token_id in tokens
+    row.tokens = tokens[: tokens.index(eos_token_id)] if ended else tokens
+    row.flush(final=True)
+    reason = row.finishing if row.finishing in ("stopped", "timeout") else ("eos" if ended else "length")
+    return RowOutput(row.text, len(row.tokens), reason)

@@ -1,0 +1,319 @@
+"""The model service: the async facade the cogs call, with the model running off the event loop.
+
+Requests wait in one bounded FIFO queue. A scheduler task takes the oldest request, waits a
+few milliseconds for others that can share its forward pass (same `batch_key`), and hands the
+batch to the device's single worker thread. The oldest request always goes first, so nobody
+starves; requests that cannot join it wait their turn. Text comes back through per-request
+streams fed from the worker thread with `call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable
+
+import torch
+
+from appconfig import Config
+from model.api import ProgressCallback, StoryRequest, StoryResult, WhyRequest, WhyResult
+from model.decoding import batch_key
+from model.errors import (
+    GenerationFailedError,
+    PromptError,
+    QueueFullError,
+    RequestTimeoutError,
+    TaleweaverError,
+    UserBusyError,
+)
+from model.generation import RowJob, generate_batch
+from model.loading import LoadedModel
+
+log = logging.getLogger(__name__)
+
+HANG_GRACE_S = 5.0
+"""How long past its deadline a batch may run before its worker is given up as hung."""
+
+
+class StoryStream:
+    """One running story, as the cog sees it (implements `model.api.StoryStream`)."""
+
+    def __init__(self, request: StoryRequest, queue_position: int) -> None:
+        self.request = request
+        self.queue_position = queue_position
+        self.stop_event = threading.Event()
+        self._deltas: asyncio.Queue[str | None] = asyncio.Queue()
+        self._result: asyncio.Future[StoryResult] = asyncio.get_running_loop().create_future()
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        while (delta := await self._deltas.get()) is not None:
+            yield delta
+
+    async def result(self) -> StoryResult:
+        return await asyncio.shield(self._result)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    # Called on the event loop by the service.
+    def _push(self, delta: str) -> None:
+        self._deltas.put_nowait(delta)
+
+    def _finish(self, result: StoryResult | None, error: BaseException | None = None) -> None:
+        if self._result.done():
+            return
+        if error is not None:
+            self._result.set_exception(error)
+        else:
+            self._result.set_result(result)
+        self._deltas.put_nowait(None)
+
+
+@dataclass
+class _Job:
+    user_id: int
+    key: object
+    story: StoryStream | None = None
+    why: tuple[WhyRequest, ProgressCallback | None, asyncio.Future[WhyResult]] | None = None
+    enqueued_at: float = field(default_factory=time.monotonic)
+
+
+class ModelService:
+    """Queue, per-user limits, batching, timeouts and the worker thread for one model."""
+
+    def __init__(self, loaded: LoadedModel, config: Config) -> None:
+        self.loaded = loaded
+        self.config = config
+        self._pending: deque[_Job] = deque()
+        self._in_flight: Counter[int] = Counter()
+        self._wakeup = asyncio.Event()
+        self._executor = self._new_executor()
+        self._scheduler: asyncio.Task[None] | None = None
+        self._running: list[_Job] = []
+        self.batches_run: list[int] = []
+        """Sizes of the batches run so far (for tests and the benchmark)."""
+
+    @staticmethod
+    def _new_executor() -> concurrent.futures.ThreadPoolExecutor:
+        return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-worker")
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        return self.config.limits.max_prompt_tokens
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.config.limits.max_new_tokens
+
+    async def start(self) -> None:
+        if self.loaded.device.type == "cpu":
+            torch.set_num_threads(self.config.model.cpu_threads)
+        self._scheduler = asyncio.create_task(self._schedule(), name="model-scheduler")
+
+    async def close(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            await asyncio.gather(self._scheduler, return_exceptions=True)
+        for job in list(self._pending):
+            self._fail(job, GenerationFailedError("The bot is shutting down; please try again in a minute."))
+        self._pending.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # Public API -------------------------------------------------------------------------------
+    async def count_tokens(self, text: str) -> int:
+        return len(self.loaded.tokenizer(text)["input_ids"])
+
+    async def story(self, request: StoryRequest) -> StoryStream:
+        if not request.prompt.strip():
+            raise PromptError("Please give the story an opening line.")
+        if request.keep_tail:
+            request = dataclasses.replace(request, prompt=self._tail(request.prompt))
+        await self._check_prompt(request.prompt)
+        self._admit(request.user_id)
+        stream = StoryStream(request, queue_position=self.queue_length)
+        self._enqueue(_Job(request.user_id, batch_key(request.settings), story=stream))
+        return stream
+
+    async def why(self, request: WhyRequest, progress: ProgressCallback | None = None) -> WhyResult:
+        if not request.prompt.strip():
+            raise PromptError("Please give a prompt to explain.")
+        await self._check_prompt(request.prompt)
+        self._admit(request.user_id)
+        future: asyncio.Future[WhyResult] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Job(request.user_id, ("why", id(future)), why=(request, progress, future)))
+        return await future
+
+    @property
+    def queue_length(self) -> int:
+        """Requests waiting or running (what a newcomer would wait behind)."""
+        return len(self._pending) + len(self._running)
+
+    def _tail(self, text: str) -> str:
+        """The end of `text` that fits the prompt limit, cut at a token boundary."""
+        ids = self.loaded.tokenizer(text[-self.max_prompt_tokens * 16:])["input_ids"]
+        return text if len(text) <= self.max_prompt_tokens * 16 and len(ids) <= self.max_prompt_tokens \
+            else self.loaded.tokenizer.decode(ids[-self.max_prompt_tokens:])
+
+    # Admission --------------------------------------------------------------------------------
+    async def _check_prompt(self, prompt: str) -> None:
+        limit = self.max_prompt_tokens
+        # Any token is at least one character, so a prompt this long cannot fit: refuse it
+        # before spending time tokenising 100 000 characters.
+        if len(prompt) > limit * 16:
+            raise PromptError(f"That prompt is too long: at most {limit} tokens (about {limit * 4} characters).")
+        count = await self.count_tokens(prompt)
+        if count > limit:
+            raise PromptError(f"That prompt is {count} tokens long; the limit is {limit} tokens.")
+
+    def _admit(self, user_id: int) -> None:
+        service = self.config.service
+        if self._in_flight[user_id] >= service.per_user_in_flight:
+            raise UserBusyError("You already have a request running; wait for it to finish (or press Stop).")
+        if len(self._pending) >= service.queue_size:
+            raise QueueFullError(
+                f"I'm busy: {len(self._pending)} requests are waiting. Please try again in a minute.",
+                retry_after=60.0)
+
+    def _enqueue(self, job: _Job) -> None:
+        self._in_flight[job.user_id] += 1
+        self._pending.append(job)
+        self._wakeup.set()
+
+    def _release(self, job: _Job) -> None:
+        self._in_flight[job.user_id] -= 1
+        if self._in_flight[job.user_id] <= 0:
+            del self._in_flight[job.user_id]
+
+    # Scheduling -------------------------------------------------------------------------------
+    async def _schedule(self) -> None:
+        while True:
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            window = self.config.service.batch_window_ms / 1000
+            if window and len(self._pending) < self.config.service.max_batch_size:
+                await asyncio.sleep(window)
+            batch = self._take_batch()
+            self._running = batch
+            try:
+                await self._run(batch)
+            except Exception:  # never let one batch kill the scheduler
+                log.exception("batch failed outside the worker")
+                for job in batch:
+                    self._fail(job, GenerationFailedError("Something went wrong on my side; please try again."))
+            finally:
+                self._running = []
+                for job in batch:
+                    self._release(job)
+
+    def _take_batch(self) -> list[_Job]:
+        """The oldest job, plus the next jobs that can share its forward pass (FIFO among them)."""
+        head = self._pending.popleft()
+        batch = [head]
+        if head.story is None:
+            return batch
+        limit = self.config.service.max_batch_size
+        for job in list(self._pending):
+            if len(batch) >= limit:
+                break
+            if job.story is not None and job.key == head.key:
+                self._pending.remove(job)
+                batch.append(job)
+        return batch
+
+    async def _run(self, batch: list[_Job]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + self.config.service.request_timeout_s
+        if batch[0].why is not None:
+            work: Callable[[], object] = self._why_work(batch[0], loop, deadline)
+        else:
+            work = self._story_work(batch, loop, deadline)
+        future = loop.run_in_executor(self._executor, work)
+        budget = self.config.service.request_timeout_s + HANG_GRACE_S
+        try:
+            outcome = await asyncio.wait_for(asyncio.shield(future), timeout=budget)
+        except asyncio.TimeoutError:
+            log.error("worker hung past its deadline on a batch of %d; starting a new worker", len(batch))
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = self._new_executor()
+            for job in batch:
+                self._fail(job, RequestTimeoutError(
+                    f"That took longer than {self.config.service.request_timeout_s:.0f} s and was cut off."))
+            return
+        except Exception as exc:
+            log.error("model failed on a batch of %d", len(batch), exc_info=exc)
+            for job in batch:
+                self._fail(job, _user_error(exc))
+            return
+        self.batches_run.append(len(batch))
+        if batch[0].why is not None:
+            _, _, result_future = batch[0].why
+            if not result_future.done():
+                result_future.set_result(outcome)
+            return
+        for job, output in zip(batch, outcome):
+            self._finish_story(job, output)
+
+    def _story_work(self, batch: list[_Job], loop: asyncio.AbstractEventLoop, deadline: float):
+        rows = []
+        for job in batch:
+            stream = job.story
+            rows.append(RowJob(
+                prompt=stream.request.prompt, settings=stream.request.settings, seed=stream.request.seed,
+                on_text=lambda delta, s=stream: loop.call_soon_threadsafe(s._push, delta),
+                stop_event=stream.stop_event, deadline=deadline))
+        started = time.monotonic()
+
+        def work():
+            outputs = generate_batch(self.loaded, rows)
+            return [(output, time.monotonic() - started) for output in outputs]
+
+        return work
+
+    def _why_work(self, job: _Job, loop: asyncio.AbstractEventLoop, deadline: float):
+        request, progress, _ = job.why
+        cancel = threading.Event()
+
+        def work():
+            from model.importance import explain  # heavy module, loaded on first use
+
+            budget = min(self.config.why.time_budget_s, max(0.0, deadline - time.monotonic()))
+            why_config = self.config.why.__class__(**{**self.config.why.__dict__, "time_budget_s": budget})
+            return explain(self.loaded, request.prompt, config=why_config, max_prompt_tokens=self.max_prompt_tokens,
+                           seed=request.seed, progress=progress, cancel=cancel, view=request.view)
+
+        return work
+
+    def _finish_story(self, job: _Job, outcome: tuple) -> None:
+        output, elapsed = outcome
+        request = job.story.request
+        if output.stop_reason == "timeout":
+            self._fail(job, RequestTimeoutError(
+                f"The story was cut off after {self.config.service.request_timeout_s:.0f} s."))
+            return
+        job.story._finish(StoryResult(
+            prompt=request.prompt, continuation=output.continuation, seed=request.seed,
+            settings=request.settings, new_tokens=output.new_tokens, elapsed_s=elapsed,
+            stop_reason=output.stop_reason))
+
+    def _fail(self, job: _Job, error: TaleweaverError) -> None:
+        if job.story is not None:
+            job.story._finish(None, error)
+        elif job.why is not None and not job.why[2].done():
+            job.why[2].set_exception(error)
+
+
+def _user_error(exc: BaseException) -> TaleweaverError:
+    """Turn a failure in the worker into a message for the user; the traceback goes to the log."""
+    if isinstance(exc, TaleweaverError):
+        return exc
+    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        return GenerationFailedError("The model ran out of memory on that request. Try fewer tokens or beams.")
+    return GenerationFailedError("Something went wrong while writing; please try again.")
