@@ -54,6 +54,7 @@ class _RowState:
         self.emitted = ""
         self.finished_by: str | None = None
         self.finishing: str | None = None
+        self.max_new_tokens = job.settings.max_new_tokens
         """Set by the stopping check: the token of this step is the row's last one."""
 
     def add(self, token: int) -> None:
@@ -117,7 +118,7 @@ class _RowStopping(StoppingCriteria):
                     row.finishing = "stopped"
                 elif now >= row.job.deadline:
                     row.finishing = "timeout"
-                elif generated >= row.job.settings.max_new_tokens:
+                elif generated >= row.max_new_tokens:
                     row.finishing = "length"
             done.append(row.finished_by is not None or row.finishing is not None)
         flags = torch.tensor(done, dtype=torch.bool, device=input_ids.device)
@@ -135,7 +136,12 @@ def generate_batch(loaded: LoadedModel, jobs: Sequence[RowJob]) -> list[RowOutpu
     inputs = tokenizer([job.prompt for job in jobs], return_tensors="pt", padding=True).to(loaded.device)
     prompt_length = inputs["input_ids"].shape[1]
     rows = [_RowState(job, tokenizer) for job in jobs]
-    longest = max(job.settings.max_new_tokens for job in jobs)
+    room = _context_room(model, prompt_length)
+    if room < 1:
+        raise ValueError(f"a prompt of {prompt_length} tokens leaves no room in the model's context")
+    for row in rows:
+        row.max_new_tokens = min(row.job.settings.max_new_tokens, room)
+    longest = max(row.max_new_tokens for row in rows)
     config = to_generation_config(jobs[0].settings.replace(max_new_tokens=longest),
                                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     beam = jobs[0].settings.strategy == "beam"
@@ -153,6 +159,12 @@ def generate_batch(loaded: LoadedModel, jobs: Sequence[RowJob]) -> list[RowOutpu
         return [_beam_output(row, output[index, prompt_length:].tolist(), tokenizer.eos_token_id)
                 for index, row in enumerate(rows)]
     return [RowOutput(row.text, len(row.tokens), row.finished_by or row.finishing or "length") for row in rows]
+
+
+def _context_room(model, prompt_length: int) -> int:
+    """New tokens that fit after the prompt in the model's context window (1024 for GPT-2)."""
+    limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+    return (limit - prompt_length) if limit else 1 << 30
 
 
 def _beam_output(row: _RowState, tokens: list[int], eos_token_id: int) -> RowOutput:

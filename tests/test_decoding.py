@@ -1,0 +1,129 @@
+"""Each decoding strategy does what its definition says, on the tiny GPT-2."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.decoding import SeededSampling, batch_key, to_generation_config
+from model.generation import RowJob, generate_batch
+from model.settings import DecodingSettings
+
+PROMPT = "Once upon a time there lived"
+
+
+def _run(loaded, settings: DecodingSettings, seed: int = 0, prompt: str = PROMPT) -> str:
+    return generate_batch(loaded, [RowJob(prompt, settings, seed)])[0].continuation
+
+
+def _token_ids(loaded, settings: DecodingSettings, seed: int) -> list[int]:
+    """Generated ids (re-encoding decoded text is lossy on a byte-level tokenizer)."""
+    from model import generation
+
+    row = generation._RowState(RowJob(PROMPT, settings, seed), loaded.tokenizer)
+    streamer = generation._BatchStreamer([row], loaded.tokenizer.eos_token_id)
+    inputs = loaded.tokenizer(PROMPT, return_tensors="pt")
+    sampler = SeededSampling([(settings, seed)], loaded.device)
+    config = to_generation_config(settings, eos_token_id=loaded.tokenizer.eos_token_id,
+                                  pad_token_id=loaded.tokenizer.pad_token_id)
+    loaded.model.generate(**inputs, generation_config=config, logits_processor=[sampler] if sampler.active else [],
+                          streamer=streamer)
+    return row.tokens
+
+
+def _next_token_probs(loaded, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        logits = loaded.model(torch.tensor([ids])).logits[0, -1]
+    return torch.softmax(logits.float(), dim=-1)
+
+
+def test_greedy_is_deterministic_and_picks_the_likeliest_token(tiny_loaded) -> None:
+    settings = DecodingSettings(strategy="greedy", max_new_tokens=12, repetition_penalty=1.0)
+    assert _run(tiny_loaded, settings, seed=1) == _run(tiny_loaded, settings, seed=2)
+    ids = tiny_loaded.tokenizer(PROMPT)["input_ids"]
+    for token in _token_ids(tiny_loaded, settings, seed=0):
+        assert token == int(_next_token_probs(tiny_loaded, ids).argmax())
+        ids.append(token)
+
+
+def test_same_seed_gives_same_text_and_other_seeds_differ(tiny_loaded) -> None:
+    settings = DecodingSettings(strategy="sampling", max_new_tokens=20, temperature=1.0, top_k=0)
+    assert _run(tiny_loaded, settings, seed=7) == _run(tiny_loaded, settings, seed=7)
+    assert len({_run(tiny_loaded, settings, seed=s) for s in range(4)}) > 1
+
+
+def test_top_k_only_picks_among_the_k_likeliest(tiny_loaded) -> None:
+    k = 3
+    settings = DecodingSettings(strategy="sampling", max_new_tokens=15, temperature=1.5, top_k=k,
+                                repetition_penalty=1.0)
+    for seed in range(3):
+        ids = tiny_loaded.tokenizer(PROMPT)["input_ids"]
+        for token in _token_ids(tiny_loaded, settings, seed):
+            allowed = set(_next_token_probs(tiny_loaded, ids).topk(k).indices.tolist())
+            assert token in allowed
+            ids.append(token)
+
+
+def test_top_p_only_picks_inside_the_nucleus(tiny_loaded) -> None:
+    p = 0.5
+    settings = DecodingSettings(strategy="sampling", max_new_tokens=15, temperature=1.0, top_k=0, top_p=p,
+                                repetition_penalty=1.0)
+    for seed in range(3):
+        ids = tiny_loaded.tokenizer(PROMPT)["input_ids"]
+        for token in _token_ids(tiny_loaded, settings, seed):
+            probs = _next_token_probs(tiny_loaded, ids)
+            sorted_probs, order = probs.sort(descending=True)
+            # The nucleus: the smallest prefix whose mass reaches p (HF keeps at least one token).
+            size = int((sorted_probs.cumsum(0) < p).sum()) + 1
+            assert token in set(order[:size].tolist())
+            ids.append(token)
+
+
+def test_beam_search_returns_the_highest_scoring_beam(tiny_loaded) -> None:
+    settings = DecodingSettings(strategy="beam", num_beams=4, max_new_tokens=8, repetition_penalty=1.0)
+    tokenizer, model = tiny_loaded.tokenizer, tiny_loaded.model
+    inputs = tokenizer(PROMPT, return_tensors="pt")
+    config = to_generation_config(settings, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config.num_return_sequences, config.output_scores, config.return_dict_in_generate = 4, True, True
+    out = model.generate(**inputs, generation_config=config)
+    scores = out.sequences_scores.tolist()
+    assert scores == sorted(scores, reverse=True)
+    best = tokenizer.decode(out.sequences[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert _run(tiny_loaded, settings) == best
+    # Re-score every returned beam with a plain forward pass: ours has the highest log-probability.
+    prompt_length = inputs["input_ids"].shape[1]
+
+    def log_prob(sequence: torch.Tensor) -> float:
+        with torch.no_grad():
+            logits = model(sequence[None]).logits[0, prompt_length - 1 : -1].float()
+        return float(torch.log_softmax(logits, -1).gather(1, sequence[prompt_length:, None]).sum())
+
+    rescored = [log_prob(seq) for seq in out.sequences]
+    assert rescored[0] == pytest.approx(max(rescored), abs=1e-4)
+
+
+def test_sampling_draws_are_per_row() -> None:
+    settings = DecodingSettings(strategy="sampling", temperature=1.0, top_k=0)
+    logits = torch.randn(1, 50)
+    alone = SeededSampling([(settings, 5)], torch.device("cpu"))(torch.zeros(1, 1, dtype=torch.long), logits)
+    pair = SeededSampling([(settings, 9), (settings, 5)], torch.device("cpu"))(
+        torch.zeros(2, 1, dtype=torch.long), torch.cat([torch.randn(1, 50), logits]))
+    assert alone[0].argmax() == pair[1].argmax()
+
+
+def test_greedy_and_sampling_share_a_batch_but_beams_do_not() -> None:
+    greedy, sample = DecodingSettings(strategy="greedy"), DecodingSettings(strategy="sampling")
+    assert batch_key(greedy) == batch_key(sample)
+    assert batch_key(DecodingSettings(strategy="beam", num_beams=2)) != batch_key(
+        DecodingSettings(strategy="beam", num_beams=4))
+    assert batch_key(sample) != batch_key(sample.replace(repetition_penalty=1.5))
+
+
+def test_generation_config_maps_every_strategy() -> None:
+    ids = dict(eos_token_id=0, pad_token_id=0)
+    beam = to_generation_config(DecodingSettings(strategy="beam", num_beams=3, no_repeat_ngram_size=2), **ids)
+    assert beam.num_beams == 3 and beam.no_repeat_ngram_size == 2 and not beam.do_sample
+    native = to_generation_config(DecodingSettings(strategy="sampling", top_k=0, top_p=0.9, temperature=0.7),
+                                  native_sampling=True, **ids)
+    assert native.do_sample and native.top_p == 0.9 and native.temperature == 0.7
+    assert to_generation_config(DecodingSettings(max_new_tokens=33), **ids).max_new_tokens == 33

@@ -1,0 +1,218 @@
+"""The model service: off the event loop, bounded, per-user limits, timeouts, faults, batching."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+import torch
+
+import model.service as service_module
+from appconfig import Config, LimitsConfig, ServiceConfig
+from model.api import StoryRequest
+from model.errors import GenerationFailedError, PromptError, QueueFullError, RequestTimeoutError, UserBusyError
+from model.generation import RowJob, generate_batch
+from model.service import ModelService
+from model.settings import DecodingSettings
+
+GREEDY = DecodingSettings(strategy="greedy", max_new_tokens=20)
+SAMPLE = DecodingSettings(strategy="sampling", max_new_tokens=20, temperature=1.0, top_k=0)
+
+
+def make_config(**service: object) -> Config:
+    return Config(service=ServiceConfig(**{"batch_window_ms": 20.0, **service}),
+                  limits=LimitsConfig(max_prompt_tokens=64, max_new_tokens=200))
+
+
+@pytest.fixture
+async def make_service(tiny_loaded):
+    services: list[ModelService] = []
+
+    async def make(**service: object) -> ModelService:
+        svc = ModelService(tiny_loaded, make_config(**service))
+        await svc.start()
+        services.append(svc)
+        return svc
+
+    yield make
+    for svc in services:
+        await svc.close()
+
+
+@pytest.fixture
+def slow_model(tiny_loaded, monkeypatch):
+    """Makes every forward pass wait on a gate (a fault injected into the real model)."""
+    gate = threading.Event()
+    forward = tiny_loaded.model.forward
+
+    def gated(*args, **kwargs):
+        gate.wait(timeout=10)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_loaded.model, "forward", gated)
+    return gate
+
+
+async def collect(stream) -> str:
+    return "".join([delta async for delta in stream])
+
+
+async def test_generation_does_not_block_the_event_loop(make_service) -> None:
+    svc = await make_service()
+    stream = await svc.story(StoryRequest(1, "Once upon a time", GREEDY.replace(max_new_tokens=150), seed=0))
+    ticks: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        while not done.is_set():
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(ticker())
+    started = time.monotonic()
+    text = await collect(stream)
+    finished = time.monotonic()
+    done.set()
+    await task
+    result = await stream.result()
+    assert result.new_tokens == 150 and text == result.continuation
+    during = [t for t in ticks if started < t < finished]
+    assert len(during) >= 5, f"the loop ticked only {len(during)} times while the model worked"
+
+
+async def test_streamed_text_is_the_result(make_service) -> None:
+    svc = await make_service()
+    stream = await svc.story(StoryRequest(1, "The fox said", SAMPLE, seed=3))
+    deltas = [d async for d in stream]
+    result = await stream.result()
+    assert len(deltas) > 1
+    assert "".join(deltas) == result.continuation
+    assert result.text == "The fox said" + result.continuation
+
+
+async def test_second_request_from_same_user_is_refused(make_service, slow_model) -> None:
+    svc = await make_service()
+    first = await svc.story(StoryRequest(1, "Once", GREEDY, seed=0))
+    with pytest.raises(UserBusyError):
+        await svc.story(StoryRequest(1, "Again", GREEDY, seed=0))
+    slow_model.set()
+    await first.result()
+    await (await svc.story(StoryRequest(1, "Again", GREEDY, seed=0))).result()
+
+
+async def test_full_queue_refuses_with_a_busy_message(make_service, slow_model) -> None:
+    svc = await make_service(queue_size=2, batch_window_ms=0.0, max_batch_size=1)
+    running = await svc.story(StoryRequest(1, "Once", GREEDY, seed=0))
+    await _until(lambda: svc._running)
+    waiting = [await svc.story(StoryRequest(u, "Once", GREEDY, seed=0)) for u in (2, 3)]
+    assert [w.queue_position for w in waiting] == [1, 2]
+    with pytest.raises(QueueFullError, match="busy"):
+        await svc.story(StoryRequest(4, "Once", GREEDY, seed=0))
+    slow_model.set()
+    for stream in (running, *waiting):
+        assert (await stream.result()).new_tokens == GREEDY.max_new_tokens
+
+
+async def test_prompt_over_the_limit_or_empty_is_refused(make_service) -> None:
+    svc = await make_service()
+    with pytest.raises(PromptError, match="limit is 64 tokens"):
+        await svc.story(StoryRequest(1, "word " * 70, GREEDY, seed=0))
+    with pytest.raises(PromptError, match="too long"):
+        await svc.story(StoryRequest(1, "x" * 100_000, GREEDY, seed=0))
+    with pytest.raises(PromptError):
+        await svc.story(StoryRequest(1, "   ", GREEDY, seed=0))
+    assert svc.queue_length == 0 and not svc._in_flight
+
+
+async def test_continuing_keeps_the_tail_of_a_long_story(make_service) -> None:
+    svc = await make_service()
+    stream = await svc.story(StoryRequest(1, "word " * 70 + "end", GREEDY, seed=0, keep_tail=True))
+    result = await stream.result()
+    assert result.prompt.endswith("end") and len(result.prompt) < len("word " * 70)
+
+
+async def test_a_request_that_runs_too_long_is_cut_off(make_service, tiny_loaded, monkeypatch) -> None:
+    forward = tiny_loaded.model.forward
+    monkeypatch.setattr(tiny_loaded.model, "forward", lambda *a, **k: (time.sleep(0.02), forward(*a, **k))[1])
+    svc = await make_service(request_timeout_s=0.3)
+    stream = await svc.story(StoryRequest(1, "Once", GREEDY.replace(max_new_tokens=200), seed=0))
+    text = await collect(stream)
+    with pytest.raises(RequestTimeoutError, match="cut off"):
+        await stream.result()
+    assert 0 < len(text)
+    monkeypatch.setattr(tiny_loaded.model, "forward", forward)
+    assert (await (await svc.story(StoryRequest(1, "Once", GREEDY, seed=0))).result()).new_tokens == 20
+
+
+async def test_a_hung_worker_is_replaced(make_service, slow_model, monkeypatch) -> None:
+    monkeypatch.setattr(service_module, "HANG_GRACE_S", 0.2)
+    svc = await make_service(request_timeout_s=0.2)
+    stream = await svc.story(StoryRequest(1, "Once", GREEDY, seed=0))
+    with pytest.raises(RequestTimeoutError):
+        await stream.result()
+    slow_model.set()  # the abandoned thread may now finish; nobody waits for it
+    assert (await (await svc.story(StoryRequest(1, "Once", GREEDY, seed=0))).result()).new_tokens == 20
+
+
+@pytest.mark.parametrize(("fault", "message"), [
+    (RuntimeError("boom"), "went wrong"),
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "out of memory"),
+])
+async def test_a_failing_request_fails_alone_and_the_service_keeps_serving(
+        make_service, tiny_loaded, monkeypatch, fault, message) -> None:
+    forward = tiny_loaded.model.forward
+    calls = {"n": 0}
+
+    def failing_once(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise fault
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_loaded.model, "forward", failing_once)
+    svc = await make_service()
+    with pytest.raises(GenerationFailedError, match=message):
+        await (await svc.story(StoryRequest(1, "Once", GREEDY, seed=0))).result()
+    assert (await (await svc.story(StoryRequest(1, "Once", GREEDY, seed=0))).result()).new_tokens == 20
+
+
+async def test_stop_ends_a_running_story_and_keeps_its_text(make_service) -> None:
+    svc = await make_service()
+    stream = await svc.story(StoryRequest(1, "Once", GREEDY.replace(max_new_tokens=200), seed=0))
+    async for _ in stream:
+        stream.stop()
+    result = await stream.result()
+    assert result.stop_reason == "stopped" and 0 < result.new_tokens < 200
+
+
+async def test_batched_requests_match_their_results_alone(make_service, tiny_loaded) -> None:
+    requests = [StoryRequest(10 + i, prompt, settings, seed=i)
+                for i, (prompt, settings) in enumerate([
+                    ("Once upon a time", SAMPLE), ("The fox said to the crow", SAMPLE.replace(max_new_tokens=7)),
+                    ("Holmes", GREEDY), ("A king", SAMPLE.replace(top_k=5, temperature=0.7))])]
+    alone = [generate_batch(tiny_loaded, [RowJob(r.prompt, r.settings, r.seed)])[0].continuation for r in requests]
+    svc = await make_service(batch_window_ms=50.0)
+    streams = [await svc.story(r) for r in requests]
+    batched = [(await s.result()).continuation for s in streams]
+    assert svc.batches_run == [4]
+    assert batched == alone
+
+
+async def test_requests_that_cannot_share_a_batch_run_in_turn_in_order(make_service) -> None:
+    svc = await make_service(batch_window_ms=50.0)
+    beam = DecodingSettings(strategy="beam", max_new_tokens=5)
+    order = [("greedy", GREEDY), ("beam", beam), ("sample", SAMPLE), ("beam2", beam.replace(num_beams=2))]
+    streams = [await svc.story(StoryRequest(i, "Once", s, seed=i)) for i, (_, s) in enumerate(order)]
+    results = [await s.result() for s in streams]
+    assert all(r.new_tokens > 0 for r in results)
+    assert svc.batches_run == [2, 1, 1]  # greedy+sample together, then each beam search alone
+
+
+async def _until(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
