@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import sys
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -143,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     except discord.LoginFailure:
         log.error("Discord refused the token in %s; check it in the Developer Portal.", TOKEN_ENV)
         return 1
-    except (TaleweaverError,) as exc:
+    except TaleweaverError as exc:
         log.error("%s", exc.message)
         return 1
     except KeyboardInterrupt:

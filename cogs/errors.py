@@ -39,7 +39,8 @@ async def on_app_command_error(interaction: discord.Interaction, error: app_comm
     elif isinstance(error, app_commands.CheckFailure):
         await send_error(interaction, "You can't use that command here.")
     elif isinstance(error, app_commands.TransformerError):
-        await send_error(interaction, f"That value isn't valid for this option: {discord.utils.escape_mentions(str(error.value))[:100]}")
+        shown = discord.utils.escape_mentions(str(error.value))[:100]
+        await send_error(interaction, f"That value isn't valid for this option: {shown}")
     elif isinstance(error, app_commands.CommandSignatureMismatch):
         await send_error(interaction, "This command changed since your client loaded it; please try again in a minute.")
     else:

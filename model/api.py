@@ -6,8 +6,9 @@ move to another process (behind the same `ModelServiceAPI`) with no change in th
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable, Protocol
+from typing import Protocol
 
 from model.settings import DecodingSettings
 

@@ -9,7 +9,7 @@ Per-row temperature, top-k and top-p reuse Hugging Face's own warpers, one set p
 
 from __future__ import annotations
 
-from typing import Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor

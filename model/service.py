@@ -16,8 +16,8 @@ import logging
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable
 
 import torch
 
@@ -239,7 +239,7 @@ class ModelService:
         budget = self.config.service.request_timeout_s + HANG_GRACE_S
         try:
             outcome = await asyncio.wait_for(asyncio.shield(future), timeout=budget)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.error("worker hung past its deadline on a batch of %d; starting a new worker", len(batch))
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = self._new_executor()
