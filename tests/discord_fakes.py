@@ -111,6 +111,9 @@ class FakeInteraction:
         self.calls.append(Call("edit_original", kwargs))
         return FakeMessage(self, kwargs.get("content"), kwargs)
 
+    async def delete_original_response(self) -> None:
+        self.calls.append(Call("delete_original", {}))
+
     async def original_response(self) -> FakeMessage:
         return FakeMessage(self, None, {})
 
