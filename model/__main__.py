@@ -1,4 +1,9 @@
-"""`python -m model generate "prompt"`: the bot's generation from the terminal, no Discord needed."""
+"""The bot's model from the terminal, no Discord needed.
+
+    python -m model generate "prompt" [--strategy beam ...]   write a story
+    python -m model why "prompt"                              which words drive the next word
+    python -m model.train --help                              fine-tune or train a model
+"""
 
 from __future__ import annotations
 
@@ -44,10 +49,17 @@ def generate_main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model", description=__doc__)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["why"]:
+        from model.why_cli import main_why
+
+        return main_why(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m model", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=os.environ.get("TALEWEAVER_CONFIG", "config.yaml"))
     parser.add_argument("--model", default=None, help="model directory or hub id (default: config's model.source)")
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("why", help="show which words of a prompt drive the next word (see `why --help`)")
     generate = commands.add_parser("generate", help="write a story from a prompt")
     generate.add_argument("prompt")
     _add_settings_options(generate)
