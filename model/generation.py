@@ -133,7 +133,9 @@ def generate_batch(loaded: LoadedModel, jobs: Sequence[RowJob]) -> list[RowOutpu
         raise ValueError(f"jobs of different batch keys cannot share a batch: {keys}")
     tokenizer, model = loaded.tokenizer, loaded.model
     tokenizer.padding_side = "left"
-    inputs = tokenizer([job.prompt for job in jobs], return_tensors="pt", padding=True).to(loaded.device)
+    # User text is untrusted: "<|endoftext|>" typed in a prompt is text, not the end-of-text token.
+    inputs = tokenizer([job.prompt for job in jobs], return_tensors="pt", padding=True,
+                       split_special_tokens=True).to(loaded.device)
     prompt_length = inputs["input_ids"].shape[1]
     rows = [_RowState(job, tokenizer) for job in jobs]
     room = _context_room(model, prompt_length)

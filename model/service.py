@@ -34,6 +34,7 @@ from model.errors import (
 )
 from model.generation import RowJob, generate_batch
 from model.loading import LoadedModel
+from model.text import clean_prompt
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +128,10 @@ class ModelService:
 
     # Public API -------------------------------------------------------------------------------
     async def count_tokens(self, text: str) -> int:
-        return len(self.loaded.tokenizer(text)["input_ids"])
+        return len(self.loaded.tokenizer(text, split_special_tokens=True)["input_ids"])
 
     async def story(self, request: StoryRequest) -> StoryStream:
+        request = dataclasses.replace(request, prompt=clean_prompt(request.prompt))
         if not request.prompt.strip():
             raise PromptError("Please give the story an opening line.")
         if request.keep_tail:
@@ -141,6 +143,7 @@ class ModelService:
         return stream
 
     async def why(self, request: WhyRequest, progress: ProgressCallback | None = None) -> WhyResult:
+        request = dataclasses.replace(request, prompt=clean_prompt(request.prompt))
         if not request.prompt.strip():
             raise PromptError("Please give a prompt to explain.")
         await self._check_prompt(request.prompt)
@@ -156,7 +159,7 @@ class ModelService:
 
     def _tail(self, text: str) -> str:
         """The end of `text` that fits the prompt limit, cut at a token boundary."""
-        ids = self.loaded.tokenizer(text[-self.max_prompt_tokens * 16:])["input_ids"]
+        ids = self.loaded.tokenizer(text[-self.max_prompt_tokens * 16:], split_special_tokens=True)["input_ids"]
         return text if len(text) <= self.max_prompt_tokens * 16 and len(ids) <= self.max_prompt_tokens \
             else self.loaded.tokenizer.decode(ids[-self.max_prompt_tokens:])
 

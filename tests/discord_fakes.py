@@ -123,7 +123,7 @@ class FakeInteraction:
 
     def sent_payloads(self) -> list[dict[str, Any]]:
         """Every call that puts a message on Discord (not defers)."""
-        return [c.kwargs for c in self.calls if c.name != "defer" and c.name != "send_modal"]
+        return [c.kwargs for c in self.calls if c.name not in ("defer", "send_modal", "delete_original")]
 
     def last_text(self) -> str:
         for call in reversed(self.calls):

@@ -4,36 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from types import SimpleNamespace
 
 import discord
 import pytest
 
-from appconfig import Config, DiscordConfig, LimitsConfig, ServiceConfig
 from cogs.story import StoryCog, StoryState, StoryView, render_story
 from cogs.utils.formats import EMBED_DESCRIPTION_LIMIT
-from model.service import ModelService
 from model.settings import DecodingSettings
-from store import SqlitePreferencesStore
+from tests.cogs.conftest import OWNER, STRANGER
 from tests.discord_fakes import FakeInteraction
-
-OWNER, STRANGER = 1001, 2002
-
-
-@pytest.fixture
-async def cog(tiny_loaded, tmp_path):
-    config = Config(service=ServiceConfig(batch_window_ms=0.0, request_timeout_s=60),
-                    limits=LimitsConfig(max_prompt_tokens=64, max_new_tokens=200),
-                    discord=DiscordConfig(edit_interval_s=0.1),
-                    defaults=DecodingSettings(strategy="sampling", max_new_tokens=40))
-    service = ModelService(tiny_loaded, config)
-    await service.start()
-    store = await SqlitePreferencesStore.open(tmp_path / "prefs.db", config_defaults=config.defaults,
-                                              max_new_tokens_cap=config.limits.max_new_tokens)
-    bot = SimpleNamespace(config=config, service=service, preferences=store)
-    yield StoryCog(bot)  # type: ignore[arg-type]
-    await service.close()
-    await store.close()
 
 
 @pytest.fixture
@@ -74,7 +53,7 @@ async def test_same_seed_reproduces_the_story(cog) -> None:
 
 async def test_streaming_edits_are_throttled(cog, slowed) -> None:
     interaction = FakeInteraction(OWNER)
-    await run_story(cog, interaction, "Once upon a time", length=150)
+    await run_story(cog, interaction, "Once upon a time", length=150, strategy="greedy")
     edits = interaction.named("edit_original")
     streaming = edits[1:-1]  # between the "writing" status and the final text
     assert len(streaming) >= 2
@@ -140,7 +119,7 @@ async def test_regenerate_uses_a_new_seed(cog) -> None:
 
 async def test_stop_ends_a_running_story(cog, slowed) -> None:
     interaction = FakeInteraction(OWNER)
-    task = asyncio.create_task(run_story(cog, interaction, "Once upon a time", length=200))
+    task = asyncio.create_task(run_story(cog, interaction, "Once upon a time", length=200, strategy="greedy"))
     deadline = time.monotonic() + 10
     while not interaction.named("edit_original") or view_of(interaction).state.stream is None:
         assert time.monotonic() < deadline

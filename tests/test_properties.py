@@ -1,0 +1,61 @@
+"""Property-based tests: the settings type and splitting of long output."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cogs.utils.formats import clean_text, split_message
+from model.errors import SettingsError
+from model.settings import FIELDS, DecodingSettings, coerce_field
+from model.text import clean_prompt
+
+ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True),
+                      st.text(max_size=20), st.lists(st.integers(), max_size=3))
+
+
+@given(name=st.sampled_from(list(FIELDS)), value=ANY_VALUE)
+def test_any_value_is_either_accepted_in_range_or_rejected_naming_the_field(name: str, value: object) -> None:
+    spec = FIELDS[name]
+    try:
+        settings = DecodingSettings().replace(**{name: value})
+    except SettingsError as exc:
+        assert exc.field == name and f"`{name}`" in exc.message
+        return
+    stored = getattr(settings, name)
+    if stored is None:
+        assert spec.optional
+    elif spec.choices:
+        assert stored in spec.choices
+    else:
+        assert isinstance(stored, spec.kind) and not isinstance(stored, bool)
+        assert math.isfinite(stored) and spec.minimum <= stored <= spec.maximum
+
+
+@given(st.dictionaries(st.sampled_from(list(FIELDS)), ANY_VALUE, max_size=5))
+def test_a_mapping_round_trips_through_to_dict(values: dict) -> None:
+    try:
+        settings = DecodingSettings.from_mapping(values)
+    except SettingsError:
+        return
+    assert DecodingSettings.from_mapping(settings.to_dict()) == settings
+    for name, value in settings.to_dict().items():
+        assert coerce_field(name, value) == value
+
+
+@given(text=st.text(max_size=5000), limit=st.integers(min_value=1, max_value=2000))
+def test_split_message_loses_nothing_and_respects_the_limit(text: str, limit: int) -> None:
+    chunks = split_message(text, limit)
+    assert "".join(chunks) == text
+    assert all(len(chunk) <= limit for chunk in chunks)
+    assert all(chunks) or chunks == [""]
+
+
+@given(st.text())
+def test_cleaned_text_cannot_ping_and_encodes(text: str) -> None:
+    cleaned = clean_text(text)
+    assert "@everyone" not in cleaned and "@here" not in cleaned
+    cleaned.encode("utf-8")  # no lone surrogates left
+    clean_prompt(text).encode("utf-8")
