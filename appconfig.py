@@ -55,6 +55,8 @@ class ServiceConfig:
     """Requests waiting for the model at most; more are refused with a busy message."""
     per_user_in_flight: int = 1
     """Requests one user may have queued or running at once."""
+    per_user_per_minute: int = 10
+    """Model requests (stories, continuations, explanations) one user may start per minute."""
     request_timeout_s: float = 120.0
     """A story or explanation running longer than this is cut off."""
     batch_window_ms: float = 5.0
@@ -122,7 +124,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 _POSITIVE = {
     "model.cpu_threads", "limits.max_prompt_tokens", "limits.max_new_tokens", "service.queue_size",
-    "service.per_user_in_flight", "service.request_timeout_s", "service.max_batch_size",
+    "service.per_user_in_flight", "service.per_user_per_minute", "service.request_timeout_s", "service.max_batch_size",
     "why.time_budget_s", "why.max_steps", "why.samples_per_step", "why.patience",
 }
 _NON_NEGATIVE = {"service.batch_window_ms", "discord.edit_interval_s"}

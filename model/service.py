@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections import Counter, deque
@@ -38,6 +39,8 @@ from model.text import clean_prompt
 
 log = logging.getLogger(__name__)
 
+RATE_WINDOW_S = 60.0
+RATE_TABLE_MAX = 10_000
 HANG_GRACE_S = 5.0
 """How long past its deadline a batch may run before its worker is given up as hung."""
 
@@ -93,6 +96,8 @@ class ModelService:
         self.config = config
         self._pending: deque[_Job] = deque()
         self._in_flight: Counter[int] = Counter()
+        self._recent: dict[int, deque[float]] = {}
+        """Start times of each user's requests in the last minute (the per-user rate limit)."""
         self._wakeup = asyncio.Event()
         self._executor = self._new_executor()
         self._scheduler: asyncio.Task[None] | None = None
@@ -178,10 +183,26 @@ class ModelService:
         service = self.config.service
         if self._in_flight[user_id] >= service.per_user_in_flight:
             raise UserBusyError("You already have a request running; wait for it to finish (or press Stop).")
+        now = time.monotonic()
+        recent = self._recent.setdefault(user_id, deque())
+        while recent and recent[0] <= now - RATE_WINDOW_S:
+            recent.popleft()
+        if len(recent) >= service.per_user_per_minute:
+            wait = recent[0] + RATE_WINDOW_S - now
+            raise UserBusyError(f"You've started {len(recent)} requests in the last minute, the most allowed. "
+                                f"Please try again in {math.ceil(wait)} s.", retry_after=wait)
         if len(self._pending) >= service.queue_size:
             raise QueueFullError(
-                f"I'm busy: {len(self._pending)} requests are waiting. Please try again in a minute.",
-                retry_after=60.0)
+                f"I'm busy: {len(self._pending)} requests are waiting, the most I queue. "
+                f"Please try again in a minute.", retry_after=60.0)
+        recent.append(now)
+        if len(self._recent) > RATE_TABLE_MAX:
+            self._forget_idle_users(now)
+
+    def _forget_idle_users(self, now: float) -> None:
+        """Drop users with no request in the last minute, so the table stays small."""
+        for user_id in [u for u, times in self._recent.items() if not times or times[-1] <= now - RATE_WINDOW_S]:
+            del self._recent[user_id]
 
     def _enqueue(self, job: _Job) -> None:
         self._in_flight[job.user_id] += 1

@@ -216,3 +216,13 @@ async def _until(condition, timeout: float = 5.0) -> None:
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.01)
 
+
+
+async def test_per_user_rate_limit_says_when_to_come_back(make_service) -> None:
+    svc = await make_service(per_user_per_minute=2, per_user_in_flight=5)
+    for _ in range(2):
+        await (await svc.story(StoryRequest(1, "Once", GREEDY, seed=0))).result()
+    with pytest.raises(UserBusyError, match=r"try again in \d+ s") as info:
+        await svc.story(StoryRequest(1, "Once", GREEDY, seed=0))
+    assert 0 < info.value.retry_after <= 60
+    await (await svc.story(StoryRequest(2, "Once", GREEDY, seed=0))).result()  # others are unaffected
