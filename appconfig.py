@@ -39,6 +39,8 @@ class ModelConfig:
     """auto (half precision on GPU, float32 on CPU), float32, bfloat16 or float16."""
     cpu_threads: int = 1
     """Torch threads for CPU inference; 1 is as fast as 2 at batch 1 and immune to contention."""
+    compile: bool = False
+    """Wrap the model in `torch.compile` (5–11 % faster on CPU for 20–40 s of start-up; unproven on GPU)."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,10 @@ def _check_value(key: str, value: Any, default: Any) -> Any:
     if key in ("discord.api_base",):
         if value is not None and not (isinstance(value, str) and value.startswith(("http://", "https://"))):
             raise ConfigError(f"`{key}` must be an http(s) URL or empty, not {value!r}")
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"`{key}` must be true or false, not {value!r}")
         return value
     if isinstance(default, str):
         if not isinstance(value, str) or not value.strip():

@@ -105,7 +105,8 @@ async def run(config: Config, token: str) -> None:
     preferences = await SqlitePreferencesStore.open(
         config.resolve_path(config.database.path), config_defaults=config.defaults,
         max_new_tokens_cap=config.limits.max_new_tokens)
-    loaded = await asyncio.to_thread(load_model, config.model_source, config.model.device, config.model.dtype)
+    loaded = await asyncio.to_thread(load_model, config.model_source, config.model.device, config.model.dtype,
+                                     config.model.compile)
     service = ModelService(loaded, config)
     await service.start()
     bot = TaleweaverBot(config, service, preferences)

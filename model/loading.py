@@ -49,7 +49,8 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def load_model(source: str | os.PathLike[str], device: str = "auto", dtype: str = "auto") -> LoadedModel:
+def load_model(source: str | os.PathLike[str], device: str = "auto", dtype: str = "auto",
+               compile: bool = False) -> LoadedModel:
     """Load a local directory or a hub id; frozen, in eval mode, on the chosen device.
 
     The weights are frozen (`requires_grad_(False)`) because nothing in the bot trains them, and
@@ -67,6 +68,8 @@ def load_model(source: str | os.PathLike[str], device: str = "auto", dtype: str 
         tokenizer.pad_token = tokenizer.eos_token
     model.to(torch_device).eval().requires_grad_(False)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if compile:
+        model.forward = torch.compile(model.forward, dynamic=True)
     log.info("loaded model %s on %s (%s, %.1fM parameters)", source, torch_device, torch_dtype,
              sum(p.numel() for p in model.parameters()) / 1e6)
     return LoadedModel(model=model, tokenizer=tokenizer, device=torch_device, source=source)

@@ -27,6 +27,7 @@ def test_shipped_config_is_valid() -> None:
     ("defaults: {temperature: 9}", "defaults.temperature"),
     ("defaults: {max_new_tokens: 1000}", "defaults.max_new_tokens"),
     ("log_level: LOUD", "log_level"),
+    ("model: {compile: yes please}", "model.compile"),
     ("modle: {}", "modle"),
     ("model: {token: abc}", "model.token"),
     ("limits: 5", "limits"),
