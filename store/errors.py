@@ -1,0 +1,51 @@
+"""What can go wrong with the preferences database, in words for whoever has to act on it.
+
+`StoreError` stops the bot at start-up (the owner reads it in the console); `StoreUnavailableError`
+is raised at run time and shown to the Discord user, so it says what happened and that nothing
+was changed, never a file path.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from model.errors import TaleweaverError
+
+
+class StoreError(TaleweaverError):
+    """The database file cannot be used at start-up; the bot refuses to touch it."""
+
+
+class StoreUnavailableError(TaleweaverError):
+    """A read or write failed at run time (busy, read-only, disk full, I/O error)."""
+
+
+# Primary SQLite result codes (https://www.sqlite.org/rescode.html).
+SQLITE_BUSY = 5
+SQLITE_LOCKED = 6
+SQLITE_READONLY = 8
+SQLITE_IOERR = 10
+SQLITE_CORRUPT = 11
+SQLITE_FULL = 13
+SQLITE_CANTOPEN = 14
+SQLITE_NOTADB = 26
+
+
+def primary_code(exc: sqlite3.Error) -> int | None:
+    """The primary result code of an SQLite error (extended codes keep it in the low byte)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
+
+
+def unavailable(exc: sqlite3.Error) -> StoreUnavailableError:
+    """The user-facing error for a failure at run time; the transaction has been rolled back."""
+    code = primary_code(exc)
+    if code in (SQLITE_BUSY, SQLITE_LOCKED):
+        reason = "the preferences database is busy. Please try again in a moment"
+    elif code == SQLITE_READONLY:
+        reason = "the preferences database is read-only. Please tell the bot's owner"
+    elif code == SQLITE_FULL:
+        reason = "the bot's disk is full. Please tell the bot's owner"
+    else:
+        reason = "the preferences database could not be reached. Please try again later"
+    return StoreUnavailableError(f"Preferences are unavailable right now: {reason}. Nothing was changed.")

@@ -1,0 +1,118 @@
+"""The one place where the decoding settings of a request are worked out.
+
+Layers, lowest first: the built-in defaults, `config.yaml`, the server's defaults, the user's own
+settings, the options of the single command. Each layer holds only the fields somebody chose.
+Then the limits clamp the result: the bot's `limits.max_new_tokens` and the server's limits,
+whichever is lower. Every value passes `coerce_field` on the way, so the ranges of
+`model.settings` decide here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+from model.settings import FIELDS, DecodingSettings, coerce_field
+
+Source = Literal["default", "config", "server", "you", "this command"]
+LimitedBy = Literal["server", "bot"]
+
+LIMIT_FIELDS: tuple[str, ...] = ("max_new_tokens", "num_beams", "temperature")
+"""Settings a server may cap: the two that cost GPU time, and how wild the sampling may get."""
+
+_CHOSEN_BY_USER: frozenset[str] = frozenset({"you", "this command"})
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The highest value a setting may take here, and who set it."""
+
+    value: int | float
+    by: LimitedBy
+
+    @property
+    def owner(self) -> str:
+        return "this server's limit" if self.by == "server" else "the bot's limit"
+
+
+@dataclass(frozen=True)
+class Clamp:
+    """A value that was above its limit and was lowered to it."""
+
+    field: str
+    requested: int | float
+    limit: Limit
+
+    def note(self) -> str:
+        return f"`{self.field}` {self.requested} was capped to {self.limit.value} by {self.limit.owner}."
+
+
+@dataclass(frozen=True)
+class ResolvedSettings:
+    """The settings one request uses, where each value came from, and what the limits changed."""
+
+    settings: DecodingSettings
+    sources: Mapping[str, Source]
+    """Field → the layer its value came from (before any clamping)."""
+    notes: tuple[str, ...] = ()
+    """Lines to show the user: values they chose that a limit lowered."""
+    clamps: Mapping[str, Clamp] = field(default_factory=lambda: _EMPTY)
+    """Every value a limit lowered, including defaults the user never chose (not in `notes`)."""
+    limits: Mapping[str, Limit] = field(default_factory=lambda: _EMPTY)
+    """The limits in force for this request."""
+
+
+def effective_limits(server_limits: Mapping[str, Any], max_new_tokens_cap: int) -> dict[str, Limit]:
+    """The bot's cap and the server's limits combined; the lower one wins (the bot's on a tie)."""
+    limits = {"max_new_tokens": Limit(max_new_tokens_cap, "bot")}
+    for name, value in server_limits.items():
+        if name in limits and limits[name].value <= value:
+            continue
+        limits[name] = Limit(value, "server")
+    return limits
+
+
+def resolve_settings(
+    *,
+    config_defaults: DecodingSettings,
+    max_new_tokens_cap: int,
+    server: Mapping[str, Any] = _EMPTY,
+    user: Mapping[str, Any] = _EMPTY,
+    command: Mapping[str, Any] = _EMPTY,
+    server_limits: Mapping[str, Any] = _EMPTY,
+) -> ResolvedSettings:
+    """Merge the layers and apply the limits; a bad value in any layer raises `SettingsError`.
+
+    The user is told (in `notes`) only about values they chose themselves: a default lowered by
+    a server's limit is the server's business and would otherwise be repeated on every story.
+    """
+    builtin = DecodingSettings()
+    values: dict[str, Any] = {}
+    sources: dict[str, Source] = {}
+    for name in FIELDS:
+        configured = getattr(config_defaults, name)
+        values[name] = configured
+        sources[name] = "default" if configured == getattr(builtin, name) else "config"
+    layers: tuple[tuple[Source, Mapping[str, Any]], ...] = (
+        ("server", server), ("you", user), ("this command", command))
+    for source, layer in layers:
+        for name, raw in layer.items():
+            values[name] = coerce_field(name, raw)
+            sources[name] = source
+    limits = effective_limits(server_limits, max_new_tokens_cap)
+    clamps: dict[str, Clamp] = {}
+    for name, limit in limits.items():
+        if values[name] > limit.value:
+            clamps[name] = Clamp(name, values[name], limit)
+            values[name] = limit.value
+    notes = tuple(clamp.note() for name, clamp in clamps.items() if sources[name] in _CHOSEN_BY_USER)
+    return ResolvedSettings(
+        settings=DecodingSettings(**values),
+        sources=MappingProxyType(sources),
+        notes=notes,
+        clamps=MappingProxyType(clamps),
+        limits=MappingProxyType(limits),
+    )

@@ -1,0 +1,195 @@
+"""Start-up: migrations from every older schema keep the data; files that are not ours stay untouched."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from store import Scope, StoreError, migrations
+from store.migrations import APPLICATION_ID, LATEST_VERSION, MIGRATIONS, Migration
+from tests.store.conftest import OpenStore
+
+USER, GUILD = 1001, 555
+
+ROWS_ADDED_IN: dict[int, list[tuple[str, tuple[object, ...]]]] = {
+    1: [("INSERT INTO user_settings VALUES (?, ?, ?)", (USER, "temperature", "0.5")),
+        ("INSERT INTO user_settings VALUES (?, ?, ?)", (USER, "strategy", '"beam"'))],
+    2: [("INSERT INTO guild_settings VALUES (?, ?, ?)", (GUILD, "top_k", "5")),
+        ("INSERT INTO guild_limits VALUES (?, ?, ?)", (GUILD, "max_new_tokens", "200"))],
+}
+"""Data written in each schema version's own tables, as that version of the bot would have."""
+
+EXPECTED_AFTER: dict[int, dict[Scope, dict[str, object]]] = {
+    0: {},
+    1: {Scope.USER: {"temperature": 0.5, "strategy": "beam"}},
+    2: {Scope.USER: {"temperature": 0.5, "strategy": "beam"}, Scope.SERVER: {"top_k": 5},
+        Scope.SERVER_LIMIT: {"max_new_tokens": 200}},
+}
+
+
+def test_every_schema_version_has_sample_data() -> None:
+    """A new migration must come with rows of its own, so the test below covers it."""
+    assert sorted(ROWS_ADDED_IN) == [m.version for m in MIGRATIONS]
+    assert sorted(EXPECTED_AFTER) == list(range(LATEST_VERSION + 1))
+
+
+async def build_database(path: Path, version: int) -> None:
+    """A database as a Taleweaver at schema `version` left it, with that version's data."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    async with aiosqlite.connect(path, isolation_level=None) as db:
+        await migrations.migrate(db, 0, target=version)
+        for added_in in range(1, version + 1):
+            for sql, parameters in ROWS_ADDED_IN[added_in]:
+                await db.execute(sql, parameters)
+
+
+@pytest.mark.parametrize("version", range(LATEST_VERSION))
+async def test_opening_an_older_schema_migrates_it_and_keeps_its_data(
+    open_store: OpenStore, db_path: Path, version: int
+) -> None:
+    """From each older version the store reaches the latest one, and every value is still there."""
+    await build_database(db_path, version)
+    store = await open_store()
+    for scope in Scope:
+        owner = USER if scope is Scope.USER else GUILD
+        assert await store.get(scope, owner) == EXPECTED_AFTER[version].get(scope, {})
+    await store.close()
+    with sqlite3.connect(db_path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION
+        assert raw.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_a_new_file_is_created_with_its_folder(open_store: OpenStore, tmp_path: Path) -> None:
+    """database.path may point into a folder that does not exist yet."""
+    path = tmp_path / "a" / "b" / "prefs.db"
+    await open_store(path)
+    assert path.exists()
+
+
+async def test_a_failed_migration_leaves_the_previous_version_and_data(
+    open_store: OpenStore, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration that fails halfway is rolled back whole; the file stays at the old version."""
+    await build_database(db_path, LATEST_VERSION)
+    broken = Migration(LATEST_VERSION + 1, "broken", ("CREATE TABLE half_done (x)", "THIS IS NOT SQL"))
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*MIGRATIONS, broken))
+    monkeypatch.setattr(migrations, "LATEST_VERSION", broken.version)
+
+    with pytest.raises(StoreError):
+        await open_store()
+
+    with sqlite3.connect(db_path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION
+        assert raw.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half_done'").fetchone()[0] == 0
+        assert raw.execute("SELECT count(*) FROM user_settings").fetchone()[0] == 2
+
+
+def fingerprint(path: Path) -> tuple[str, list[str]]:
+    """The file's bytes and the names beside it (a -wal or -journal file would mean we wrote)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest(), sorted(p.name for p in path.parent.iterdir())
+
+
+async def test_a_file_that_is_not_sqlite_is_refused_and_left_untouched(open_store: OpenStore, db_path: Path) -> None:
+    """Somebody's notes at the database path are not overwritten."""
+    db_path.parent.mkdir(parents=True)
+    db_path.write_text("my notes, not a database\n" * 100)
+    before = fingerprint(db_path)
+    with pytest.raises(StoreError, match="not a Taleweaver database"):
+        await open_store()
+    assert fingerprint(db_path) == before
+
+
+@pytest.mark.parametrize("application_id", [0, 0x12345678])
+async def test_another_programs_sqlite_database_is_refused_and_left_untouched(
+    open_store: OpenStore, db_path: Path, application_id: int
+) -> None:
+    """An SQLite file without our mark, or with another program's, is not ours to migrate."""
+    db_path.parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as raw:
+        raw.execute(f"PRAGMA application_id = {application_id}")
+        raw.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+        raw.execute("INSERT INTO invoices VALUES (1, 9.5)")
+    raw.close()
+    before = fingerprint(db_path)
+    with pytest.raises(StoreError, match="not a Taleweaver one"):
+        await open_store()
+    assert fingerprint(db_path) == before
+
+
+async def test_a_database_from_a_newer_taleweaver_is_refused(open_store: OpenStore, db_path: Path) -> None:
+    """A downgrade must not run an old bot on a schema it does not know."""
+    await build_database(db_path, LATEST_VERSION)
+    with sqlite3.connect(db_path) as raw:
+        raw.execute(f"PRAGMA user_version = {LATEST_VERSION + 1}")
+    raw.close()
+    before = fingerprint(db_path)
+    with pytest.raises(StoreError, match="newer Taleweaver"):
+        await open_store()
+    assert fingerprint(db_path) == before
+
+
+async def test_a_directory_at_the_path_is_refused(open_store: OpenStore, db_path: Path) -> None:
+    """A folder where the file should be gets a message, not SQLite's "unable to open"."""
+    db_path.mkdir(parents=True)
+    with pytest.raises(StoreError, match="is a directory"):
+        await open_store()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file whatever its mode")
+async def test_an_unreadable_file_is_refused(open_store: OpenStore, db_path: Path) -> None:
+    """No permission to read: the message says so."""
+    await build_database(db_path, LATEST_VERSION)
+    db_path.chmod(0)
+    try:
+        with pytest.raises(StoreError, match="Cannot read"):
+            await open_store()
+    finally:
+        db_path.chmod(0o600)
+
+
+HOLD_LOCK = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute(sys.argv[2])
+db.execute("BEGIN EXCLUSIVE")
+db.execute("INSERT INTO user_settings VALUES (7, 'top_k', '1')")
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.fixture
+async def lock_holder(db_path: Path) -> AsyncIterator:
+    """Starts another process that holds the database's write lock until the test ends."""
+    processes: list[asyncio.subprocess.Process] = []
+
+    async def hold(pragma: str) -> None:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", HOLD_LOCK, str(db_path), pragma, stdout=asyncio.subprocess.PIPE)
+        processes.append(process)
+        assert await asyncio.wait_for(process.stdout.readline(), 20) == b"locked\n"
+
+    yield hold
+    for process in processes:
+        process.kill()
+        await process.wait()
+
+
+@pytest.mark.parametrize("pragma", ["PRAGMA journal_mode = WAL", "PRAGMA locking_mode = EXCLUSIVE"])
+async def test_a_database_locked_by_another_process_is_refused_at_start_up(
+    open_store: OpenStore, db_path: Path, lock_holder, pragma: str
+) -> None:
+    """Another writer holding the file: a clear message at start-up, and its data left alone."""
+    await build_database(db_path, LATEST_VERSION)
+    await lock_holder(pragma)
+    with pytest.raises(StoreError, match="locked by another process"):
+        await open_store(busy_timeout_s=0.2)

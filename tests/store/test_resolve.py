@@ -1,0 +1,112 @@
+"""The one resolution function: layer order, sources, limits and what the user is told."""
+
+from __future__ import annotations
+
+import pytest
+
+from model.errors import SettingsError
+from model.settings import FIELDS, DecodingSettings
+from store.resolve import Limit, effective_limits, resolve_settings
+
+CONFIG = DecodingSettings(temperature=0.9, top_k=40)
+"""config.yaml's defaults in these tests: temperature differs from the built-in 0.8, top_k does not."""
+
+
+def resolve(**layers):
+    return resolve_settings(config_defaults=CONFIG, max_new_tokens_cap=300, **layers)
+
+
+def test_with_nothing_chosen_the_values_are_the_config_and_builtin_defaults() -> None:
+    """No layers: config.yaml's values, labelled "config" where they differ from the built-in ones."""
+    resolved = resolve()
+    assert resolved.settings == CONFIG
+    assert resolved.sources["temperature"] == "config"
+    assert resolved.sources["top_k"] == "default"
+    assert resolved.notes == ()
+
+
+def test_each_layer_overrides_the_ones_below_it() -> None:
+    """default < config < server < you < this command, field by field."""
+    resolved = resolve(
+        server={"temperature": 1.0, "top_k": 10, "top_p": 0.9, "num_beams": 3},
+        user={"top_k": 20, "top_p": 0.8, "num_beams": 5},
+        command={"top_p": 0.7},
+    )
+    settings = resolved.settings
+    assert (settings.temperature, settings.top_k, settings.top_p, settings.num_beams) == (1.0, 20, 0.7, 5)
+    assert {name: resolved.sources[name] for name in ("repetition_penalty", "temperature", "top_k", "top_p")} == {
+        "repetition_penalty": "default", "temperature": "server", "top_k": "you", "top_p": "this command"}
+
+
+def test_every_field_has_a_source() -> None:
+    """`/settings show` can label every line."""
+    assert set(resolve().sources) == set(FIELDS)
+
+
+def test_a_server_limit_clamps_the_users_value_and_tells_them() -> None:
+    """A user's value above the server's limit is lowered, with a note naming both numbers."""
+    resolved = resolve(user={"max_new_tokens": 250}, server_limits={"max_new_tokens": 200})
+    assert resolved.settings.max_new_tokens == 200
+    assert resolved.sources["max_new_tokens"] == "you"
+    assert resolved.notes == ("`max_new_tokens` 250 was capped to 200 by this server's limit.",)
+    assert resolved.clamps["max_new_tokens"].requested == 250
+
+
+def test_the_bots_cap_clamps_a_commands_value() -> None:
+    """config.yaml's `limits.max_new_tokens` applies to a command's own option too."""
+    resolved = resolve(command={"max_new_tokens": 1000})
+    assert resolved.settings.max_new_tokens == 300
+    assert resolved.notes == ("`max_new_tokens` 1000 was capped to 300 by the bot's limit.",)
+
+
+def test_the_lower_of_the_bot_and_server_limits_wins() -> None:
+    """A server cannot raise the bot's cap; a lower server limit is the one in force."""
+    assert effective_limits({"max_new_tokens": 500}, 300)["max_new_tokens"] == Limit(300, "bot")
+    assert effective_limits({"max_new_tokens": 100}, 300)["max_new_tokens"] == Limit(100, "server")
+    assert effective_limits({"max_new_tokens": 300}, 300)["max_new_tokens"] == Limit(300, "bot")
+
+
+def test_limits_on_beams_and_temperature_clamp_too() -> None:
+    """Every limitable field is clamped, floats included."""
+    resolved = resolve(user={"num_beams": 8, "temperature": 1.8},
+                       server_limits={"num_beams": 2, "temperature": 1.2})
+    assert (resolved.settings.num_beams, resolved.settings.temperature) == (2, 1.2)
+    assert len(resolved.notes) == 2
+
+
+def test_a_default_lowered_by_a_limit_is_clamped_without_a_note() -> None:
+    """The user did not choose the default, so every story would repeat a note they cannot act on."""
+    resolved = resolve(server={"num_beams": 6}, server_limits={"num_beams": 3})
+    assert resolved.settings.num_beams == 3
+    assert resolved.notes == ()
+    assert "num_beams" in resolved.clamps
+
+
+def test_a_value_at_the_limit_is_not_a_clamp() -> None:
+    """Equal to the limit is allowed and reported as nothing."""
+    resolved = resolve(user={"max_new_tokens": 200}, server_limits={"max_new_tokens": 200})
+    assert resolved.settings.max_new_tokens == 200
+    assert not resolved.clamps
+
+
+@pytest.mark.parametrize(("name", "value"), [("temperature", 5.0), ("top_k", "10"), ("strategy", "fast"),
+                                             ("num_beams", float("nan")), ("colour", 1)])
+def test_a_bad_override_raises_settings_error_naming_the_field(name: str, value: object) -> None:
+    """A command's option is checked like any other value, and the error names it."""
+    with pytest.raises(SettingsError) as caught:
+        resolve(command={name: value})
+    assert caught.value.field == name
+
+
+def test_a_seed_of_none_in_a_command_means_a_random_seed_for_it() -> None:
+    """`seed: None` overrides a saved seed for this one command."""
+    resolved = resolve(user={"seed": 7}, command={"seed": None})
+    assert resolved.settings.seed is None
+    assert resolved.sources["seed"] == "this command"
+
+
+def test_the_result_cannot_be_changed_by_its_reader() -> None:
+    """Sources and limits are read-only views; the settings are frozen."""
+    resolved = resolve()
+    with pytest.raises(TypeError):
+        resolved.sources["top_k"] = "you"  # type: ignore[index]
