@@ -13,7 +13,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.utils.formats import EMBED_DESCRIPTION_LIMIT, EMBED_FOOTER_LIMIT, clean_text, tail, truncate
-from cogs.utils.replies import NO_MENTIONS, send_error
+from cogs.utils.replies import NO_MENTIONS, send_error, withdraw
 from model.api import StoryRequest, StoryResult
 from model.errors import RequestTimeoutError, TaleweaverError
 from model.settings import FIELDS, SEED_MAX, STRATEGIES, DecodingSettings
@@ -178,7 +178,7 @@ class StoryCog(commands.Cog):
         try:
             resolved = await self.bot.preferences.resolve(interaction.user.id, interaction.guild_id, overrides)
         except TaleweaverError as exc:
-            await self._withdraw(interaction, exc.message)
+            await withdraw(interaction, exc.message)
             return
         state = StoryState(owner_id=interaction.user.id, guild_id=interaction.guild_id, opening=prompt,
                            settings=resolved.settings, notes=tuple(resolved.notes), text=prompt)
@@ -198,7 +198,7 @@ class StoryCog(commands.Cog):
             stream = await self.bot.service.story(request)
         except TaleweaverError as exc:
             if first:
-                await self._withdraw(interaction, exc.message)
+                await withdraw(interaction, exc.message)
             else:
                 await send_error(interaction, exc.message)
             return
@@ -242,14 +242,6 @@ class StoryCog(commands.Cog):
             if state.stream is not None:
                 state.stream.stop()
 
-    async def _withdraw(self, interaction: discord.Interaction, message: str) -> None:
-        """After a public defer, a user's mistake should not stay in the channel: remove the
-        "thinking…" message and tell the user privately."""
-        try:
-            await interaction.delete_original_response()
-        except discord.HTTPException:
-            log.debug("could not delete the deferred response", exc_info=True)
-        await send_error(interaction, message)
 
     async def report_error(self, interaction: discord.Interaction, error: Exception) -> None:
         if isinstance(error, TaleweaverError):

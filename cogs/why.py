@@ -13,7 +13,7 @@ from discord.ext import commands
 
 from cogs.story import EditThrottle
 from cogs.utils.formats import EMBED_DESCRIPTION_LIMIT, EMBED_FIELD_VALUE_LIMIT, EMBED_FOOTER_LIMIT, truncate
-from cogs.utils.replies import NO_MENTIONS, send_error
+from cogs.utils.replies import NO_MENTIONS, send_error, withdraw
 from model.api import WhyRequest, WhyResult
 from model.bars import bar, render_bars, render_predictions
 from model.errors import TaleweaverError
@@ -119,17 +119,11 @@ class WhyCog(commands.Cog):
         try:
             result = task.result()
         except TaleweaverError as exc:
-            await self._withdraw(interaction, exc.message)
+            await withdraw(interaction, exc.message)
             return
         embed, files = render_why(result)
         await interaction.edit_original_response(embed=embed, attachments=files, allowed_mentions=NO_MENTIONS)
 
-    async def _withdraw(self, interaction: discord.Interaction, message: str) -> None:
-        try:
-            await interaction.delete_original_response()
-        except discord.HTTPException:
-            log.debug("could not delete the deferred response", exc_info=True)
-        await send_error(interaction, message)
 
 
 async def setup(bot: TaleweaverBot) -> None:
