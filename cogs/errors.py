@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 APOLOGY = "Sorry, something went wrong on my side. It has been logged; please try again."
 
 
-async def on_app_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+async def on_app_command_error(interaction: discord.Interaction, error: Exception) -> None:
+    """Also used by views (buttons), whose errors do not pass through the tree."""
     original = getattr(error, "original", error)
     if isinstance(original, TaleweaverError):
         await send_error(interaction, original.message)
@@ -44,8 +45,9 @@ async def on_app_command_error(interaction: discord.Interaction, error: app_comm
     elif isinstance(error, app_commands.CommandSignatureMismatch):
         await send_error(interaction, "This command changed since your client loaded it; please try again in a minute.")
     else:
-        name = interaction.command.qualified_name if interaction.command else "?"
-        log.error("unexpected error in /%s", name, exc_info=original)
+        command = getattr(interaction, "command", None)
+        name = f"/{command.qualified_name}" if command else "a button"
+        log.error("unexpected error in %s", name, exc_info=original)
         await send_error(interaction, APOLOGY)
 
 

@@ -12,6 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs.errors import on_app_command_error
 from cogs.utils.formats import EMBED_DESCRIPTION_LIMIT, EMBED_FOOTER_LIMIT, clean_text, tail, truncate
 from cogs.utils.replies import NO_MENTIONS, send_error, withdraw
 from model.api import StoryRequest, StoryResult
@@ -125,7 +126,7 @@ class StoryView(discord.ui.View):
             log.debug("could not disable buttons of an expired story", exc_info=True)
 
     async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:
-        await self.cog.report_error(interaction, error)
+        await on_app_command_error(interaction, error)
 
     @discord.ui.button(label="Continue", emoji="➕", style=discord.ButtonStyle.primary)
     async def continue_button(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
@@ -241,14 +242,6 @@ class StoryCog(commands.Cog):
             log.info("story message was deleted; stopping its generation")
             if state.stream is not None:
                 state.stream.stop()
-
-
-    async def report_error(self, interaction: discord.Interaction, error: Exception) -> None:
-        if isinstance(error, TaleweaverError):
-            await send_error(interaction, error.message)
-            return
-        log.error("unexpected error in a story button", exc_info=error)
-        await send_error(interaction, "Sorry, something went wrong on my side. Please try again.")
 
 
 async def setup(bot: TaleweaverBot) -> None:
