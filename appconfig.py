@@ -114,9 +114,11 @@ class Config:
 
     @property
     def model_source(self) -> str:
-        """A directory when one exists at that path, else the string as a hub id."""
+        """A local path when one exists there (or its folder does: then it is a missing local
+        model, not a hub id, and loading should fail at once instead of asking the hub)."""
         local = self.resolve_path(self.model.source)
-        return str(local) if local.exists() else self.model.source
+        is_local = local.exists() or (local.parent != ROOT and local.parent.exists())
+        return str(local) if is_local else self.model.source
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {

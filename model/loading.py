@@ -57,6 +57,9 @@ def load_model(source: str | os.PathLike[str], device: str = "auto", dtype: str 
     autograd through frozen weights costs nothing extra while trainable ones pile up gradients.
     """
     source = str(source)
+    if Path(source).is_absolute() and not Path(source).is_dir():
+        raise ModelLoadError(f"There is no model directory at `{source}`. Train one with `python -m model.train`, "
+                             "or point `model.source` in config.yaml at a directory or a hub id such as `gpt2`.")
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
     try:

@@ -49,3 +49,11 @@ def test_token_is_not_a_config_key(tmp_path: Path) -> None:
 def test_api_base_can_come_from_the_environment() -> None:
     config = load_config(ROOT / "config.yaml", env={"TALEWEAVER_DISCORD_API_BASE": "http://127.0.0.1:9"})
     assert config.discord.api_base == "http://127.0.0.1:9"
+
+
+def test_model_source_is_local_when_its_folder_exists(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("model: {source: tests/no-such-model}")
+    assert load_config(path, env={}).model_source == str(ROOT / "tests" / "no-such-model")
+    path.write_text("model: {source: gpt2}")
+    assert load_config(path, env={}).model_source == "gpt2"

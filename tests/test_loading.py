@@ -34,3 +34,8 @@ def test_cuda_without_a_gpu_is_a_clear_error() -> None:
         pick_device("cuda")
     assert pick_device("auto").type == "cpu"
     assert pick_dtype("auto", torch.device("cpu")) == torch.float32
+
+
+def test_missing_local_directory_fails_at_once_without_asking_the_hub(tmp_path) -> None:
+    with pytest.raises(ModelLoadError, match="no model directory"):
+        load_model(tmp_path / "missing")
