@@ -226,3 +226,22 @@ async def test_per_user_rate_limit_says_when_to_come_back(make_service) -> None:
         await svc.story(StoryRequest(1, "Once", GREEDY, seed=0))
     assert 0 < info.value.retry_after <= 60
     await (await svc.story(StoryRequest(2, "Once", GREEDY, seed=0))).result()  # others are unaffected
+
+
+async def test_a_request_that_cannot_join_the_batch_is_not_starved(make_service, slow_model) -> None:
+    svc = await make_service(batch_window_ms=0.0, per_user_in_flight=1)
+    first = await svc.story(StoryRequest(1, "Once", GREEDY, seed=0))
+    await _until(lambda: svc._running)
+    beam = await svc.story(StoryRequest(2, "Once", DecodingSettings(strategy="beam", max_new_tokens=5), seed=0))
+    later = [await svc.story(StoryRequest(10 + i, "Once", GREEDY, seed=0)) for i in range(4)]
+    finished: list[str] = []
+
+    async def watch(name: str, stream) -> None:
+        await stream.result()
+        finished.append(name)
+
+    slow_model.set()
+    await asyncio.gather(watch("first", first), watch("beam", beam),
+                         *(watch(f"later{i}", s) for i, s in enumerate(later)))
+    assert finished.index("beam") < min(finished.index(f"later{i}") for i in range(4))
+    assert svc.batches_run == [1, 1, 4]
