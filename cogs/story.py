@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CURSOR = " ▌"
+BOOT_ID = secrets.token_hex(4)
+"""Part of every story button's custom_id: a press on a button from before a restart (whose
+story is no longer in memory) is recognised and answered instead of failing silently."""
+STALE_BUTTON = ("This story was written before the bot restarted, so its buttons no longer work. "
+                "Start a new one with `/story`.")
+TOKEN_LIFETIME_S = 15 * 60
 VIEW_TIMEOUT_S = 14 * 60
 """Buttons outlive the interaction token only by editing with it, and that token dies at 15 min."""
 STORY_COLOUR = discord.Colour(0x8E6CBF)
@@ -76,7 +83,8 @@ def render_story(state: StoryState, *, running: bool, status: str, result: Story
         text = truncate(text, EMBED_DESCRIPTION_LIMIT - len(note)) + note
         attachment = discord.File(_as_bytes(state.text), filename="story.txt")
     embed = discord.Embed(description=text or "…", colour=STORY_COLOUR)
-    footer = [state.settings.summary().replace("seed=None", f"seed={state.seeds[-1] if state.seeds else '?'}")]
+    used = state.settings.replace(seed=state.seeds[-1]) if state.seeds else state.settings
+    footer = [used.summary()]
     if result is not None:
         footer.append(f"{result.new_tokens} tokens in {result.elapsed_s:.1f} s")
     if status:
@@ -101,7 +109,16 @@ class StoryView(discord.ui.View):
         self.cog = cog
         self.state = state
         self.message_interaction: discord.Interaction | None = None
+        self.message_interaction_at = 0.0
+        for button, action in ((self.continue_button, "continue"), (self.regenerate_button, "regenerate"),
+                               (self.stop_button, "stop")):
+            button.custom_id = f"story:{action}:{BOOT_ID}:{state.owner_id}:{secrets.token_hex(4)}"
         self.set_running(True)
+
+    def use_interaction(self, interaction: discord.Interaction) -> None:
+        """The interaction whose token edits the story message from now on (valid 15 minutes)."""
+        self.message_interaction = interaction
+        self.message_interaction_at = time.monotonic()
 
     def set_running(self, running: bool) -> None:
         self.continue_button.disabled = running
@@ -116,7 +133,9 @@ class StoryView(discord.ui.View):
         return False
 
     async def on_timeout(self) -> None:
-        if self.message_interaction is None:
+        # A press that was refused (busy) restarts the timeout without a fresh token: never
+        # edit with a token that has expired.
+        if self.message_interaction is None or time.monotonic() - self.message_interaction_at >= TOKEN_LIFETIME_S:
             return
         for item in self.children:
             item.disabled = True
@@ -136,7 +155,7 @@ class StoryView(discord.ui.View):
     @discord.ui.button(label="Regenerate", emoji="🔄", style=discord.ButtonStyle.secondary)
     async def regenerate_button(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
         await interaction.response.defer()
-        await self.cog.write(interaction, self, continuing=False)
+        await self.cog.write(interaction, self, continuing=False, fresh_seed=True)
 
     @discord.ui.button(label="Stop", emoji="⏹️", style=discord.ButtonStyle.danger)
     async def stop_button(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
@@ -150,6 +169,17 @@ class StoryCog(commands.Cog):
 
     def __init__(self, bot: TaleweaverBot) -> None:
         self.bot = bot
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Answer presses on story buttons from before a restart, and take those buttons away."""
+        if interaction.type != discord.InteractionType.component:
+            return
+        parts = str((interaction.data or {}).get("custom_id", "")).split(":")
+        if len(parts) < 3 or parts[0] != "story" or parts[2] == BOOT_ID:
+            return
+        await interaction.response.edit_message(view=None, allowed_mentions=NO_MENTIONS)
+        await send_error(interaction, STALE_BUTTON)
 
     @app_commands.command(name="story", description="Write a story that starts with your opening line.")
     @app_commands.describe(
@@ -184,14 +214,19 @@ class StoryCog(commands.Cog):
         state = StoryState(owner_id=interaction.user.id, guild_id=interaction.guild_id, opening=prompt,
                            settings=resolved.settings, notes=tuple(resolved.notes), text=prompt)
         view = StoryView(self, state)
-        view.message_interaction = interaction
+        view.use_interaction(interaction)
         await self.write(interaction, view, continuing=False, first=True)
 
     async def write(self, interaction: discord.Interaction, view: StoryView, *, continuing: bool,
-                    first: bool = False) -> None:
-        """Run one generation into the story message, editing it as text arrives."""
+                    first: bool = False, fresh_seed: bool = False) -> None:
+        """Run one generation into the story message, editing it as text arrives.
+
+        The seed is the settings' own unless there is none or a new story is asked for
+        (Regenerate), which would otherwise repeat itself word for word.
+        """
         state = view.state
-        seed = state.settings.seed if state.settings.seed is not None else random.randrange(SEED_MAX)
+        fixed = state.settings.seed is not None and not fresh_seed
+        seed = state.settings.seed if fixed else random.randrange(SEED_MAX)
         prompt = state.text if continuing else state.opening
         request = StoryRequest(user_id=state.owner_id, prompt=prompt, settings=state.settings, seed=seed,
                                keep_tail=continuing)
@@ -208,7 +243,7 @@ class StoryCog(commands.Cog):
         state.seeds.append(seed)
         state.stream = stream
         view.set_running(True)
-        view.message_interaction = interaction
+        view.use_interaction(interaction)
         throttle = EditThrottle(self.bot.config.discord.edit_interval_s)
         status = f"⏳ waiting: number {stream.queue_position} in the queue" if stream.queue_position else "✍️ writing…"
         await self._edit(interaction, state, view, running=True, status=status)

@@ -30,8 +30,9 @@ _FENCE = "```"
 
 def _code_block(lines: list[str], limit: int, *, what: str) -> str:
     """Lines in a code block within `limit` characters; lines that do not fit are left out with a
-    note. A backtick in a user's word could close the block early, so it is swapped for a lookalike."""
-    safe = [line.replace("`", "ˋ") for line in lines]
+    note. A backtick in a user's word could close the block early, so it is swapped for a lookalike;
+    mentions are escaped like everywhere else (they do not ping in embeds, but should not read as one)."""
+    safe = [discord.utils.escape_mentions(line.replace("`", "ˋ")) for line in lines]
     shown = list(safe)
     while shown:
         omitted = len(safe) - len(shown)

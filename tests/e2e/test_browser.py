@@ -1,0 +1,97 @@
+"""The playground page in headless Chromium, driving the real bot: type /story, see it, press a button, /why.
+
+The second test saves a screenshot of the page after /story and /why to artifacts/playground.png.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import ROOT, Rig
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOT = ROOT / "artifacts" / "playground.png"
+CHANNEL = "stories"
+"""Only these tests write here, so the page shows their messages alone."""
+LAST_REPLY = "#messages > article.message:last-of-type"
+FINISHED_STORY = f"{LAST_REPLY}:has(button:has-text('Continue'):not([disabled]))"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (make browser)"),
+]
+
+
+@pytest.fixture
+async def page(rig: Rig) -> AsyncIterator:
+    """The playground page as alice, in #stories; it must raise no script error."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        tab = await browser.new_page(viewport={"width": 1280, "height": 900})
+        tab.set_default_timeout(30_000)
+        errors: list[str] = []
+        tab.on("pageerror", lambda error: errors.append(str(error)))
+        await tab.goto(rig.standin.url)
+        await tab.wait_for_selector(".bot-status.online")
+        await tab.locator("#channels button", has_text=f"# {CHANNEL}").click()
+        await tab.wait_for_selector(f"#channel-name:has-text('{CHANNEL}')")
+        yield tab
+        await browser.close()
+        assert errors == []
+
+
+async def run(page, command: str) -> None:
+    """Type a command in the box, press Enter, and wait for the bot's reply to appear below the others."""
+    shown = await page.locator("#messages > article.message").count()
+    await page.locator("#command-input").fill(command)
+    await page.keyboard.press("Enter")
+    await page.wait_for_function(
+        "(shown) => document.querySelectorAll('#messages > article.message').length > shown", arg=shown
+    )
+
+
+async def test_story_typed_in_the_page_appears_and_continue_extends_it(page):
+    """/story typed in the box shows the streamed reply; pressing Continue writes more into it."""
+    await run(page, "/story prompt: Once upon a time there lived a king strategy: greedy length: 12")
+    story = page.locator(FINISHED_STORY)
+    await story.wait_for()
+    assert (await story.locator("strong").first.inner_text()) == "Once upon a time there lived a king"
+    before = await story.inner_text()
+    await story.locator("button:has-text('Continue')").click()
+    await page.wait_for_function(
+        "(before) => { const m = document.querySelector('#messages > article.message:last-of-type');"
+        " return m.innerText !== before && !m.querySelector('button[disabled]:not(.danger)'); }",
+        arg=before,
+    )
+    assert len(await page.locator(LAST_REPLY).inner_text()) > len(before)
+
+
+async def test_story_and_why_in_the_page_are_shown_and_screenshotted(page):
+    """/story then /why: the story and the bars with their chart appear; the page is saved as a screenshot."""
+    await run(page, "/story prompt: The fox said to the crow length: 30")
+    await page.locator(FINISHED_STORY).wait_for()
+    await run(page, "/why prompt: The fox said to the crow")
+    chart = page.locator(f"{LAST_REPLY} img.embed-image")
+    await chart.wait_for()
+    await page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=await chart.element_handle())
+    assert "Why this next word?" in await page.locator(LAST_REPLY).inner_text()
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    await page.set_viewport_size({"width": 1280, "height": 1700})
+    await page.eval_on_selector("#messages", "list => { list.scrollTop = list.scrollHeight; }")
+    await page.screenshot(path=str(SCREENSHOT))
+    assert SCREENSHOT.stat().st_size > 10_000
+    print(f"\nscreenshot: {SCREENSHOT}")
