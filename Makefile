@@ -33,8 +33,14 @@ test: $(STAMP) browser
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow and not browser"
 
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP) requirements-bench.txt
+	$(PY) -m pip install -q -r requirements-bench.txt
+	touch $(BENCH_STAMP)
+
 ## bench: the benchmarks (tables printed, JSON under bench/results/)
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m bench
 
 lint: $(STAMP)
