@@ -1,0 +1,568 @@
+"""Which words of a prompt drive the next-token prediction: the perturbation method of Guan et al.
+
+"Towards a Deep and Unified Understanding of Deep Neural Models in NLP" (ICML 2019), as the
+source article applies it to GPT-2:
+
+- x = the prompt's token embeddings; Φ(x) = the next-token logits at the last position.
+- one learnable ratio_i per token, drawn from N(0, 1); σ_i = scale · sigmoid(ratio_i), with
+  scale = 10 × the standard deviation of the word-embedding matrix;
+- x̃ = x + σ ⊙ ε, ε ~ N(0, I), one σ per token shared by all embedding dimensions;
+- loss = mean((Φ(x̃) − Φ(x))² / r²) − λ · mean_i log sigmoid(ratio_i), λ = 0.1, r = the
+  element-wise standard deviation of Φ over real inputs;
+- Adam at learning rate 0.01; report the σ of the lowest loss seen. A small σ means the
+  prediction tolerates little noise on that token: the token matters.
+
+Two optimisers of that one objective live here. `sigmas_reference` is the published loop (one
+noise sample per iteration, Φ(x) recomputed every iteration as the published code does); the
+tests and the benchmark compare against it. `sigmas_fast` is what `/why` runs: Φ(x) once, several
+noise samples per step as one batch (an average of the same stochastic loss, so a less noisy
+gradient of the same expectation), a larger, decaying learning rate that the less noisy gradient
+allows, the last iterate as the estimate, and a stop when the loss stops improving or the time
+budget runs out. Neither changes the objective, so both estimate the same σ; `bench/why.py`
+measures how close each gets to a converged run.
+
+Model weights are always frozen while this runs: the backward pass then only reaches the
+ratios, and nothing piles up in the weights' `.grad` (PERFORMANCE.md: 2.6× faster).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+
+from appconfig import WhyConfig
+from model.api import ProgressCallback, WhyResult, WordImportance
+from model.errors import PromptError
+from model.loading import LoadedModel
+from model.words import group_tokens, importances, word_sigma
+
+log = logging.getLogger(__name__)
+
+SCALE_FACTOR = 10.0
+"""scale = SCALE_FACTOR × std(word embeddings): the largest noise σ can reach, as published."""
+RATE = 0.1
+"""λ, the weight of the reward for large σ (the paper's entropy term)."""
+LEARNING_RATE = 0.01
+"""Adam's learning rate in the published loop."""
+ARTICLE_ITERATIONS = 1000
+"""Iterations of the published loop in the source article (the paper's code defaults to 5000)."""
+FAST_LEARNING_RATE = 0.3
+"""Adam's starting learning rate in the fast version (cosine-decayed to a tenth); see `sigmas_fast`."""
+PHI_STD_FILE = "phi_std.pt"
+PHI_STD_VERSION = 1
+"""Bump when the sample text or the way r is computed changes, so old caches are not reused."""
+TOP_K = 5
+PICTURE_S = 1.0
+"""Time kept out of the optimisation's budget for drawing the bar chart (about 0.4 s for 20 words)."""
+ATTENTION_PICTURE_S = 1.5
+"""Likewise for the attention grid (about 1 s for GPT-2 small's 12 × 12 heads)."""
+PROGRESS_INTERVAL_S = 0.25
+
+SAMPLE_PASSAGES: tuple[str, ...] = (
+    "Once upon a time there lived a poor miller who had three sons and nothing to leave them but his mill, "
+    "his donkey and his cat.",
+    "The old woman opened the door and looked out into the snow. \"Who is there?\" she asked, but no one "
+    "answered, and the wind blew the candle out.",
+    "In the morning the king called his daughters to him and said: \"Whichever of you brings me the golden "
+    "bird shall have half of my kingdom.\"",
+    "A hungry fox saw some fine bunches of grapes hanging from a vine high above the ground. He jumped and "
+    "jumped, but could not reach them, so he walked away saying they were sour.",
+    "It was late in the evening when the doctor arrived at the house. He had not slept for two nights, and "
+    "the letter in his pocket was still unopened.",
+    "The little boat drifted down the river past the sleeping village, and the children watched the lights "
+    "go out one by one until only the moon was left.",
+)
+"""Built-in text whose prefixes are the "real inputs" over which r (the spread of Φ) is measured:
+story-like sentences, since stories are what `/why` is asked about."""
+
+StepHook = Callable[[int, float], None]
+"""Called after each optimisation step with the number of steps done and the best loss so far."""
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The fixed parts of the loss for one prompt: x, Φ(x), 1/r² and the noise scale."""
+
+    model: PreTrainedModel
+    embeds: torch.Tensor
+    """x, shape (1, T, d), in the model's dtype."""
+    target: torch.Tensor
+    """Φ(x), shape (V,), float32."""
+    inv_r2: torch.Tensor
+    """1 / r², shape (V,), float32."""
+    scale: float
+
+    @property
+    def length(self) -> int:
+        return self.embeds.shape[1]
+
+    def loss(self, ratio: torch.Tensor, noise: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The published loss for ratios (T, 1) and noise (B, T, d), averaged over the B samples."""
+        sigma = torch.sigmoid(ratio) * self.scale
+        perturbed = (self.embeds.float() + sigma * noise).to(self.embeds.dtype)
+        fidelity = ((next_token_logits(self.model, perturbed) - target) ** 2 * self.inv_r2).mean()
+        return fidelity - RATE * F.logsigmoid(ratio).mean()
+
+
+@dataclass(frozen=True)
+class SigmaRun:
+    """The outcome of one optimisation: σ per token and how the run went."""
+
+    sigmas: torch.Tensor
+    """The estimate: σ per token, float32 on the CPU (`best_sigmas` for the published loop,
+    `final_sigmas` for the fast one; see `sigmas_fast`)."""
+    best_sigmas: torch.Tensor
+    """σ per token at the lowest loss seen."""
+    final_sigmas: torch.Tensor
+    """σ per token after the last step."""
+    scale: float
+    steps: int
+    samples: int
+    """Noise samples drawn in all (steps × samples per step)."""
+    best_loss: float
+    elapsed_s: float
+    stop_reason: str
+    """"iterations" (all steps done), "converged" (no better loss for `patience` steps),
+    "time_budget" or "cancelled"."""
+
+
+def next_token_logits(model: PreTrainedModel, embeds: torch.Tensor) -> torch.Tensor:
+    """Φ: float32 next-token logits (B, V) at the last position of input embeddings (B, T, d).
+
+    The LM head is applied to the last position only, as a plain 2-D matmul: `logits_to_keep=1`
+    would do the same through a `bmm` that, with bf16 weights and a backward pass, copies the
+    whole vocabulary matrix every call (PERFORMANCE.md: 4–20× slower).
+    """
+    hidden = model.base_model(inputs_embeds=embeds, use_cache=False).last_hidden_state[:, -1]
+    head = model.get_output_embeddings()
+    return F.linear(hidden, head.weight, head.bias).float()
+
+
+@contextmanager
+def frozen(model: PreTrainedModel) -> Iterator[None]:
+    """Weights frozen and dropout off while inside; the caller's settings are restored after.
+
+    `load_model` already freezes, so this is a no-op in the bot; it guards other callers
+    (a model fresh from `from_pretrained` is trainable and in train mode).
+    """
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    was_training = model.training
+    for parameter in trainable:
+        parameter.requires_grad_(False)
+    model.eval()
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            yield
+    finally:
+        for parameter in trainable:
+            parameter.requires_grad_(True)
+        model.train(was_training)
+
+
+def build_objective(model: PreTrainedModel, input_ids: torch.Tensor, phi_std: torch.Tensor) -> Objective:
+    """Set up the loss for one prompt (`input_ids` of shape (T,)): x, Φ(x) once, 1/r², scale."""
+    embedding = model.get_input_embeddings()
+    device = embedding.weight.device
+    with torch.no_grad():
+        embeds = embedding(input_ids.to(device))[None]
+        target = next_token_logits(model, embeds)[0]
+        scale = SCALE_FACTOR * embedding.weight.float().std().item()
+    inv_r2 = 1.0 / phi_std.to(device=device, dtype=torch.float32) ** 2
+    return Objective(model=model, embeds=embeds, target=target, inv_r2=inv_r2, scale=scale)
+
+
+def sigmas_reference(objective: Objective, *, iterations: int = ARTICLE_ITERATIONS,
+                     lr: float = LEARNING_RATE, seed: int = 0, on_step: StepHook | None = None,
+                     cancel: threading.Event | None = None) -> SigmaRun:
+    """The published loop: one noise sample per iteration, Φ(x) recomputed each time, Adam.
+
+    One deliberate difference from the published code: it keeps the ratios *after* the
+    optimiser step that followed the lowest loss; this keeps the ratios that *produced* it,
+    which is what "the σ of the lowest loss seen" says (they differ by one Adam step, ≤ lr).
+    """
+    start = time.monotonic()
+    generator, ratio = _init_ratio(objective, seed)
+    optimizer = torch.optim.Adam([ratio], lr=lr)
+    best_loss, best_ratio = math.inf, ratio.detach().clone()
+    steps, reason = 0, "iterations"
+    for steps in range(1, iterations + 1):
+        if cancel is not None and cancel.is_set():
+            steps, reason = steps - 1, "cancelled"
+            break
+        optimizer.zero_grad()
+        noise = _noise(objective, 1, generator)
+        target = next_token_logits(objective.model, objective.embeds)[0]
+        loss = objective.loss(ratio, noise, target)
+        loss.backward()
+        if loss.item() < best_loss:
+            best_loss, best_ratio = loss.item(), ratio.detach().clone()
+        optimizer.step()
+        if on_step is not None:
+            on_step(steps, best_loss)
+    return _finish(objective, best_ratio, ratio, steps, steps, best_loss, start, reason, report_final=False)
+
+
+def sigmas_fast(objective: Objective, *, max_steps: int, samples_per_step: int, patience: int,
+                deadline: float | None = None, lr: float = FAST_LEARNING_RATE, seed: int = 0,
+                min_steps: int = 1, on_step: StepHook | None = None,
+                cancel: threading.Event | None = None) -> SigmaRun:
+    """The same objective, optimised fast: Φ(x) once, B noise samples per step as one batch.
+
+    Averaging the loss over B samples divides the variance of its gradient by B without changing
+    its expectation. Adam moves each ratio by at most about lr per step whatever the gradient's
+    size: 1000 published steps at 0.01 allow 10 units, while tens of fast steps at 0.01 would not
+    even leave the N(0, 1) start behind, and the ranking would mostly be the random start's. So
+    the rate starts at FAST_LEARNING_RATE (30× the published one, which the less noisy gradient
+    tolerates) and decays along a cosine to a tenth of that by `max_steps`, so the last iterate
+    settles.
+
+    The estimate is the *last* iterate, not the σ of the lowest loss seen: with a batch loss the
+    lowest value is partly a lucky draw of noise, and on the benchmark's models the last iterate
+    agreed as well or better with a converged run in every setting tried (rank correlation +0.00
+    to +0.08).
+    `best_sigmas` still holds the published choice.
+
+    Stops after `max_steps`, after `patience` steps without a lower loss, at `deadline`
+    (`time.monotonic()` seconds; a step is not started when the last step's duration says it
+    would end past the deadline) or when `cancel` is set; at least `min_steps` are always run.
+    """
+    start = time.monotonic()
+    generator, ratio = _init_ratio(objective, seed)
+    optimizer = torch.optim.Adam([ratio], lr=lr)
+    best_loss, best_ratio = math.inf, ratio.detach().clone()
+    since_best, step_time, steps, reason = 0, 0.0, 0, "iterations"
+    while steps < max_steps:
+        now = time.monotonic()
+        if steps >= min_steps:
+            if cancel is not None and cancel.is_set():
+                reason = "cancelled"
+                break
+            if deadline is not None and now + step_time > deadline:
+                reason = "time_budget"
+                break
+        for group in optimizer.param_groups:
+            group["lr"] = _annealed(lr, steps, max_steps)
+        optimizer.zero_grad()
+        loss = objective.loss(ratio, _noise(objective, samples_per_step, generator), objective.target)
+        loss.backward()
+        value = loss.item()
+        if value < best_loss:
+            best_loss, best_ratio, since_best = value, ratio.detach().clone(), 0
+        else:
+            since_best += 1
+        optimizer.step()
+        steps += 1
+        step_time = time.monotonic() - now
+        if on_step is not None:
+            on_step(steps, best_loss)
+        if since_best >= patience:
+            reason = "converged"
+            break
+    return _finish(objective, best_ratio, ratio, steps, steps * samples_per_step, best_loss, start, reason,
+                   report_final=True)
+
+
+def _annealed(lr: float, step: int, max_steps: int) -> float:
+    """Cosine decay from `lr` to lr/10 over `max_steps`: big early steps, a settled last iterate."""
+    return lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(step, max_steps) / max(max_steps, 1))))
+
+
+def _init_ratio(objective: Objective, seed: int) -> tuple[torch.Generator, torch.Tensor]:
+    device = objective.embeds.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    ratio = torch.randn(objective.length, 1, generator=generator, device=device).requires_grad_(True)
+    return generator, ratio
+
+
+def _noise(objective: Objective, samples: int, generator: torch.Generator) -> torch.Tensor:
+    _, length, dim = objective.embeds.shape
+    return torch.randn(samples, length, dim, generator=generator, device=objective.embeds.device)
+
+
+def _finish(objective: Objective, best_ratio: torch.Tensor, ratio: torch.Tensor, steps: int, samples: int,
+            best_loss: float, start: float, reason: str, *, report_final: bool) -> SigmaRun:
+    def to_sigma(r: torch.Tensor) -> torch.Tensor:
+        return (torch.sigmoid(r.detach()) * objective.scale)[:, 0].float().cpu()
+
+    best, final = to_sigma(best_ratio), to_sigma(ratio)
+    return SigmaRun(sigmas=final if report_final else best, best_sigmas=best, final_sigmas=final,
+                    scale=objective.scale, steps=steps, samples=samples, best_loss=best_loss,
+                    elapsed_s=time.monotonic() - start, stop_reason=reason)
+
+
+def rank_correlation(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation of two σ vectors, ties given their average rank (as scipy does).
+
+    How the tests and the benchmark compare two rankings of the same tokens; 1 = same order.
+    A constant vector has no ranking, so its correlation with anything is 0.
+    """
+    if len(a) != len(b):
+        raise ValueError("rank correlation needs two vectors of the same length")
+    ra, rb = _average_ranks(a), _average_ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    norm = (ra.norm() * rb.norm()).item()
+    return (ra @ rb).item() / norm if norm > 0 else 0.0
+
+
+def _average_ranks(values: Sequence[float]) -> torch.Tensor:
+    data = torch.as_tensor(list(values), dtype=torch.float64)
+    ranks = torch.empty_like(data)
+    ranks[data.argsort(stable=True)] = torch.arange(len(data), dtype=torch.float64)
+    for value in data.unique():
+        tied = data == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+# --- r: the spread of Φ over real inputs, computed once per model and cached -----------------------
+
+_phi_std_memory: weakref.WeakKeyDictionary[PreTrainedModel, torch.Tensor] = weakref.WeakKeyDictionary()
+_phi_std_lock = threading.Lock()
+
+
+def compute_phi_std(model: PreTrainedModel, passages: Sequence[torch.Tensor]) -> torch.Tensor:
+    """r: the element-wise (per vocabulary entry) standard deviation of Φ over real inputs.
+
+    One forward pass per passage gives Φ of every prefix at once (the model is causal), so a few
+    hundred tokens of text give a few hundred inputs. Prefixes of one token are left out: `/why`
+    never explains them. Population std (ddof 0), as the published `calculate_regularization`;
+    floored at a tiny value so a logit that never moves cannot divide by zero.
+    """
+    head = model.get_output_embeddings()
+    rows = []
+    with torch.no_grad():
+        for ids in passages:
+            hidden = model.base_model(input_ids=ids[None].to(head.weight.device), use_cache=False)
+            rows.append(F.linear(hidden.last_hidden_state[0, 1:], head.weight, head.bias).float())
+    logits = torch.cat(rows)
+    if logits.shape[0] < 2:
+        raise ValueError("r needs at least two inputs")
+    return logits.std(dim=0, correction=0).clamp_min(1e-6).cpu()
+
+
+def phi_std_for(loaded: LoadedModel) -> torch.Tensor:
+    """r for this model: from memory, else from the cache file, else computed on SAMPLE_PASSAGES and saved.
+
+    The cache file lies beside the model (`<model dir>/phi_std.pt`) when that directory is
+    writable, else in the user cache dir; it records a key made from the model's config, a
+    sample of every weight tensor and the tokenized sample text, so a different or retrained
+    model never reuses another's r.
+    """
+    with _phi_std_lock:
+        cached = _phi_std_memory.get(loaded.model)
+        if cached is not None:
+            return cached
+        passages = _sample_passages(loaded)
+        key = _model_key(loaded.model, passages)
+        path = _cache_path(loaded.source, key)
+        phi_std = _read_cache(path, key)
+        if phi_std is None:
+            with frozen(loaded.model):
+                phi_std = compute_phi_std(loaded.model, passages)
+            _write_cache(path, key, phi_std)
+        _phi_std_memory[loaded.model] = phi_std
+        return phi_std
+
+
+def _sample_passages(loaded: LoadedModel) -> list[torch.Tensor]:
+    limit = getattr(loaded.model.config, "n_positions", None) or loaded.tokenizer.model_max_length
+    passages = []
+    for passage in SAMPLE_PASSAGES:
+        ids = loaded.tokenizer(passage, add_special_tokens=False)["input_ids"][:limit]
+        if len(ids) >= 2:
+            passages.append(torch.tensor(ids, dtype=torch.long))
+    return passages
+
+
+def _model_key(model: PreTrainedModel, passages: Sequence[torch.Tensor]) -> str:
+    """A fingerprint of the model: config, every tensor's name, shape and a strided sample of values.
+
+    Not the path or the transformers version (`_name_or_path`, `transformers_version`): a copied
+    or moved model directory keeps its r.
+
+    A strided sample rather than all the bytes: hashing 500 MB of weights would take seconds,
+    while any training changes nearly every value, so 4096 of each tensor tell models apart.
+    """
+    digest = hashlib.sha256(f"v{PHI_STD_VERSION}".encode())
+    config = {k: v for k, v in model.config.to_dict().items() if not k.startswith("_") and k != "transformers_version"}
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, tensor in model.state_dict().items():
+        flat = tensor.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 4096)].float().cpu().numpy()
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(sample.tobytes())
+    for ids in passages:
+        digest.update(ids.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _cache_path(source: str, key: str) -> Path:
+    model_dir = Path(source)
+    if model_dir.is_dir() and os.access(model_dir, os.W_OK):
+        return model_dir / PHI_STD_FILE
+    return _user_cache_dir() / f"phi_std-{key[:24]}.pt"
+
+
+def _user_cache_dir() -> Path:
+    if os.environ.get("TALEWEAVER_CACHE_DIR"):
+        return Path(os.environ["TALEWEAVER_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "taleweaver"
+
+
+def _read_cache(path: Path, key: str) -> torch.Tensor | None:
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        return None
+    except Exception:  # a torn or foreign file is not fatal: r is recomputed and the file rewritten
+        log.warning("ignoring unreadable r cache %s", path, exc_info=True)
+        return None
+    if not isinstance(saved, dict) or saved.get("key") != key or not isinstance(saved.get("phi_std"), torch.Tensor):
+        return None
+    return saved["phi_std"]
+
+
+def _write_cache(path: Path, key: str, phi_std: torch.Tensor) -> None:
+    """Atomic write (temp file + rename), so a concurrent reader never sees half a file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".phi_std-", suffix=".tmp", delete=False) as tmp:
+            torch.save({"key": key, "phi_std": phi_std, "version": PHI_STD_VERSION}, tmp)
+        os.replace(tmp.name, path)
+    except OSError:
+        log.warning("could not save r cache to %s; it will be recomputed next start", path, exc_info=True)
+
+
+# --- the service entry point -----------------------------------------------------------------------
+
+
+class _Progress:
+    """Calls the user's progress callback at most every PROGRESS_INTERVAL_S; never lets it kill a run."""
+
+    def __init__(self, callback: ProgressCallback | None) -> None:
+        self._callback = callback
+        self._last = -math.inf
+
+    def __call__(self, fraction: float, status: str, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._callback is None or (not force and now - self._last < PROGRESS_INTERVAL_S):
+            return
+        self._last = now
+        try:
+            self._callback(min(1.0, max(0.0, fraction)), status)
+        except Exception:
+            log.exception("progress callback failed; no more progress for this request")
+            self._callback = None
+
+
+def tokenize_prompt(loaded: LoadedModel, prompt: str,
+                    max_prompt_tokens: int) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids and character offsets of a prompt, or a PromptError a user can act on."""
+    if not prompt.strip():
+        raise PromptError("The prompt is empty: give me a sentence and I'll show which words drive the next one.")
+    encoded = loaded.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = list(encoded["input_ids"]), [tuple(o) for o in encoded["offset_mapping"]]
+    limit = min(max_prompt_tokens, getattr(loaded.model.config, "n_positions", max_prompt_tokens))
+    if len(ids) > limit:
+        raise PromptError(f"That prompt is {len(ids)} tokens long; /why takes at most {limit}. "
+                          "Try a shorter passage (the last sentence or two is usually what matters).")
+    if len(ids) < 2:
+        raise PromptError("That prompt is a single token, so there is nothing to compare: /why ranks the "
+                          "words of a prompt against each other. Give it at least two words.")
+    return ids, offsets
+
+
+def explain(loaded: LoadedModel, prompt: str, *, config: WhyConfig, max_prompt_tokens: int, seed: int,
+            progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
+            view: str = "bars") -> WhyResult:
+    """Explain the next-token prediction of `prompt`: σ per word and token, top predictions, a chart.
+
+    Runs in the model service's worker thread; blocks for at most about `config.time_budget_s`.
+    `view="attention"` also attaches the attention picture. Setting `cancel` ends the
+    optimisation after the current step and returns what it has (noted in `notes`).
+    Raises PromptError for an empty, one-token or too-long prompt.
+    """
+    from model import charts  # matplotlib is imported only when a picture is drawn
+
+    start = time.monotonic()
+    ids, offsets = tokenize_prompt(loaded, prompt, max_prompt_tokens)
+    report = _Progress(progress)
+    report(0.0, "Measuring how the model's predictions vary…", force=True)
+    budget = config.time_budget_s
+    drawing_s = PICTURE_S + (ATTENTION_PICTURE_S if view == "attention" else 0.0)
+    deadline = start + budget - min(drawing_s, 0.25 * budget)  # leave room for the pictures after the loop
+
+    def on_step(steps: int, best_loss: float) -> None:
+        fraction = max(steps / config.max_steps, (time.monotonic() - start) / budget)
+        report(fraction, f"Perturbing the prompt: step {steps}, loss {best_loss:.3f}")
+
+    with frozen(loaded.model):
+        objective = build_objective(loaded.model, torch.tensor(ids), phi_std_for(loaded))
+        run = sigmas_fast(objective, max_steps=config.max_steps, samples_per_step=config.samples_per_step,
+                          patience=config.patience, deadline=deadline, seed=seed, on_step=on_step,
+                          cancel=cancel)
+        predictions = top_predictions(loaded, objective.target)
+        attention_png = None
+        if view == "attention":
+            from model.attention import last_token_attention
+            attention_png = charts.attention_png(last_token_attention(loaded.model, torch.tensor(ids)),
+                                                 _token_texts(loaded, ids))
+    words, token_sigmas = _word_rows(loaded, prompt, ids, offsets, run)
+    image = charts.importance_png(words, scale=run.scale)
+    report(1.0, "Done", force=True)
+    return WhyResult(prompt=prompt, words=words, token_sigmas=token_sigmas, top_predictions=predictions,
+                     iterations=run.steps, elapsed_s=time.monotonic() - start,
+                     stopped_early=run.stop_reason != "iterations", image_png=image,
+                     attention_png=attention_png, notes=_notes(run))
+
+
+def top_predictions(loaded: LoadedModel, logits: torch.Tensor, k: int = TOP_K) -> tuple[tuple[str, float], ...]:
+    """The k likeliest next tokens with their probabilities."""
+    probs, ids = torch.softmax(logits.float(), dim=-1).topk(k)
+    return tuple((loaded.tokenizer.decode([i]), p) for i, p in zip(ids.tolist(), probs.tolist()))
+
+
+def _token_texts(loaded: LoadedModel, ids: Sequence[int]) -> list[str]:
+    """Each token as the text it stands for (with its leading space); a byte fragment shows as �."""
+    return [loaded.tokenizer.decode([i]) for i in ids]
+
+
+def _word_rows(loaded: LoadedModel, prompt: str, ids: list[int], offsets: list[tuple[int, int]],
+               run: SigmaRun) -> tuple[tuple[WordImportance, ...], tuple[tuple[str, float], ...]]:
+    """Per-word rows (σ = the smallest of its pieces', see `word_sigma`) and per-token σ."""
+    tokens = _token_texts(loaded, ids)
+    sigmas = run.sigmas.tolist()
+    words = group_tokens(prompt, offsets)
+    word_sigmas = [word_sigma([sigmas[i] for i in w.token_indices]) for w in words]
+    rows = tuple(WordImportance(word=w.text, tokens=tuple(tokens[i] for i in w.token_indices), sigma=s,
+                                importance=level)
+                 for w, s, level in zip(words, word_sigmas, importances(word_sigmas, run.scale)))
+    return rows, tuple(zip(tokens, sigmas))
+
+
+def _notes(run: SigmaRun) -> tuple[str, ...]:
+    done = f"{run.steps} steps, {run.samples} noise samples, {run.elapsed_s:.1f} s"
+    if run.stop_reason == "converged":
+        return (f"Converged: the loss stopped improving ({done}).",)
+    if run.stop_reason == "time_budget":
+        return (f"Stopped at the time budget ({done}); the loss was still improving, so close calls "
+                "between words may be rough.",)
+    if run.stop_reason == "cancelled":
+        return (f"Cancelled ({done}); this is the best estimate so far.",)
+    return (f"Ran the full {done}.",)

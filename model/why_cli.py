@@ -1,0 +1,85 @@
+"""`python -m model why "prompt"`: the `/why` explanation as bars in the terminal.
+
+Same computation and same text bars as the Discord reply (`model.bars`), with the PNGs optionally
+written to files. Exit status: 0 done, 2 a user error (bad prompt, model not found).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from appconfig import ROOT, ConfigError, load_config
+from model.api import ProgressCallback
+from model.bars import render_bars, render_predictions
+from model.errors import TaleweaverError
+
+
+def main_why(argv: Sequence[str] | None = None) -> int:
+    """Run one explanation from the command line and print it; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m model why",
+                                     description="Show which words of a prompt drive the model's next word.")
+    parser.add_argument("prompt", help="the text whose next-word prediction to explain")
+    parser.add_argument("--config", type=Path, default=ROOT / "config.yaml", help="config file (default: %(default)s)")
+    parser.add_argument("--model", help="model directory or hub id (default: model.source from the config)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default: %(default)s)")
+    parser.add_argument("--budget", type=float, help="time budget in seconds (default: why.time_budget_s)")
+    parser.add_argument("--width", type=int, default=30, help="bar width in characters (default: %(default)s)")
+    parser.add_argument("--png", type=Path, help="also write the bar chart to this PNG file")
+    parser.add_argument("--attention-png", type=Path, help="also write the attention grid to this PNG file")
+    args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except (TaleweaverError, ConfigError) as exc:
+        print(getattr(exc, "message", str(exc)), file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch  # after argument parsing, so `--help` is instant
+
+    from model.importance import explain
+    from model.loading import load_model
+
+    config = load_config(args.config if args.config.exists() else None)
+    torch.set_num_threads(config.model.cpu_threads)
+    why = config.why if args.budget is None else dataclasses.replace(config.why, time_budget_s=args.budget)
+    loaded = load_model(args.model or config.model_source, config.model.device, config.model.dtype)
+    result = explain(loaded, args.prompt, config=why, max_prompt_tokens=config.limits.max_prompt_tokens,
+                     seed=args.seed, progress=_progress_printer(), cancel=threading.Event(),
+                     view="attention" if args.attention_png else "bars")
+    print(file=sys.stderr)
+    print(f"Prompt: {args.prompt}")
+    print(f"Which words drive the next word ({len(result.words)} words; ◀ most important; "
+          "σ = noise the word tolerates, smaller = more important):")
+    for line in render_bars(result.words, args.width):
+        print("  " + line)
+    print("Tokens: " + " | ".join(f"{token!r} σ {sigma:.3g}" for token, sigma in result.token_sigmas))
+    print("Most likely next tokens:")
+    for line in render_predictions(result.top_predictions):
+        print("  " + line)
+    for note in result.notes:
+        print(note)
+    for path, data in ((args.png, result.image_png), (args.attention_png, result.attention_png)):
+        if path is not None and data is not None:
+            path.write_bytes(data)
+            print(f"wrote {path}")
+    return 0
+
+
+def _progress_printer() -> ProgressCallback:
+    interactive = sys.stderr.isatty()
+
+    def show(fraction: float, status: str) -> None:
+        if interactive:
+            print(f"\r{100 * fraction:3.0f}%  {status[:70]:<70}", end="", file=sys.stderr, flush=True)
+
+    return show
+
+
+if __name__ == "__main__":
+    raise SystemExit(main_why())
