@@ -71,11 +71,13 @@ class ServiceConfig:
 class WhyConfig:
     time_budget_s: float = 20.0
     """Wall-clock budget of one /why explanation."""
-    max_steps: int = 300
-    """Most optimisation steps of the fast method."""
-    samples_per_step: int = 16
-    """Noise samples per step, run as one batch."""
-    patience: int = 40
+    max_steps: int = 20
+    """Most optimisation steps of the fast method (its learning rate decays over them)."""
+    starts: int = 8
+    """Independent random starts optimised side by side and averaged."""
+    samples_per_step: int = 1
+    """Noise samples per start and step; starts × samples run as one batch."""
+    patience: int = 10
     """Stop after this many steps without a better loss."""
 
 
@@ -129,7 +131,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 _POSITIVE = {
     "model.cpu_threads", "limits.max_prompt_tokens", "limits.max_new_tokens", "service.queue_size",
     "service.per_user_in_flight", "service.per_user_per_minute", "service.request_timeout_s", "service.max_batch_size",
-    "why.time_budget_s", "why.max_steps", "why.samples_per_step", "why.patience",
+    "why.time_budget_s", "why.max_steps", "why.starts", "why.samples_per_step", "why.patience",
 }
 _NON_NEGATIVE = {"service.batch_window_ms", "discord.edit_interval_s"}
 

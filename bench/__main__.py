@@ -17,7 +17,7 @@ import traceback
 from types import ModuleType
 
 OURS = ("latency", "concurrency", "memory", "floor")
-BENCHMARKS = (*OURS, "strategies", "why", "store")
+BENCHMARKS = (*OURS, "exactness", "strategies", "why", "store")
 NEEDS_SHIPPED_MODEL = ("strategies",)
 """These score the shipped model's text, so there is nothing to run until it is trained."""
 

@@ -3,11 +3,13 @@
 For each prompt (6–20 words) it runs, on the same objective:
 - the reference: the published loop, one noise sample per iteration, the article's 1000 iterations;
 - the fast version exactly as the bot runs it (config.yaml's `why` settings, time budget included);
-- a converged answer: a long run with many samples per step, the learning rate decayed from
-  0.1 to 0.001 and the ratios averaged over the last quarter (Polyak averaging),
-  so what is left is the optimum of the objective, not the noise of one trajectory;
-- optionally (`--ceiling`) a second converged run with another seed: how well two converged
-  answers agree bounds how well anything can agree with one.
+- a converged answer: 8 published random starts, each run long with many samples per step, the
+  learning rate decayed from 0.1 to 0.001 and the ratios averaged over the last quarter (Polyak
+  averaging), and the mean of their σ. The loss has several local minima and a run's answer
+  depends on its start (see `sigmas_fast`), so the expectation over starts is what the method
+  estimates; one converged start would reward whichever method happened to share its start;
+- (unless `--no-ceiling`) a second converged answer with other starts and noise: how well two
+  converged answers agree bounds how well anything can agree with one.
 Fidelity is Spearman's rank correlation of each method's token σ with the converged σ, and whether
 the most important word (smallest σ) is the same. Prints a table; writes JSON to bench/results/why.json.
 
@@ -21,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import platform
 import statistics
 import sys
@@ -40,14 +41,16 @@ from appconfig import Config, WhyConfig, load_config  # noqa: E402
 from model.importance import (  # noqa: E402
     ARTICLE_ITERATIONS,
     Objective,
-    _init_ratio,
-    _noise,
+    annealed,
     build_objective,
     frozen,
+    init_ratios,
+    noise_samples,
     phi_std_for,
     rank_correlation,
     sigmas_fast,
     sigmas_reference,
+    to_sigmas,
     tokenize_prompt,
 )
 from model.loading import LoadedModel, load_model  # noqa: E402
@@ -69,8 +72,11 @@ PROMPTS = (
 
 CONVERGED_LR = 0.1
 """Starting learning rate of the converged run (cosine-decayed to 0.001)."""
-DEFAULT_CONVERGED_STEPS = 300
-"""With 32 samples a step: 9,600 noise samples, ten times the reference's."""
+CONVERGED_STARTS = 8
+DEFAULT_CONVERGED_STEPS = 150
+"""With 8 samples per start and step: 1,200 noise samples per start, 9,600 in all."""
+QUICK_REFERENCE_ITERATIONS = 100
+"""A quick run times 100 published iterations and projects them to 1000 (see `_project_reference`)."""
 
 
 @dataclass(frozen=True)
@@ -79,23 +85,22 @@ class Converged:
     elapsed_s: float
 
 
-def converged_sigmas(objective: Objective, *, steps: int, samples: int, seed: int) -> Converged:
-    """The optimum of the objective, estimated with many samples, a decaying rate and iterate averaging."""
+def converged_sigmas(objective: Objective, *, steps: int, samples: int, seed: int,
+                     starts: int = CONVERGED_STARTS) -> Converged:
+    """The objective's answer averaged over random starts: long runs, a decaying rate, iterate averaging."""
     start = time.monotonic()
-    generator, ratio = _init_ratio(objective, seed)
+    generator, ratio = init_ratios(objective, starts, seed)
     optimizer = torch.optim.Adam([ratio], lr=CONVERGED_LR)
     tail = []
     for step in range(steps):
-        lr = 0.001 + 0.5 * (CONVERGED_LR - 0.001) * (1 + math.cos(math.pi * step / steps))
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = annealed(CONVERGED_LR, step, steps, floor=0.01)
         optimizer.zero_grad()
-        objective.loss(ratio, _noise(objective, samples, generator), objective.target).backward()
+        objective.loss(ratio, noise_samples(objective, starts * samples, generator), objective.target).sum().backward()
         optimizer.step()
         if step >= steps * 3 // 4:
             tail.append(ratio.detach().clone())
-    average = torch.stack(tail).mean(0)
-    sigmas = (torch.sigmoid(average) * objective.scale)[:, 0].float().cpu()
+    sigmas = to_sigmas(objective, torch.stack(tail).mean(dim=0)).mean(dim=0)
     return Converged(sigmas=sigmas, elapsed_s=time.monotonic() - start)
 
 
@@ -164,7 +169,8 @@ def run(loaded: LoadedModel, prompts: list[str], args: argparse.Namespace, model
             cpu = {"reference": time.process_time() - cpu_start}
             for name, why in settings.items():
                 cpu_start = time.process_time()
-                runs[name] = sigmas_fast(objective, max_steps=why.max_steps, samples_per_step=why.samples_per_step,
+                runs[name] = sigmas_fast(objective, starts=why.starts, max_steps=why.max_steps,
+                                         samples_per_step=why.samples_per_step,
                                          patience=why.patience, deadline=time.monotonic() + why.time_budget_s - setup_s,
                                          seed=2000 + index)
                 cpu[name] = time.process_time() - cpu_start
@@ -221,8 +227,9 @@ def _project_reference(method: dict, iterations: int) -> None:
 
 
 def _why_settings(why: WhyConfig, args: argparse.Namespace) -> WhyConfig:
-    """config.yaml's `why` section, with any of its four values overridden on the command line."""
-    overrides = {name: getattr(args, name) for name in ("time_budget_s", "max_steps", "samples_per_step", "patience")
+    """config.yaml's `why` section, with any of its values overridden on the command line."""
+    overrides = {name: getattr(args, name) for name in ("time_budget_s", "max_steps", "starts", "samples_per_step",
+                                                        "patience")
                  if getattr(args, name) is not None}
     return dataclasses.replace(why, **overrides)
 
@@ -300,29 +307,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--random-gpt2-small", action="store_true", help="use a GPT-2-small-shaped random model")
     parser.add_argument("--tiny-story", action="store_true", help="use the tests' tiny GPT-2, trained briefly")
     parser.add_argument("--prompts", type=int, default=len(PROMPTS), help="how many of the 10 prompts")
-    parser.add_argument("--reference-iterations", type=int, default=ARTICLE_ITERATIONS)
+    parser.add_argument("--reference-iterations", type=int,
+                        help=f"published iterations actually run (default {ARTICLE_ITERATIONS}; "
+                             f"{QUICK_REFERENCE_ITERATIONS} with --quick, projected to {ARTICLE_ITERATIONS})")
     parser.add_argument("--converged-steps", type=int,
                         help="steps of the converged run (default 300; 0 = timing only, the default on random weights)")
-    parser.add_argument("--converged-samples", type=int, default=32)
-    parser.add_argument("--ceiling", action="store_true", help="a second converged run per prompt (noise ceiling)")
+    parser.add_argument("--converged-samples", type=int, default=8, help="noise samples per start and step")
+    parser.add_argument("--ceiling", action=argparse.BooleanOptionalAction, default=True,
+                        help="a second converged answer per prompt (the noise ceiling; on by default)")
     parser.add_argument("--time-budget-s", dest="time_budget_s", type=float, help="override why.time_budget_s")
     parser.add_argument("--max-steps", dest="max_steps", type=int, help="override why.max_steps")
+    parser.add_argument("--starts", type=int, help="override why.starts")
     parser.add_argument("--samples-per-step", dest="samples_per_step", type=int, help="override why.samples_per_step")
     parser.add_argument("--patience", type=int, help="override why.patience")
     parser.add_argument("--variant-max-steps", type=int, nargs="*",
                         help="also run the fast version with each of these max_steps")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="3 prompts, 100 converged steps: a smoke run")
+    parser.add_argument("--quick", action="store_true",
+                        help="3 prompts, 50 converged steps, the reference projected from 100 iterations: a smoke run")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "why.json")
     args = parser.parse_args(argv)
     if args.quick:
         args.prompts = min(args.prompts, 3)
+    if args.reference_iterations is None:
+        args.reference_iterations = QUICK_REFERENCE_ITERATIONS if args.quick else ARTICLE_ITERATIONS
     torch.set_num_threads(args.threads)
     config = load_config(ROOT / "config.yaml")
     with tempfile.TemporaryDirectory() as scratch:
         source, note, random_weights = _pick_model(args, config, Path(scratch))
         if args.converged_steps is None:
-            args.converged_steps = 0 if random_weights else 100 if args.quick else DEFAULT_CONVERGED_STEPS
+            args.converged_steps = 0 if random_weights else 50 if args.quick else DEFAULT_CONVERGED_STEPS
         loaded = load_model(source, device=config.model.device, dtype=config.model.dtype)
         print(f"model {source} ({note}); {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.1f}M parameters, "
               f"{loaded.dtype}, {torch.get_num_threads()} thread(s)", flush=True)

@@ -70,48 +70,55 @@ def row_warpers(settings: DecodingSettings) -> LogitsProcessorList:
     return warpers
 
 
-def _draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One token from `probs` by inverting the cumulative distribution with a single uniform draw.
+def _draw(probs: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """One token per row of `probs` (R, V), by inverting each row's CDF with one uniform draw.
 
     Equivalent in distribution to `torch.multinomial(probs, 1)`, which on the CPU draws one
-    random number per vocabulary entry (1–2 ms a row at GPT-2's 50k tokens); this draws one.
+    random number per vocabulary entry (1–2 ms a row at GPT-2's 50k tokens); this draws one per
+    row, from that row's own generator, so a row's draw does not depend on its neighbours.
     Zero-probability tokens own an empty interval of the CDF, so they are never picked.
     """
-    cdf = probs.cumsum(0)
-    u = torch.rand(1, generator=generator, device=probs.device, dtype=cdf.dtype)
-    return torch.searchsorted(cdf, u * cdf[-1], right=True).clamp_(max=probs.numel() - 1)
+    cdf = probs.cumsum(dim=-1)
+    u = torch.cat([torch.rand(1, generator=g, device=probs.device, dtype=cdf.dtype) for g in generators])
+    tokens = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1), right=True)
+    return tokens.clamp_(max=probs.shape[-1] - 1).squeeze(-1)
 
 
 class SeededSampling(LogitsProcessor):
     """Per-row sampling with per-row seeds and settings; greedy rows pass through unchanged.
+
+    Rows with the same temperature, top-k and top-p (the usual case: most users keep the
+    defaults) go through Hugging Face's warpers, the softmax and the CDF together, as one
+    tensor: every one of those operations works row by row, so a row's numbers are the ones it
+    would get alone, and per-row Python work is one random draw.
 
     For a sampling row the scores become -inf everywhere but at the drawn token, so the greedy
     `argmax` that `generate` applies afterwards picks exactly that token.
     """
 
     def __init__(self, rows: Sequence[tuple[DecodingSettings, int]], device: torch.device) -> None:
-        self.rows: list[tuple[LogitsProcessorList, torch.Generator] | None] = []
-        for settings, seed in rows:
-            if settings.strategy != "sampling":
-                self.rows.append(None)
-                continue
-            generator = torch.Generator(device=device)
-            generator.manual_seed(seed)
-            self.rows.append((row_warpers(settings), generator))
+        self.groups: list[tuple[torch.Tensor, LogitsProcessorList, list[torch.Generator]]] = []
+        grouped: dict[tuple[float, int, float], list[tuple[int, int]]] = {}
+        for index, (settings, seed) in enumerate(rows):
+            if settings.strategy == "sampling":
+                key = (settings.temperature, settings.top_k, settings.top_p)
+                grouped.setdefault(key, []).append((index, seed))
+        for members in grouped.values():
+            settings = rows[members[0][0]][0]
+            generators = [torch.Generator(device=device).manual_seed(seed) for _, seed in members]
+            indices = torch.tensor([index for index, _ in members], device=device)
+            self.groups.append((indices, row_warpers(settings), generators))
 
     @property
     def active(self) -> bool:
-        return any(row is not None for row in self.rows)
+        return bool(self.groups)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         scores = scores.clone()
-        for index, row in enumerate(self.rows):
-            if row is None:
-                continue
-            warpers, generator = row
-            row_scores = warpers(input_ids[index : index + 1], scores[index : index + 1].float())
-            token = _draw(torch.softmax(row_scores[0], dim=-1), generator)
-            chosen = torch.full_like(scores[index], float("-inf"))
-            chosen[token] = 0.0
-            scores[index] = chosen
+        for indices, warpers, generators in self.groups:
+            warped = warpers(input_ids[indices], scores[indices].float())
+            tokens = _draw(torch.softmax(warped, dim=-1), generators)
+            chosen = torch.full_like(warped, float("-inf")).to(scores.dtype)
+            chosen[torch.arange(len(indices), device=scores.device), tokens] = 0.0
+            scores[indices] = chosen
         return scores

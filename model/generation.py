@@ -44,8 +44,14 @@ class RowOutput:
 
 
 class _RowState:
-    """Tokens and decoded text of one row; decodes the whole row each time so multi-byte
-    characters split across tokens come out whole (a trailing U+FFFD is held back)."""
+    """Tokens and decoded text of one row.
+
+    Text is decoded incrementally, the way text-generation servers do it: only the tokens from a
+    `prefix` a few tokens back are decoded each step (so a step costs the same at token 10 and at
+    token 300), and a trailing U+FFFD is held back, so a multi-byte character split across tokens
+    comes out whole. Decoding from `prefix` rather than from the last token keeps byte-level
+    merges and spaces right; the final text is decoded whole once.
+    """
 
     def __init__(self, job: RowJob, tokenizer) -> None:
         self.job = job
@@ -54,25 +60,36 @@ class _RowState:
         self.emitted = ""
         self.finished_by: str | None = None
         self.finishing: str | None = None
-        self.max_new_tokens = job.settings.max_new_tokens
         """Set by the stopping check: the token of this step is the row's last one."""
+        self.max_new_tokens = job.settings.max_new_tokens
+        self._prefix = 0
+        """Decoding starts at this token; the text of tokens[_prefix:_read] was emitted already."""
+        self._read = 0
 
     def add(self, token: int) -> None:
         self.tokens.append(token)
-        self.flush(final=False)
+        before = self._decode(self.tokens[self._prefix:self._read])
+        after = self._decode(self.tokens[self._prefix:])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self._emit(after[len(before):])
+            self._prefix, self._read = self._read, len(self.tokens)
 
     def flush(self, final: bool) -> None:
-        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
-        if not final and text.endswith("\ufffd"):
-            return
+        """Emit whatever the whole row decodes to beyond what was emitted (at the end of the row)."""
+        text = self.text
         if text.startswith(self.emitted) and len(text) > len(self.emitted):
-            delta = text[len(self.emitted):]
-            self.emitted = text
-            self.job.on_text(delta)
+            self._emit(text[len(self.emitted):])
+
+    def _emit(self, delta: str) -> None:
+        self.emitted += delta
+        self.job.on_text(delta)
+
+    def _decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True) if tokens else ""
 
     @property
     def text(self) -> str:
-        return self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        return self._decode(self.tokens)
 
 
 class _BatchStreamer(BaseStreamer):
@@ -107,6 +124,8 @@ class _RowStopping(StoppingCriteria):
     def __init__(self, rows: list[_RowState], prompt_length: int) -> None:
         self.rows = rows
         self.prompt_length = prompt_length
+        self._flags: torch.BoolTensor | None = None
+        self._done: list[bool] = []
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
         generated = input_ids.shape[1] - self.prompt_length
@@ -121,9 +140,13 @@ class _RowStopping(StoppingCriteria):
                 elif generated >= row.max_new_tokens:
                     row.finishing = "length"
             done.append(row.finished_by is not None or row.finishing is not None)
-        flags = torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-        # Beam search asks about every candidate beam: rows are repeated beam by beam.
-        return flags.repeat_interleave(input_ids.shape[0] // len(self.rows))
+        if done != self._done or self._flags is None or self._flags.shape[0] != input_ids.shape[0]:
+            # Built only when a row's state changes: most steps reuse the last answer.
+            flags = torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+            # Beam search asks about every candidate beam: rows are repeated beam by beam.
+            self._flags = flags.repeat_interleave(input_ids.shape[0] // len(self.rows))
+            self._done = done
+        return self._flags.clone()
 
 
 def generate_batch(loaded: LoadedModel, jobs: Sequence[RowJob]) -> list[RowOutput]:

@@ -111,6 +111,38 @@ def test_sampling_draws_are_per_row() -> None:
     assert alone[0].argmax() == pair[1].argmax()
 
 
+def test_each_row_of_a_mixed_batch_samples_exactly_as_it_would_alone() -> None:
+    """Rows grouped by equal settings and rows on their own each draw what they draw alone, step after step."""
+    rows = [(DecodingSettings(strategy="sampling", top_k=40, temperature=0.8), 1),
+            (DecodingSettings(strategy="greedy"), 0),
+            (DecodingSettings(strategy="sampling", top_k=40, temperature=0.8), 2),
+            (DecodingSettings(strategy="sampling", top_k=0, top_p=0.9, temperature=1.3), 3),
+            (DecodingSettings(strategy="sampling", top_k=40, temperature=0.8), 4)]
+    batch = SeededSampling(rows, torch.device("cpu"))
+    alone = [SeededSampling([row], torch.device("cpu")) for row in rows]
+    generator = torch.Generator().manual_seed(0)
+    for step in range(30):
+        ids = torch.randint(0, 500, (len(rows), step + 1), generator=generator)
+        logits = torch.randn(len(rows), 500, generator=generator) * 3
+        together = batch(ids, logits).argmax(-1)
+        assert together.tolist() == [one(ids[i:i + 1], logits[i:i + 1]).argmax(-1).item()
+                                     for i, one in enumerate(alone)]
+    assert together[1] == logits[1].argmax()
+
+
+def test_sampling_follows_the_warped_distribution() -> None:
+    """Over many draws, each token comes up about as often as its probability after top-k and temperature."""
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0, -3.0]])
+    settings = DecodingSettings(strategy="sampling", top_k=4, temperature=0.7)
+    sampler = SeededSampling([(settings, 11)], torch.device("cpu"))
+    draws = 20_000
+    counts = torch.bincount(torch.stack([sampler(torch.zeros(1, 1, dtype=torch.long), logits).argmax()
+                                         for _ in range(draws)]), minlength=6).double()
+    expected = torch.softmax(torch.cat([logits[0, :4] / 0.7, torch.full((2,), float("-inf"))]), -1).double()
+    assert counts[4:].sum() == 0
+    assert torch.allclose(counts / draws, expected, atol=0.015), (counts / draws, expected)
+
+
 def test_greedy_and_sampling_share_a_batch_but_beams_do_not() -> None:
     greedy, sample = DecodingSettings(strategy="greedy"), DecodingSettings(strategy="sampling")
     assert batch_key(greedy) == batch_key(sample)

@@ -38,7 +38,8 @@ from model.why_cli import main_why
 from tests.tiny_model import build_tiny_model
 
 COPY_POSITION, COPY_LENGTH, COPY_VOCAB, COPY_PROMPTS = 2, 6, 16, 3
-FAST = WhyConfig(time_budget_s=20.0, max_steps=300, samples_per_step=16, patience=40)
+FAST = WhyConfig()
+"""The bot's default /why settings."""
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 torch.set_num_threads(1)
@@ -96,7 +97,7 @@ def test_fast_ranks_the_copied_position_most_important(copy_model) -> None:
     """The fast version, with the bot's default settings, finds the same position."""
     model, phi_std = copy_model
     for seed, prompt in enumerate(_copy_prompts(6)):
-        run = sigmas_fast(build_objective(model, prompt, phi_std), max_steps=FAST.max_steps,
+        run = sigmas_fast(build_objective(model, prompt, phi_std), starts=FAST.starts, max_steps=FAST.max_steps,
                           samples_per_step=FAST.samples_per_step, patience=FAST.patience, seed=seed)
         assert run.sigmas.argmin().item() == COPY_POSITION, run.sigmas
 
@@ -111,7 +112,7 @@ def test_fast_agrees_with_reference_as_well_as_the_reference_agrees_with_itself(
     model, phi_std = copy_model
     fast_vs_ref, ref_vs_ref = [], []
     for index, prompt in enumerate(_copy_prompts(COPY_PROMPTS)):
-        fast = sigmas_fast(build_objective(model, prompt, phi_std), max_steps=FAST.max_steps,
+        fast = sigmas_fast(build_objective(model, prompt, phi_std), starts=FAST.starts, max_steps=FAST.max_steps,
                            samples_per_step=FAST.samples_per_step, patience=FAST.patience, seed=3).sigmas
         fast_vs_ref.append(rank_correlation(fast, copy_reference_runs[index, 1]))
         ref_vs_ref.append(rank_correlation(copy_reference_runs[index, 2], copy_reference_runs[index, 1]))
@@ -119,12 +120,30 @@ def test_fast_agrees_with_reference_as_well_as_the_reference_agrees_with_itself(
     assert min(fast_vs_ref) > 0.3, fast_vs_ref
 
 
+def test_each_start_gets_only_its_own_gradient(copy_model) -> None:
+    """Starts optimised side by side in one batch move exactly as each would alone.
+
+    The fast version sums the starts' losses before one backward pass; this checks that no start's
+    gradient leaks into another's, by comparing each start's gradient with the gradient of its own
+    loss computed alone on the same noise.
+    """
+    model, phi_std = copy_model
+    objective = build_objective(model, _copy_prompts(1)[0], phi_std)
+    _, ratio = importance.init_ratios(objective, 3, seed=5)
+    noise = importance.noise_samples(objective, 3 * 2, torch.Generator().manual_seed(6))
+    objective.loss(ratio, noise, objective.target).sum().backward()
+    for start in range(3):
+        alone = ratio.detach()[start:start + 1].clone().requires_grad_(True)
+        objective.loss(alone, noise[2 * start:2 * start + 2], objective.target).sum().backward()
+        torch.testing.assert_close(ratio.grad[start], alone.grad[0])
+
+
 def test_weights_untouched_and_no_gradients_after_runs(tiny_loaded) -> None:
     """Neither version changes a weight, leaves a .grad behind, or unfreezes the model."""
     before = _snapshot(tiny_loaded.model)
     objective = build_objective(tiny_loaded.model, torch.tensor([5, 17, 42, 99]), phi_std_for(tiny_loaded))
     sigmas_reference(objective, iterations=50)
-    sigmas_fast(objective, max_steps=20, samples_per_step=8, patience=100)
+    sigmas_fast(objective, starts=4, max_steps=20, samples_per_step=2, patience=100)
     explain(tiny_loaded, "The king had three daughters", config=dataclasses.replace(FAST, max_steps=20),
             max_prompt_tokens=200, seed=0)
     after = _snapshot(tiny_loaded.model)
@@ -140,8 +159,8 @@ def test_trainable_model_is_frozen_during_the_run_and_restored_after(tiny_model_
     phi_std = torch.ones(model.config.vocab_size)
     with importance.frozen(model):
         assert not model.training and not any(p.requires_grad for p in model.parameters())
-        sigmas_fast(build_objective(model, torch.tensor([1, 2, 3]), phi_std), max_steps=5, samples_per_step=4,
-                    patience=10)
+        sigmas_fast(build_objective(model, torch.tensor([1, 2, 3]), phi_std), starts=2, max_steps=5,
+                    samples_per_step=2, patience=10)
     assert model.training and all(p.requires_grad and p.grad is None for p in model.parameters())
     assert all(torch.equal(before[n], t) for n, t in model.state_dict().items())
 
@@ -189,14 +208,15 @@ def test_fast_loop_stops_at_its_deadline(tiny_loaded) -> None:
     """With steps and patience unlimited, the loop never starts a step that would end past the deadline."""
     objective = build_objective(tiny_loaded.model, torch.tensor([5, 17, 42, 99, 7]), phi_std_for(tiny_loaded))
     start = time.monotonic()
-    run = sigmas_fast(objective, max_steps=10**9, samples_per_step=16, patience=10**9, deadline=start + 0.5)
+    run = sigmas_fast(objective, starts=8, max_steps=10**9, samples_per_step=2, patience=10**9,
+                      deadline=start + 0.5)
     assert run.stop_reason == "time_budget" and run.steps > 1
     assert time.monotonic() - start <= 0.5 + 2 * run.elapsed_s / run.steps
 
 
 def test_explain_respects_the_time_budget(tiny_loaded) -> None:
     """The whole explanation, picture included, ends within the configured budget and says it stopped there."""
-    config = WhyConfig(time_budget_s=3.0, max_steps=10**9, samples_per_step=16, patience=10**9)
+    config = WhyConfig(time_budget_s=3.0, max_steps=10**9, starts=8, samples_per_step=2, patience=10**9)
     start = time.monotonic()
     result = explain(tiny_loaded, "Once upon a time there lived a king who had three daughters", config=config,
                      max_prompt_tokens=200, seed=0)
@@ -214,7 +234,7 @@ def test_explain_reports_progress_at_most_every_quarter_second_and_can_be_cancel
         if len(calls) == 3:
             cancel.set()
 
-    config = WhyConfig(time_budget_s=30.0, max_steps=10**9, samples_per_step=16, patience=10**9)
+    config = WhyConfig(time_budget_s=30.0, max_steps=10**9, starts=8, samples_per_step=2, patience=10**9)
     result = explain(tiny_loaded, "The youngest was so beautiful", config=config, max_prompt_tokens=200,
                      seed=0, progress=progress, cancel=cancel)
     assert "Cancelled" in result.notes[0] and result.elapsed_s < 5

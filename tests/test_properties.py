@@ -1,14 +1,15 @@
-"""Property-based tests: the settings type and splitting of long output."""
+"""Property-based tests: the settings type, splitting of long output and streamed decoding."""
 
 from __future__ import annotations
 
 import math
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cogs.utils.formats import clean_text, split_message
 from model.errors import SettingsError
+from model.generation import RowJob, _RowState
 from model.settings import FIELDS, DecodingSettings, coerce_field
 from model.text import clean_prompt
 
@@ -59,3 +60,23 @@ def test_cleaned_text_cannot_ping_and_encodes(text: str) -> None:
     assert "@everyone" not in cleaned and "@here" not in cleaned
     cleaned.encode("utf-8")  # no lone surrogates left
     clean_prompt(text).encode("utf-8")
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.one_of(st.text(max_size=60).map(lambda text: ("text", text)),
+                      st.lists(st.integers(min_value=0, max_value=399), max_size=40).map(lambda ids: ("ids", ids))))
+def test_streamed_pieces_add_up_to_the_final_text(tiny_loaded, data: tuple[str, object]) -> None:
+    """Token by token, the incremental decoder emits exactly the text the whole row decodes to.
+
+    Covers multi-byte characters split across tokens (held back until whole) and id sequences
+    that are not valid UTF-8 at all.
+    """
+    kind, value = data
+    tokenizer = tiny_loaded.tokenizer
+    ids = tokenizer(value, add_special_tokens=False)["input_ids"] if kind == "text" else value
+    pieces: list[str] = []
+    row = _RowState(RowJob("", DecodingSettings(), 0, on_text=pieces.append), tokenizer)
+    for token in ids:
+        row.add(token)
+    row.flush(final=True)
+    assert "".join(pieces) == row.text

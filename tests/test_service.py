@@ -92,6 +92,20 @@ async def test_streamed_text_is_the_result(make_service) -> None:
     assert result.text == "The fox said" + result.continuation
 
 
+async def test_text_reaches_the_loop_in_a_few_handovers_first_piece_at_once(make_service) -> None:
+    """The worker hands text over at most every RELAY_INTERVAL_S (plus the first piece at once), not per token."""
+    svc = await make_service()
+    stream = await svc.story(StoryRequest(1, "Once upon a time", GREEDY.replace(max_new_tokens=150), seed=0))
+    arrivals: list[tuple[float, str]] = []
+    async for delta in stream:
+        arrivals.append((time.monotonic(), delta))
+    result = await stream.result()
+    assert "".join(d for _, d in arrivals) == result.continuation and result.new_tokens == 150
+    assert len(arrivals) < result.new_tokens / 3, f"{len(arrivals)} hand-overs for {result.new_tokens} tokens"
+    # The first piece is a token or two, not a batch of them: it was handed over as soon as it existed.
+    assert len(arrivals[0][1]) < len(result.continuation) / 10
+
+
 async def test_second_request_from_same_user_is_refused(make_service, slow_model) -> None:
     svc = await make_service()
     first = await svc.story(StoryRequest(1, "Once", GREEDY, seed=0))

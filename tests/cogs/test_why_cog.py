@@ -18,7 +18,7 @@ from tests.discord_fakes import FakeInteraction
 async def cog(tiny_loaded):
     config = Config(service=ServiceConfig(batch_window_ms=0.0),
                     limits=LimitsConfig(max_prompt_tokens=120, max_new_tokens=200),
-                    why=WhyConfig(time_budget_s=10, max_steps=30, samples_per_step=4, patience=10),
+                    why=WhyConfig(time_budget_s=10, max_steps=30, starts=4, samples_per_step=1, patience=10),
                     discord=DiscordConfig(edit_interval_s=0.05))
     service = ModelService(tiny_loaded, config)
     await service.start()

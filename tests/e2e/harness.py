@@ -106,7 +106,7 @@ def bot_config(model_dir: Path, database: Path) -> dict[str, Any]:
             "batch_window_ms": 5,
             "max_batch_size": 8,
         },
-        "why": {"time_budget_s": 2, "max_steps": 30, "samples_per_step": 4, "patience": 10},
+        "why": {"time_budget_s": 2, "max_steps": 30, "starts": 4, "samples_per_step": 1, "patience": 10},
         "discord": {"edit_interval_s": 0.3},
         "database": {"path": str(database)},
         "defaults": {"strategy": "sampling", "max_new_tokens": 16},
