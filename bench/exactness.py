@@ -33,8 +33,9 @@ def first_step_logit_gap(loaded: LoadedModel) -> float:
     tokenizer = loaded.tokenizer
     tokenizer.padding_side = "left"
     batch = tokenizer(list(PROMPTS), return_tensors="pt", padding=True).to(loaded.device)
+    positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # as `generate` numbers left-padded rows
     with torch.inference_mode():
-        together = loaded.model(**batch).logits[:, -1].float()
+        together = loaded.model(**batch, position_ids=positions).logits[:, -1].float()
         gap = 0.0
         for index, prompt in enumerate(PROMPTS):
             alone = loaded.model(**tokenizer(prompt, return_tensors="pt").to(loaded.device)).logits[0, -1].float()

@@ -11,6 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from model.errors import ModelLoadError
+from model.lm_head import slice_lm_head
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ def load_model(source: str | os.PathLike[str], device: str = "auto", dtype: str 
         tokenizer.pad_token = tokenizer.eos_token
     model.to(torch_device).eval().requires_grad_(False)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    slice_lm_head(model)
     if compile:
         model.forward = torch.compile(model.forward, dynamic=True)
     log.info("loaded model %s on %s (%s, %.1fM parameters)", source, torch_device, torch_dtype,

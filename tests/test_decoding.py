@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.decoding import SeededSampling, batch_key, to_generation_config
+from model.decoding import NUCLEUS_CANDIDATES, SeededSampling, batch_key, row_warpers, to_generation_config
 from model.generation import RowJob, generate_batch
 from model.settings import DecodingSettings
 
@@ -112,35 +112,72 @@ def test_sampling_draws_are_per_row() -> None:
 
 
 def test_each_row_of_a_mixed_batch_samples_exactly_as_it_would_alone() -> None:
-    """Rows grouped by equal settings and rows on their own each draw what they draw alone, step after step."""
+    """Rows grouped by equal settings and rows on their own each draw what they draw alone, step after step.
+
+    The nucleus rows include a peaked one (its nucleus lies among the likeliest candidates) and a
+    flat one (it does not): the two take different paths inside one group.
+    """
+    nucleus = DecodingSettings(strategy="sampling", top_k=0, top_p=0.9, temperature=1.3)
     rows = [(DecodingSettings(strategy="sampling", top_k=40, temperature=0.8), 1),
             (DecodingSettings(strategy="greedy"), 0),
             (DecodingSettings(strategy="sampling", top_k=40, temperature=0.8), 2),
-            (DecodingSettings(strategy="sampling", top_k=0, top_p=0.9, temperature=1.3), 3),
-            (DecodingSettings(strategy="sampling", top_k=40, temperature=0.8), 4)]
+            (nucleus, 3),
+            (DecodingSettings(strategy="sampling", top_k=40, temperature=0.8), 4),
+            (nucleus, 5),
+            (DecodingSettings(strategy="sampling", top_k=20, top_p=0.8), 6)]
+    scale = torch.tensor([3.0, 3.0, 3.0, 8.0, 3.0, 0.1, 3.0]).unsqueeze(1)
     batch = SeededSampling(rows, torch.device("cpu"))
     alone = [SeededSampling([row], torch.device("cpu")) for row in rows]
     generator = torch.Generator().manual_seed(0)
     for step in range(30):
         ids = torch.randint(0, 500, (len(rows), step + 1), generator=generator)
-        logits = torch.randn(len(rows), 500, generator=generator) * 3
+        logits = torch.randn(len(rows), 500, generator=generator) * scale
         together = batch(ids, logits).argmax(-1)
         assert together.tolist() == [one(ids[i:i + 1], logits[i:i + 1]).argmax(-1).item()
                                      for i, one in enumerate(alone)]
     assert together[1] == logits[1].argmax()
 
 
-def test_sampling_follows_the_warped_distribution() -> None:
-    """Over many draws, each token comes up about as often as its probability after top-k and temperature."""
-    logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0, -3.0]])
-    settings = DecodingSettings(strategy="sampling", top_k=4, temperature=0.7)
+def _frequencies(settings: DecodingSettings, logits: torch.Tensor, draws: int) -> torch.Tensor:
     sampler = SeededSampling([(settings, 11)], torch.device("cpu"))
-    draws = 20_000
-    counts = torch.bincount(torch.stack([sampler(torch.zeros(1, 1, dtype=torch.long), logits).argmax()
-                                         for _ in range(draws)]), minlength=6).double()
-    expected = torch.softmax(torch.cat([logits[0, :4] / 0.7, torch.full((2,), float("-inf"))]), -1).double()
-    assert counts[4:].sum() == 0
-    assert torch.allclose(counts / draws, expected, atol=0.015), (counts / draws, expected)
+    ids = torch.zeros(1, 1, dtype=torch.long)
+    tokens = torch.stack([sampler(ids, logits).argmax() for _ in range(draws)])
+    return torch.bincount(tokens, minlength=logits.shape[-1]).double() / draws
+
+
+def _hugging_face_probabilities(settings: DecodingSettings, logits: torch.Tensor) -> torch.Tensor:
+    """What `generate(do_sample=True)` samples from: its warpers, then a softmax."""
+    return torch.softmax(row_warpers(settings)(torch.zeros(1, 1, dtype=torch.long), logits.clone()), -1)[0].double()
+
+
+@pytest.mark.parametrize("settings", [
+    DecodingSettings(strategy="sampling", top_k=4, temperature=0.7),
+    DecodingSettings(strategy="sampling", top_k=0, top_p=0.8, temperature=1.2),
+    DecodingSettings(strategy="sampling", top_k=5, top_p=0.7, temperature=0.9),
+    DecodingSettings(strategy="sampling", top_k=0, top_p=1.0, temperature=1.0),
+], ids=["top-k", "nucleus", "top-k then nucleus", "pure"])
+def test_sampling_follows_hugging_faces_distribution(settings: DecodingSettings) -> None:
+    """Over many draws, each token comes up about as often as Hugging Face's warpers say; never one they drop.
+
+    The vocabulary is larger than NUCLEUS_CANDIDATES, so nucleus sampling takes its shortcut here.
+    """
+    logits = torch.full((1, 1000), -8.0)
+    logits[0, :8] = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, -1.5, -2.0, -3.0])
+    expected = _hugging_face_probabilities(settings, logits)
+    observed = _frequencies(settings, logits, 20_000)
+    assert observed[expected == 0].sum() == 0
+    assert torch.allclose(observed, expected, atol=0.015), (observed[:8], expected[:8])
+
+
+def test_nucleus_wider_than_the_candidates_still_reaches_every_token_in_it() -> None:
+    """A flat distribution whose nucleus spans more than NUCLEUS_CANDIDATES tokens is sampled over all of it."""
+    logits = torch.linspace(1.0, 0.0, 2000).unsqueeze(0)
+    settings = DecodingSettings(strategy="sampling", top_k=0, top_p=0.9, temperature=1.0)
+    expected = _hugging_face_probabilities(settings, logits)
+    assert (expected > 0).sum() > NUCLEUS_CANDIDATES
+    observed = _frequencies(settings, logits, 3_000)
+    assert observed[expected == 0].sum() == 0
+    assert observed[NUCLEUS_CANDIDATES:].sum() > 0.5
 
 
 def test_greedy_and_sampling_share_a_batch_but_beams_do_not() -> None:
