@@ -85,10 +85,9 @@ class _TextRelay:
     """Carries streamed text from the worker thread to the streams, a few times a second.
 
     Handing every token of every row to the event loop on its own (`call_soon_threadsafe` per
-    token) wakes the loop hundreds of times a second with the shipped model (8 rows × 300
-    tokens/s at batch 8) and makes the two threads take turns with the GIL. Here the worker
-    collects text and hands it over at most every RELAY_INTERVAL_S,
-    except a stream's first text, which goes at once (time to first text is what users see);
+    token) wakes the loop over a thousand times a second with the shipped model at batch 8 and
+    makes the two threads take turns with the GIL. Here the worker collects text and hands it
+    over at most every RELAY_INTERVAL_S, except a stream's first text, which goes at once (time to first text is what users see);
     the cogs edit their message at most once a second, so nobody sees the difference.
     `flush` on the loop delivers whatever is left, in order, before a stream is finished.
     """
