@@ -22,6 +22,14 @@ from model.settings import DecodingSettings
 
 
 @dataclass
+class RowOutput:
+    continuation: str
+    new_tokens: int
+    stop_reason: str
+    """"length", "eos", "stopped" or "timeout"."""
+
+
+@dataclass
 class RowJob:
     """One request inside a batch, with the hooks the service listens on."""
 
@@ -30,17 +38,12 @@ class RowJob:
     seed: int
     on_text: Callable[[str], None] = lambda _delta: None
     """Called from the worker thread with each new piece of text."""
+    on_done: Callable[[RowOutput], None] = lambda _output: None
+    """Called from the worker thread once the row has its last token, before the rest of its batch
+    ends (streamed rows only: a beam search's text is known only when the whole search ends)."""
     stop_event: threading.Event = field(default_factory=threading.Event)
     deadline: float = float("inf")
     """time.monotonic() after which the row is cut off (stop_reason "timeout")."""
-
-
-@dataclass
-class RowOutput:
-    continuation: str
-    new_tokens: int
-    stop_reason: str
-    """"length", "eos", "stopped" or "timeout"."""
 
 
 class _RowState:
@@ -53,9 +56,11 @@ class _RowState:
     merges and spaces right; the final text is decoded whole once.
     """
 
-    def __init__(self, job: RowJob, tokenizer) -> None:
+    def __init__(self, job: RowJob, tokenizer, streaming: bool = True) -> None:
         self.job = job
         self.tokenizer = tokenizer
+        self.streaming = streaming
+        self.completed = False
         self.tokens: list[int] = []
         self.emitted = ""
         self.finished_by: str | None = None
@@ -79,6 +84,17 @@ class _RowState:
         text = self.text
         if text.startswith(self.emitted) and len(text) > len(self.emitted):
             self._emit(text[len(self.emitted):])
+
+    def complete(self) -> None:
+        """The row has its last token: emit the rest of its text and report it done, once."""
+        if self.completed or not self.streaming:
+            return
+        self.completed = True
+        self.flush(final=True)
+        self.job.on_done(self.output())
+
+    def output(self) -> RowOutput:
+        return RowOutput(self.text, len(self.tokens), self.finished_by or self.finishing or "length")
 
     def _emit(self, delta: str) -> None:
         self.emitted += delta
@@ -106,16 +122,21 @@ class _BatchStreamer(BaseStreamer):
             return
         for row, token in zip(self.rows, value.reshape(-1).tolist()):
             if row.finished_by is not None:
-                continue
+                continue  # a finished row's place in the batch is filled with padding
             if token == self.eos_token_id:
                 row.finished_by = "eos"
-                continue
-            row.add(token)
-            row.finished_by = row.finishing
+            else:
+                row.add(token)
+                # `generate` runs the stopping check before it hands over the step's tokens, so a
+                # row marked `finishing` has just received its last token.
+                row.finished_by = row.finishing
+            if row.finished_by is not None:
+                row.complete()
 
     def end(self) -> None:
         for row in self.rows:
             row.flush(final=True)
+            row.complete()
 
 
 class _RowStopping(StoppingCriteria):
@@ -160,7 +181,8 @@ def generate_batch(loaded: LoadedModel, jobs: Sequence[RowJob]) -> list[RowOutpu
     inputs = tokenizer([job.prompt for job in jobs], return_tensors="pt", padding=True,
                        split_special_tokens=True).to(loaded.device)
     prompt_length = inputs["input_ids"].shape[1]
-    rows = [_RowState(job, tokenizer) for job in jobs]
+    beam = jobs[0].settings.strategy == "beam"
+    rows = [_RowState(job, tokenizer, streaming=not beam) for job in jobs]
     room = _context_room(model, prompt_length)
     if room < 1:
         raise ValueError(f"a prompt of {prompt_length} tokens leaves no room in the model's context")
@@ -169,7 +191,6 @@ def generate_batch(loaded: LoadedModel, jobs: Sequence[RowJob]) -> list[RowOutpu
     longest = max(row.max_new_tokens for row in rows)
     config = to_generation_config(jobs[0].settings.replace(max_new_tokens=longest),
                                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    beam = jobs[0].settings.strategy == "beam"
     sampler = SeededSampling([(job.settings, job.seed) for job in jobs], loaded.device)
     processors = LogitsProcessorList([sampler] if sampler.active else [])
     with torch.inference_mode():
@@ -183,7 +204,7 @@ def generate_batch(loaded: LoadedModel, jobs: Sequence[RowJob]) -> list[RowOutpu
     if beam:
         return [_beam_output(row, output[index, prompt_length:].tolist(), tokenizer.eos_token_id)
                 for index, row in enumerate(rows)]
-    return [RowOutput(row.text, len(row.tokens), row.finished_by or row.finishing or "length") for row in rows]
+    return [row.output() for row in rows]
 
 
 def _context_room(model, prompt_length: int) -> int:

@@ -87,8 +87,9 @@ class _TextRelay:
     Handing every token of every row to the event loop on its own (`call_soon_threadsafe` per
     token) wakes the loop over a thousand times a second with the shipped model at batch 8 and
     makes the two threads take turns with the GIL. Here the worker collects text and hands it
-    over at most every RELAY_INTERVAL_S, except a stream's first text, which goes at once (time to first text is what users see);
-    the cogs edit their message at most once a second, so nobody sees the difference.
+    over at most every RELAY_INTERVAL_S, except a stream's first text, which goes at once (time to
+    first text is what users see); the cogs edit their message at most once a second, so nobody
+    sees the difference.
     `flush` on the loop delivers whatever is left, in order, before a stream is finished.
     """
 
@@ -127,6 +128,8 @@ class _Job:
     story: StoryStream | None = None
     why: tuple[WhyRequest, ProgressCallback | None, asyncio.Future[WhyResult]] | None = None
     enqueued_at: float = field(default_factory=time.monotonic)
+    released: bool = False
+    """Whether the user's in-flight slot was given back (once: when the row ends, or with its batch)."""
 
 
 class ModelService:
@@ -140,11 +143,12 @@ class ModelService:
         self._recent: dict[int, deque[float]] = {}
         """Start times of each user's requests in the last minute (the per-user rate limit)."""
         self._wakeup = asyncio.Event()
+        self._closing = False
         self._executor = self._new_executor()
         self._scheduler: asyncio.Task[None] | None = None
         self._running: list[_Job] = []
         self.batches_run: list[int] = []
-        """Sizes of the batches run so far (for tests and the benchmark)."""
+        """Sizes of the batches started so far (for tests and the benchmark)."""
 
     @staticmethod
     def _new_executor() -> concurrent.futures.ThreadPoolExecutor:
@@ -164,6 +168,11 @@ class ModelService:
         self._scheduler = asyncio.create_task(self._schedule(), name="model-scheduler")
 
     async def close(self) -> None:
+        # The flag as well as the cancel: `asyncio.wait_for` (Python 3.11) swallows a cancellation
+        # that arrives as the worker's future completes, which is exactly when a user whose story
+        # ended early can close the bot; the scheduler then stops at its next turn instead.
+        self._closing = True
+        self._wakeup.set()
         if self._scheduler is not None:
             self._scheduler.cancel()
             await asyncio.gather(self._scheduler, return_exceptions=True)
@@ -251,13 +260,16 @@ class ModelService:
         self._wakeup.set()
 
     def _release(self, job: _Job) -> None:
+        if job.released:
+            return
+        job.released = True
         self._in_flight[job.user_id] -= 1
         if self._in_flight[job.user_id] <= 0:
             del self._in_flight[job.user_id]
 
     # Scheduling -------------------------------------------------------------------------------
     async def _schedule(self) -> None:
-        while True:
+        while not self._closing:
             if not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
@@ -301,6 +313,7 @@ class ModelService:
         else:
             relay = _TextRelay(loop)
             work = self._story_work(batch, relay, deadline)
+        self.batches_run.append(len(batch))
         future = loop.run_in_executor(self._executor, work)
         budget = self.config.service.request_timeout_s + HANG_GRACE_S
         try:
@@ -318,7 +331,6 @@ class ModelService:
             for job in batch:
                 self._fail(job, _user_error(exc))
             return
-        self.batches_run.append(len(batch))
         if batch[0].why is not None:
             _, _, result_future = batch[0].why
             if not result_future.done():
@@ -329,20 +341,30 @@ class ModelService:
             self._finish_story(job, output)
 
     def _story_work(self, batch: list[_Job], relay: _TextRelay, deadline: float):
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
         rows = []
         for job in batch:
             stream = job.story
             rows.append(RowJob(
                 prompt=stream.request.prompt, settings=stream.request.settings, seed=stream.request.seed,
                 on_text=lambda delta, s=stream: relay.add(s, delta),
+                # A short story batched with a long one is answered when it ends, not with the batch.
+                on_done=lambda output, j=job: loop.call_soon_threadsafe(
+                    self._finish_early, j, relay, (output, time.monotonic() - started)),
                 stop_event=stream.stop_event, deadline=deadline))
-        started = time.monotonic()
 
         def work():
             outputs = generate_batch(self.loaded, rows)
             return [(output, time.monotonic() - started) for output in outputs]
 
         return work
+
+    def _finish_early(self, job: _Job, relay: _TextRelay, outcome: tuple) -> None:
+        """On the loop: a row has ended inside a running batch; its text first, then its result."""
+        relay.flush()
+        self._finish_story(job, outcome)
+        self._release(job)
 
     def _why_work(self, job: _Job, loop: asyncio.AbstractEventLoop, deadline: float):
         request, progress, _ = job.why

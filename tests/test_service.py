@@ -214,6 +214,21 @@ async def test_batched_requests_match_their_results_alone(make_service, tiny_loa
     assert batched == alone
 
 
+async def test_a_short_story_in_a_batch_is_answered_when_it_ends_not_with_the_batch(make_service) -> None:
+    """Its result (and its user's slot) come back while the long story it was batched with still runs."""
+    svc = await make_service(batch_window_ms=50.0)
+    long = await svc.story(StoryRequest(1, "Once upon a time", GREEDY.replace(max_new_tokens=200), seed=0))
+    short = await svc.story(StoryRequest(2, "The fox", GREEDY.replace(max_new_tokens=5), seed=0))
+    text = await collect(short)
+    result = await short.result()
+    assert result.new_tokens == 5 and text == result.continuation and result.stop_reason == "length"
+    assert not long._result.done(), "the short story waited for the whole batch"
+    again = await svc.story(StoryRequest(2, "The fox", GREEDY.replace(max_new_tokens=5), seed=0))  # slot is free
+    assert (await long.result()).new_tokens == 200
+    assert (await again.result()).continuation == result.continuation
+    assert svc.batches_run == [2, 1]
+
+
 async def test_requests_that_cannot_share_a_batch_run_in_turn_in_order(make_service) -> None:
     svc = await make_service(batch_window_ms=50.0)
     beam = DecodingSettings(strategy="beam", max_new_tokens=5)
