@@ -151,8 +151,7 @@ def word_of_smallest_sigma(prompt: str, offsets: list[tuple[int, int]], sigmas: 
     return min(words, key=lambda w: word_sigma([values[i] for i in w.token_indices])).text
 
 
-def run(loaded: LoadedModel, prompts: list[str], args: argparse.Namespace, model_note: str) -> dict:
-    config = load_config(ROOT / "config.yaml")
+def run(loaded: LoadedModel, prompts: list[str], args: argparse.Namespace, model_note: str, config: Config) -> dict:
     settings = {"fast": _why_settings(config.why, args)}
     for steps in args.variant_max_steps or ():
         settings[f"fast_{steps}steps"] = dataclasses.replace(settings["fast"], max_steps=steps)
@@ -340,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         loaded = load_model(source, device=config.model.device, dtype=config.model.dtype)
         print(f"model {source} ({note}); {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.1f}M parameters, "
               f"{loaded.dtype}, {torch.get_num_threads()} thread(s)", flush=True)
-        result = run(loaded, list(PROMPTS[: args.prompts]), args, note)
+        result = run(loaded, list(PROMPTS[: args.prompts]), args, note, config)
     _print_table(result["summary"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

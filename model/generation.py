@@ -79,7 +79,7 @@ class _RowState:
             self._emit(after[len(before):])
             self._prefix, self._read = self._read, len(self.tokens)
 
-    def flush(self, final: bool) -> None:
+    def flush(self) -> None:
         """Emit whatever the whole row decodes to beyond what was emitted (at the end of the row)."""
         text = self.text
         if text.startswith(self.emitted) and len(text) > len(self.emitted):
@@ -90,7 +90,7 @@ class _RowState:
         if self.completed or not self.streaming:
             return
         self.completed = True
-        self.flush(final=True)
+        self.flush()
         self.job.on_done(self.output())
 
     def output(self) -> RowOutput:
@@ -135,7 +135,6 @@ class _BatchStreamer(BaseStreamer):
 
     def end(self) -> None:
         for row in self.rows:
-            row.flush(final=True)
             row.complete()
 
 
@@ -217,6 +216,6 @@ def _beam_output(row: _RowState, tokens: list[int], eos_token_id: int) -> RowOut
     """Beam search cannot stream (its best beam is known only at the end): emit the text once."""
     ended = eos_token_id in tokens
     row.tokens = tokens[: tokens.index(eos_token_id)] if ended else tokens
-    row.flush(final=True)
+    row.flush()
     reason = row.finishing if row.finishing in ("stopped", "timeout") else ("eos" if ended else "length")
     return RowOutput(row.text, len(row.tokens), reason)

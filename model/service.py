@@ -312,7 +312,7 @@ class ModelService:
             work: Callable[[], object] = self._why_work(batch[0], loop, deadline)
         else:
             relay = _TextRelay(loop)
-            work = self._story_work(batch, relay, deadline)
+            work = self._story_work(batch, loop, relay, deadline)
         self.batches_run.append(len(batch))
         future = loop.run_in_executor(self._executor, work)
         budget = self.config.service.request_timeout_s + HANG_GRACE_S
@@ -340,8 +340,7 @@ class ModelService:
         for job, output in zip(batch, outcome):
             self._finish_story(job, output)
 
-    def _story_work(self, batch: list[_Job], relay: _TextRelay, deadline: float):
-        loop = asyncio.get_running_loop()
+    def _story_work(self, batch: list[_Job], loop: asyncio.AbstractEventLoop, relay: _TextRelay, deadline: float):
         started = time.monotonic()
         rows = []
         for job in batch:

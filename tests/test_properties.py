@@ -78,5 +78,5 @@ def test_streamed_pieces_add_up_to_the_final_text(tiny_loaded, data: tuple[str, 
     row = _RowState(RowJob("", DecodingSettings(), 0, on_text=pieces.append), tokenizer)
     for token in ids:
         row.add(token)
-    row.flush(final=True)
+    row.flush()
     assert "".join(pieces) == row.text
