@@ -129,9 +129,19 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "log_level": LOG_LEVELS,
 }
 _POSITIVE = {
-    "model.cpu_threads", "limits.max_prompt_tokens", "limits.max_new_tokens", "service.queue_size",
-    "service.per_user_in_flight", "service.per_user_per_minute", "service.request_timeout_s", "service.max_batch_size",
-    "why.time_budget_s", "why.max_steps", "why.starts", "why.samples_per_step", "why.patience",
+    "model.cpu_threads",
+    "limits.max_prompt_tokens",
+    "limits.max_new_tokens",
+    "service.queue_size",
+    "service.per_user_in_flight",
+    "service.per_user_per_minute",
+    "service.request_timeout_s",
+    "service.max_batch_size",
+    "why.time_budget_s",
+    "why.max_steps",
+    "why.starts",
+    "why.samples_per_step",
+    "why.patience",
 }
 _NON_NEGATIVE = {"service.batch_window_ms", "discord.edit_interval_s"}
 
@@ -155,7 +165,8 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     if config.defaults.max_new_tokens > config.limits.max_new_tokens:
         raise ConfigError(
             f"`defaults.max_new_tokens` ({config.defaults.max_new_tokens}) must be at most "
-            f"`limits.max_new_tokens` ({config.limits.max_new_tokens})")
+            f"`limits.max_new_tokens` ({config.limits.max_new_tokens})"
+        )
     return config
 
 
@@ -168,8 +179,11 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     values: dict[str, Any] = {}
     for name, value in raw.items():
         key = prefix + name
-        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING \
+        default = (
+            fields[name].default_factory()
+            if fields[name].default_factory is not dataclasses.MISSING
             else fields[name].default
+        )
         if isinstance(default, DecodingSettings):
             values[name] = _build_settings(value, key)
         elif dataclasses.is_dataclass(default):
@@ -196,8 +210,9 @@ def _check_value(key: str, value: Any, default: Any) -> Any:
             raise ConfigError(f"`{key}` must be one of {', '.join(_CHOICES[key])}, not {value!r}")
         return value
     if key == "discord.guild_ids":
-        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                                                  for v in value):
+        if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
+        ):
             raise ConfigError(f"`{key}` must be a list of server ids (whole numbers), not {value!r}")
         return tuple(value)
     if key in ("discord.api_base",):

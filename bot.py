@@ -103,10 +103,13 @@ async def run(config: Config, token: str) -> None:
         point_discordpy_at(config.discord.api_base)
         log.info("using the Discord API stand-in at %s", config.discord.api_base)
     preferences = await SqlitePreferencesStore.open(
-        config.resolve_path(config.database.path), config_defaults=config.defaults,
-        max_new_tokens_cap=config.limits.max_new_tokens)
-    loaded = await asyncio.to_thread(load_model, config.model_source, config.model.device, config.model.dtype,
-                                     config.model.compile)
+        config.resolve_path(config.database.path),
+        config_defaults=config.defaults,
+        max_new_tokens_cap=config.limits.max_new_tokens,
+    )
+    loaded = await asyncio.to_thread(
+        load_model, config.model_source, config.model.device, config.model.dtype, config.model.compile
+    )
     service = ModelService(loaded, config)
     await service.start()
     bot = TaleweaverBot(config, service, preferences)
@@ -120,8 +123,11 @@ async def run(config: Config, token: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the Taleweaver Discord bot.")
-    parser.add_argument("--config", default=os.environ.get("TALEWEAVER_CONFIG", "config.yaml"),
-                        help="path of config.yaml (default: %(default)s)")
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("TALEWEAVER_CONFIG", "config.yaml"),
+        help="path of config.yaml (default: %(default)s)",
+    )
     parser.add_argument("--check", action="store_true", help="validate the config and exit")
     args = parser.parse_args(argv)
     try:
@@ -134,8 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     token = os.environ.get(TOKEN_ENV, "").strip()
     if not token:
-        print(f"No {TOKEN_ENV} is set. To try Taleweaver without Discord, run `make run` (it starts the local "
-              "playground), or `python -m model generate \"Once upon a time\"`.", file=sys.stderr)
+        print(
+            f"No {TOKEN_ENV} is set. To try Taleweaver without Discord, run `make run` (it starts the local "
+            'playground), or `python -m model generate "Once upon a time"`.',
+            file=sys.stderr,
+        )
         return 2
     configure_logging(config.log_level, token)
     try:

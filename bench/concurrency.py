@@ -148,16 +148,22 @@ async def run_load(loaded: LoadedModel, model_name: str, scenario: Scenario, rep
 
     async def one_user(index: int) -> RequestTiming:
         submitted = time.perf_counter()
-        stream = await service.story(StoryRequest(
-            user_id=1000 + index, prompt=PROMPTS[index % len(PROMPTS)],
-            settings=request_settings(scenario.workload, index, new_tokens), seed=index))
+        stream = await service.story(
+            StoryRequest(
+                user_id=1000 + index,
+                prompt=PROMPTS[index % len(PROMPTS)],
+                settings=request_settings(scenario.workload, index, new_tokens),
+                seed=index,
+            )
+        )
         first = None
         async for _delta in stream:
             first = first or time.perf_counter()
         result = await stream.result()
         finished = time.perf_counter()
-        return RequestTiming(submitted - started, first - submitted if first else None, finished - submitted,
-                             result.new_tokens)
+        return RequestTiming(
+            submitted - started, first - submitted if first else None, finished - submitted, result.new_tokens
+        )
 
     try:
         timings = await asyncio.gather(*(one_user(i) for i in range(scenario.users)))
@@ -197,21 +203,26 @@ def summarise(runs: list[LoadRun]) -> list[dict]:
         requests = [t for r in group for t in r.requests]
         lags_ms = [lag * 1000 for r in group for lag in r.lags_s]
         per_token = [t.after_first_s * 1000 for t in requests if t.after_first_s is not None]
-        summary.append({
-            "model": key[0], **asdict(key[1]), "samples": len(group),
-            "total_s": median([r.total_s for r in group]),
-            "times_one_alone": median(_ratios_to_one(group, runs)),
-            "times_one_alone_range": _range(_ratios_to_one(group, runs)),
-            "latency_p50_s": percentile([t.latency_s for t in requests], 50),
-            "latency_p95_s": percentile([t.latency_s for t in requests], 95),
-            "ttft_p50_s": percentile([t.ttft_s for t in requests if t.ttft_s is not None], 50),
-            "ttft_p95_s": percentile([t.ttft_s for t in requests if t.ttft_s is not None], 95),
-            "tokens_per_s": median([r.tokens_per_s for r in group]),
-            "ms_per_token_after_first": median(per_token) if per_token else None,
-            "batches": group[0].batches,
-            "lag_p50_ms": percentile(lags_ms, 50), "lag_p99_ms": percentile(lags_ms, 99),
-            "lag_max_ms": max(lags_ms, default=float("nan")),
-        })
+        summary.append(
+            {
+                "model": key[0],
+                **asdict(key[1]),
+                "samples": len(group),
+                "total_s": median([r.total_s for r in group]),
+                "times_one_alone": median(_ratios_to_one(group, runs)),
+                "times_one_alone_range": _range(_ratios_to_one(group, runs)),
+                "latency_p50_s": percentile([t.latency_s for t in requests], 50),
+                "latency_p95_s": percentile([t.latency_s for t in requests], 95),
+                "ttft_p50_s": percentile([t.ttft_s for t in requests if t.ttft_s is not None], 50),
+                "ttft_p95_s": percentile([t.ttft_s for t in requests if t.ttft_s is not None], 95),
+                "tokens_per_s": median([r.tokens_per_s for r in group]),
+                "ms_per_token_after_first": median(per_token) if per_token else None,
+                "batches": group[0].batches,
+                "lag_p50_ms": percentile(lags_ms, 50),
+                "lag_p99_ms": percentile(lags_ms, 99),
+                "lag_max_ms": max(lags_ms, default=float("nan")),
+            }
+        )
     return summary
 
 
@@ -226,32 +237,93 @@ def _ratios_to_one(group: list[LoadRun], runs: list[LoadRun]) -> list[float]:
     ratios = []
     for run in group:
         workload = "greedy" if run.scenario.workload == "mixed lengths" else run.scenario.workload
-        alone = [r for r in runs if r.model == run.model and r.rep == run.rep and r.scenario.users == 1
-                 and r.scenario.workload == workload and r.scenario.max_batch_size > 1]
+        alone = [
+            r
+            for r in runs
+            if r.model == run.model
+            and r.rep == run.rep
+            and r.scenario.users == 1
+            and r.scenario.workload == workload
+            and r.scenario.max_batch_size > 1
+        ]
         if alone:
             ratios.append(run.total_s / alone[0].total_s)
     return ratios
 
 
 def print_summary(summary: list[dict], idle: dict[str, list[float]], run_scale: Scale) -> None:
-    rows = [[s["model"], s["workload"], s["users"], s["batching"], fmt(s["total_s"], 2),
-             f"{fmt(s['times_one_alone'], 2)}×", fmt(s["latency_p50_s"], 2), fmt(s["latency_p95_s"], 2),
-             fmt(s["ttft_p50_s"], 2), fmt(s["ttft_p95_s"], 2), fmt(s["tokens_per_s"]),
-             fmt(s["ms_per_token_after_first"], 0), _batches(s["batches"])] for s in summary]
-    print_table(f"2. Concurrent /story requests, {run_scale.new_tokens} new tokens each "
-                f"(mixed lengths: one of {run_scale.new_tokens}, seven of {max(1, run_scale.new_tokens // 5)})",
-                ["model", "workload", "users", "batching", "total s", "× one alone", "latency p50 s",
-                 "latency p95 s", "first text p50 s", "first text p95 s", "tokens/s", "ms/token after first",
-                 "batches"], rows)
-    print(f"Totals and ratios: medians of {run_scale.reps} repetitions (32 users: one); percentiles: over "
-          "every request of every repetition. ms/token after first: (latency - first text) ÷ (tokens - 1), "
-          "median over requests: one decoding step of the batch, plus any wait for the batch's longest row.")
-    rows = [[s["model"], s["workload"], s["users"], s["batching"], fmt(s["lag_p50_ms"]), fmt(s["lag_p99_ms"]),
-             fmt(s["lag_max_ms"])] for s in summary]
-    rows += [[model, "idle (no requests)", 0, "—", fmt(percentile(ms, 50)), fmt(percentile(ms, 99)),
-              fmt(max(ms, default=float("nan")))] for model, ms in idle.items()]
-    print_table("3. Event-loop lag during benchmark 2 (a 10 ms sleep's lateness)",
-                ["model", "workload", "users", "batching", "lag p50 ms", "lag p99 ms", "lag max ms"], rows)
+    rows = [
+        [
+            s["model"],
+            s["workload"],
+            s["users"],
+            s["batching"],
+            fmt(s["total_s"], 2),
+            f"{fmt(s['times_one_alone'], 2)}×",
+            fmt(s["latency_p50_s"], 2),
+            fmt(s["latency_p95_s"], 2),
+            fmt(s["ttft_p50_s"], 2),
+            fmt(s["ttft_p95_s"], 2),
+            fmt(s["tokens_per_s"]),
+            fmt(s["ms_per_token_after_first"], 0),
+            _batches(s["batches"]),
+        ]
+        for s in summary
+    ]
+    print_table(
+        f"2. Concurrent /story requests, {run_scale.new_tokens} new tokens each "
+        f"(mixed lengths: one of {run_scale.new_tokens}, seven of {max(1, run_scale.new_tokens // 5)})",
+        [
+            "model",
+            "workload",
+            "users",
+            "batching",
+            "total s",
+            "× one alone",
+            "latency p50 s",
+            "latency p95 s",
+            "first text p50 s",
+            "first text p95 s",
+            "tokens/s",
+            "ms/token after first",
+            "batches",
+        ],
+        rows,
+    )
+    print(
+        f"Totals and ratios: medians of {run_scale.reps} repetitions (32 users: one); percentiles: over "
+        "every request of every repetition. ms/token after first: (latency - first text) ÷ (tokens - 1), "
+        "median over requests: one decoding step of the batch, plus any wait for the batch's longest row."
+    )
+    rows = [
+        [
+            s["model"],
+            s["workload"],
+            s["users"],
+            s["batching"],
+            fmt(s["lag_p50_ms"]),
+            fmt(s["lag_p99_ms"]),
+            fmt(s["lag_max_ms"]),
+        ]
+        for s in summary
+    ]
+    rows += [
+        [
+            model,
+            "idle (no requests)",
+            0,
+            "—",
+            fmt(percentile(ms, 50)),
+            fmt(percentile(ms, 99)),
+            fmt(max(ms, default=float("nan"))),
+        ]
+        for model, ms in idle.items()
+    ]
+    print_table(
+        "3. Event-loop lag during benchmark 2 (a 10 ms sleep's lateness)",
+        ["model", "workload", "users", "batching", "lag p50 ms", "lag p99 ms", "lag max ms"],
+        rows,
+    )
     print(NOISE_NOTE)
 
 
@@ -272,10 +344,21 @@ def run(run_scale: Scale) -> dict:
     summary = summarise(runs)
     print_summary(summary, idle, run_scale)
     payload = {
-        "scale": asdict(run_scale), "summary": summary, "idle_lag_ms": idle,
-        "runs": [{"model": r.model, "scenario": asdict(r.scenario), "rep": r.rep, "total_s": r.total_s,
-                  "batches": r.batches, "lags_ms": [lag * 1000 for lag in r.lags_s],
-                  "requests": [{**asdict(t), "after_first_s": t.after_first_s} for t in r.requests]} for r in runs],
+        "scale": asdict(run_scale),
+        "summary": summary,
+        "idle_lag_ms": idle,
+        "runs": [
+            {
+                "model": r.model,
+                "scenario": asdict(r.scenario),
+                "rep": r.rep,
+                "total_s": r.total_s,
+                "batches": r.batches,
+                "lags_ms": [lag * 1000 for lag in r.lags_s],
+                "requests": [{**asdict(t), "after_first_s": t.after_first_s} for t in r.requests],
+            }
+            for r in runs
+        ],
     }
     write_json("concurrency", payload)
     return payload

@@ -67,9 +67,14 @@ def main(argv: list[str] | None = None) -> int:
             result = compare(loaded, settings, new_tokens)
             rows.append({"model": bench_model.name, "strategy": name, **result, "first_step_logit_gap": gap})
     headers = ["model", "strategy", "identical stories", "largest first-step logit gap"]
-    print_table("Batched vs alone: identical stories", headers,
-                [[r["model"], r["strategy"], f"{r['identical']}/{r['prompts']}", f"{r['first_step_logit_gap']:.2e}"]
-                 for r in rows])
+    print_table(
+        "Batched vs alone: identical stories",
+        headers,
+        [
+            [r["model"], r["strategy"], f"{r['identical']}/{r['prompts']}", f"{r['first_step_logit_gap']:.2e}"]
+            for r in rows
+        ],
+    )
     write_json("exactness", {"new_tokens": new_tokens, "rows": rows})
     return 0
 

@@ -108,18 +108,34 @@ def run(quick: bool) -> dict:
         rates = {threads: matmul_rates(config.n_embd, config.vocab_size, threads, tries) for threads in THREADS}
         best_rate = max(max(r.values()) for r in rates.values())
         floors = {batch: floor_ms(weights, params, batch, read, best_rate) for batch in BATCHES}
-        models.append({"model": bench_model.name, "params": params, "weight_bytes": weights,
-                       "matmul_gflop_s": rates, "best_gflop_s": best_rate, "read_gb_s": read,
-                       "floor_ms": {b: f[0] for b, f in floors.items()},
-                       "floor_bound": {b: f[1] for b, f in floors.items()},
-                       "measured_ms": measured_ms(bench_model.name)})
+        models.append(
+            {
+                "model": bench_model.name,
+                "params": params,
+                "weight_bytes": weights,
+                "matmul_gflop_s": rates,
+                "best_gflop_s": best_rate,
+                "read_gb_s": read,
+                "floor_ms": {b: f[0] for b, f in floors.items()},
+                "floor_bound": {b: f[1] for b, f in floors.items()},
+                "measured_ms": measured_ms(bench_model.name),
+            }
+        )
     print_machine(machine, models)
     print_floors(models)
     goals = goal_rows(models)
-    print_table("Goals of the issue (one run; floor = the best this machine allows)",
-                ["model", "goal", "measured", "met", "floor"], goals)
-    payload = {"scale": asdict(scale(quick)), "bandwidth_bytes": BANDWIDTH_BYTES, "machine_rates": machine,
-               "models": models, "goals": goals}
+    print_table(
+        "Goals of the issue (one run; floor = the best this machine allows)",
+        ["model", "goal", "measured", "met", "floor"],
+        goals,
+    )
+    payload = {
+        "scale": asdict(scale(quick)),
+        "bandwidth_bytes": BANDWIDTH_BYTES,
+        "machine_rates": machine,
+        "models": models,
+        "goals": goals,
+    }
     write_json("floor", payload)
     return payload
 
@@ -129,9 +145,12 @@ def print_machine(machine: dict, models: list[dict]) -> None:
     for threads, rates in machine["threads"].items():
         gflops = [f"{m['model']}: {fmt(max(m['matmul_gflop_s'][threads].values()), 0)}" for m in models]
         rows.append([threads, fmt(rates["read_gb_s"]), fmt(rates["copy_gb_s"]), "; ".join(gflops)])
-    print_table("5a. This machine: memory bandwidth (1 GiB, best of several) and fp32 matmul rate "
-                "(256 rows × the model's shapes, best shape)",
-                ["torch threads", "read GB/s", "copy GB/s (read + write)", "matmul GFLOP/s"], rows)
+    print_table(
+        "5a. This machine: memory bandwidth (1 GiB, best of several) and fp32 matmul rate "
+        "(256 rows × the model's shapes, best shape)",
+        ["torch threads", "read GB/s", "copy GB/s (read + write)", "matmul GFLOP/s"],
+        rows,
+    )
 
 
 def print_floors(models: list[dict]) -> None:
@@ -140,13 +159,33 @@ def print_floors(models: list[dict]) -> None:
         for batch in BATCHES:
             floor = m["floor_ms"][batch]
             for source, value in m["measured_ms"][batch].items():
-                rows.append([m["model"], batch, f"{fmt(floor)} ({m['floor_bound'][batch]})", source,
-                             fmt(value), f"{fmt(value / floor if value else None, 2)}×",
-                             fmt(1000 * batch / floor, 0), fmt(1000 * batch / value if value else None, 0)])
-    print_table("5b. Greedy decoding step: floor vs measured (floor = max(weight bytes / read bandwidth, "
-                "2·params·batch / matmul rate))",
-                ["model", "batch", "floor ms/step", "measured by", "measured ms/step", "measured / floor",
-                 "floor tok/s", "measured tok/s"], rows)
+                rows.append(
+                    [
+                        m["model"],
+                        batch,
+                        f"{fmt(floor)} ({m['floor_bound'][batch]})",
+                        source,
+                        fmt(value),
+                        f"{fmt(value / floor if value else None, 2)}×",
+                        fmt(1000 * batch / floor, 0),
+                        fmt(1000 * batch / value if value else None, 0),
+                    ]
+                )
+    print_table(
+        "5b. Greedy decoding step: floor vs measured (floor = max(weight bytes / read bandwidth, "
+        "2·params·batch / matmul rate))",
+        [
+            "model",
+            "batch",
+            "floor ms/step",
+            "measured by",
+            "measured ms/step",
+            "measured / floor",
+            "floor tok/s",
+            "measured tok/s",
+        ],
+        rows,
+    )
     print(NOISE_NOTE)
 
 
@@ -157,24 +196,44 @@ def goal_rows(models: list[dict]) -> list[list[str]]:
     rows = []
     for m in models:
         name, floor = m["model"], m["floor_ms"]
-        for load in (r for r in concurrency["summary"] if r["model"] == name and r["users"] == 8
-                     and r["max_batch_size"] > 1 and r["workload"] != "mixed lengths"):
-            rows.append([name, f"8 users ({load['workload']}) ≤ 2.5× one alone",
-                         _with_spread(load["times_one_alone"], load["times_one_alone_range"]),
-                         _verdict(load["times_one_alone"], load["times_one_alone_range"], 2.5, lower_is_better=True),
-                         f"≈ {fmt(floor[8] / floor[1], 2)}× (step floor at 8 ÷ at 1)"])
+        for load in (
+            r
+            for r in concurrency["summary"]
+            if r["model"] == name and r["users"] == 8 and r["max_batch_size"] > 1 and r["workload"] != "mixed lengths"
+        ):
+            rows.append(
+                [
+                    name,
+                    f"8 users ({load['workload']}) ≤ 2.5× one alone",
+                    _with_spread(load["times_one_alone"], load["times_one_alone_range"]),
+                    _verdict(load["times_one_alone"], load["times_one_alone_range"], 2.5, lower_is_better=True),
+                    f"≈ {fmt(floor[8] / floor[1], 2)}× (step floor at 8 ÷ at 1)",
+                ]
+            )
         greedy = latency.get((name, "greedy"))
         for variant, v in (greedy or {"variants": {}})["variants"].items():
             if variant.startswith("plain"):
-                rows.append([name, f"batch-1 greedy speed vs {variant} ≥ 1.0",
-                             _with_spread(v["speed_ratio"], v["speed_ratio_range"]),
-                             _verdict(v["speed_ratio"], v["speed_ratio_range"], 1.0, lower_is_better=False),
-                             f"service at {fmt(_service_ms(greedy) / floor[1], 2)}× the floor"])
+                rows.append(
+                    [
+                        name,
+                        f"batch-1 greedy speed vs {variant} ≥ 1.0",
+                        _with_spread(v["speed_ratio"], v["speed_ratio_range"]),
+                        _verdict(v["speed_ratio"], v["speed_ratio_range"], 1.0, lower_is_better=False),
+                        f"service at {fmt(_service_ms(greedy) / floor[1], 2)}× the floor",
+                    ]
+                )
         p99 = max((r["lag_p99_ms"] for r in concurrency["summary"] if r["model"] == name), default=None)
         if p99 is not None:
             idle = percentile(concurrency["idle_lag_ms"].get(name, []), 99)
-            rows.append([name, "event-loop lag p99 ≤ 50 ms (worst scenario)", f"{fmt(p99)} ms",
-                         "yes" if p99 <= 50 else "**no**", f"idle loop on this machine: p99 {fmt(idle)} ms"])
+            rows.append(
+                [
+                    name,
+                    "event-loop lag p99 ≤ 50 ms (worst scenario)",
+                    f"{fmt(p99)} ms",
+                    "yes" if p99 <= 50 else "**no**",
+                    f"idle loop on this machine: p99 {fmt(idle)} ms",
+                ]
+            )
     return rows
 
 

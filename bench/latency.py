@@ -47,8 +47,9 @@ STRATEGIES: dict[str, DecodingSettings] = {
     "greedy": DecodingSettings(strategy="greedy", repetition_penalty=1.0),
     "beam 4": DecodingSettings(strategy="beam", num_beams=4, repetition_penalty=1.0),
     "top-k 50": DecodingSettings(strategy="sampling", top_k=50, top_p=1.0, temperature=1.0, repetition_penalty=1.0),
-    "nucleus 0.95, T 0.8": DecodingSettings(strategy="sampling", top_k=0, top_p=0.95, temperature=0.8,
-                                            repetition_penalty=1.0),
+    "nucleus 0.95, T 0.8": DecodingSettings(
+        strategy="sampling", top_k=0, top_p=0.95, temperature=0.8, repetition_penalty=1.0
+    ),
 }
 """The four ways of decoding the issue names; repetition controls off so only the search differs."""
 
@@ -105,8 +106,9 @@ def plain_generate(loaded: LoadedModel, settings: DecodingSettings, seed: int, t
     threads = set_threads(threads)
     tokenizer = loaded.tokenizer
     inputs = tokenizer(PROMPT, return_tensors="pt").to(loaded.device)
-    config = to_generation_config(settings, eos_token_id=tokenizer.eos_token_id,
-                                  pad_token_id=tokenizer.pad_token_id, native_sampling=True)
+    config = to_generation_config(
+        settings, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, native_sampling=True
+    )
     clock = None if settings.strategy == "beam" else FirstTokenClock()
     torch.manual_seed(seed)
     cpu, started = time.process_time(), time.perf_counter()
@@ -158,8 +160,15 @@ async def measure_model(bench_model: BenchModel, run_scale: Scale) -> list[Run]:
                         timing = await service_story(service, settings, seed)
                     else:
                         timing = plain_generate(loaded, settings, seed, threads)
-                    runs.append(Run(**asdict(timing), model=bench_model.name, strategy=strategy,
-                                    variant=f"{label}@{threads}", rep=rep))
+                    runs.append(
+                        Run(
+                            **asdict(timing),
+                            model=bench_model.name,
+                            strategy=strategy,
+                            variant=f"{label}@{threads}",
+                            rep=rep,
+                        )
+                    )
     finally:
         await service.close()
     return runs
@@ -169,8 +178,9 @@ def _worth_measuring(label: str, threads: int, strategy: str) -> bool:
     """Plain `generate` at torch's default threads runs for greedy only (the goal's comparison): on a
     busy machine its threads fight for the cores and it is 4-12× slower than the rest whatever the
     strategy, so measuring every strategy that way would take most of the run to say it again."""
-    return not (label == "plain" and threads == DEFAULT_THREADS != service_config().model.cpu_threads
-                and strategy != "greedy")
+    return not (
+        label == "plain" and threads == DEFAULT_THREADS != service_config().model.cpu_threads and strategy != "greedy"
+    )
 
 
 async def _warm_up(loaded: LoadedModel, service: ModelService) -> None:
@@ -193,8 +203,13 @@ def summarise(runs: list[Run]) -> list[dict]:
                 if run.model == model and run.strategy == strategy:
                     by_variant.setdefault(run.variant, []).append(run)
             service = next(group for variant, group in by_variant.items() if variant.startswith("service"))
-            summary.append({"model": model, "strategy": strategy,
-                            "variants": {v: _variant_summary(group, service) for v, group in by_variant.items()}})
+            summary.append(
+                {
+                    "model": model,
+                    "strategy": strategy,
+                    "variants": {v: _variant_summary(group, service) for v, group in by_variant.items()},
+                }
+            )
     return summary
 
 
@@ -231,18 +246,38 @@ def print_summary(summary: list[dict], run_scale: Scale) -> None:
         value = row["variants"].get(label, {}).get(key)
         return fmt(value, digits) + suffix if value is not None else "—"
 
-    headers = ["model", "strategy", *(f"{label} ms/token" for label in (service, *plain)),
-               *(f"speed vs {label}" for label in plain), f"CPU ms/token {service}",
-               *(f"CPU ms/token {label}" for label in plain), f"TTFT {service} ms", *(f"TTFT {p} ms" for p in plain)]
-    rows = [[row["model"], row["strategy"], *(cell(row, label, "per_token_ms") for label in (service, *plain)),
-             *(cell(row, label, "speed_ratio", 2, "×") for label in plain),
-             *(cell(row, label, "cpu_ms_per_token") for label in (service, *plain)),
-             *(cell(row, label, "ttft_ms", 0) for label in (service, *plain))] for row in summary]
-    print_table(f"1. Batch 1, {run_scale.new_tokens} new tokens: service vs plain `generate` "
-                f"(medians of {run_scale.reps}; @N = torch threads)", headers, rows)
-    print("speed vs plain = plain ms/token ÷ service ms/token, paired per repetition (≥ 1.0: the service is at "
-          "least as fast). CPU = the process's CPU time over the whole request ÷ tokens. Beam search streams "
-          "nothing: no TTFT, per-token = whole time ÷ tokens. Plain at torch's default threads: greedy only.")
+    headers = [
+        "model",
+        "strategy",
+        *(f"{label} ms/token" for label in (service, *plain)),
+        *(f"speed vs {label}" for label in plain),
+        f"CPU ms/token {service}",
+        *(f"CPU ms/token {label}" for label in plain),
+        f"TTFT {service} ms",
+        *(f"TTFT {p} ms" for p in plain),
+    ]
+    rows = [
+        [
+            row["model"],
+            row["strategy"],
+            *(cell(row, label, "per_token_ms") for label in (service, *plain)),
+            *(cell(row, label, "speed_ratio", 2, "×") for label in plain),
+            *(cell(row, label, "cpu_ms_per_token") for label in (service, *plain)),
+            *(cell(row, label, "ttft_ms", 0) for label in (service, *plain)),
+        ]
+        for row in summary
+    ]
+    print_table(
+        f"1. Batch 1, {run_scale.new_tokens} new tokens: service vs plain `generate` "
+        f"(medians of {run_scale.reps}; @N = torch threads)",
+        headers,
+        rows,
+    )
+    print(
+        "speed vs plain = plain ms/token ÷ service ms/token, paired per repetition (≥ 1.0: the service is at "
+        "least as fast). CPU = the process's CPU time over the whole request ÷ tokens. Beam search streams "
+        "nothing: no TTFT, per-token = whole time ÷ tokens. Plain at torch's default threads: greedy only."
+    )
     print(NOISE_NOTE)
 
 
@@ -252,8 +287,12 @@ def run(run_scale: Scale) -> dict:
         runs += asyncio.run(measure_model(bench_model, run_scale))
     summary = summarise(runs)
     print_summary(summary, run_scale)
-    payload = {"scale": asdict(run_scale), "prompt": PROMPT, "summary": summary,
-               "runs": [{**asdict(r), "per_token_s": r.per_token_s} for r in runs]}
+    payload = {
+        "scale": asdict(run_scale),
+        "prompt": PROMPT,
+        "summary": summary,
+        "runs": [{**asdict(r), "per_token_s": r.per_token_s} for r in runs],
+    }
     write_json("latency", payload)
     return payload
 

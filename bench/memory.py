@@ -70,16 +70,20 @@ def child(model_dir: str | None) -> dict:
         await service.start()
         try:
             settings = config.defaults.replace(max_new_tokens=STORY_TOKENS)
-            stream = await service.story(StoryRequest(user_id=1, prompt="Once upon a time", settings=settings,
-                                                      seed=0))
+            stream = await service.story(StoryRequest(user_id=1, prompt="Once upon a time", settings=settings, seed=0))
             return (await stream.result()).new_tokens
         finally:
             await service.close()
 
     new_tokens = asyncio.run(one_story())
     stages["after one story"] = _peak_mib()
-    return {"stages_peak_mib": stages, "current_mib": _status_mib("VmRSS"), "ru_maxrss_mib": _ru_maxrss_mib(),
-            "new_tokens": new_tokens, "dtype": str(loaded.dtype)}
+    return {
+        "stages_peak_mib": stages,
+        "current_mib": _status_mib("VmRSS"),
+        "ru_maxrss_mib": _ru_maxrss_mib(),
+        "new_tokens": new_tokens,
+        "dtype": str(loaded.dtype),
+    }
 
 
 def measure(model_dir: str | None) -> dict:
@@ -98,13 +102,29 @@ def run(quick: bool) -> dict:
     rows = []
     for name, result in results.items():
         stages = result["stages_peak_mib"]
-        rows.append([name, fmt(stages["imports"], 0), fmt(stages.get("model loaded"), 0),
-                     fmt(stages.get("after one story"), 0), fmt(result["ru_maxrss_mib"], 0),
-                     result.get("dtype", "—")])
-    print_table(f"4. Peak RSS (MiB) of a bot-like process: imports (discord, torch, transformers), "
-                f"load_model, ModelService, one {STORY_TOKENS}-token story",
-                ["process", "after imports", "after loading", f"after one {STORY_TOKENS}-token story (peak)",
-                 "ru_maxrss", "dtype"], rows)
+        rows.append(
+            [
+                name,
+                fmt(stages["imports"], 0),
+                fmt(stages.get("model loaded"), 0),
+                fmt(stages.get("after one story"), 0),
+                fmt(result["ru_maxrss_mib"], 0),
+                result.get("dtype", "—"),
+            ]
+        )
+    print_table(
+        f"4. Peak RSS (MiB) of a bot-like process: imports (discord, torch, transformers), "
+        f"load_model, ModelService, one {STORY_TOKENS}-token story",
+        [
+            "process",
+            "after imports",
+            "after loading",
+            f"after one {STORY_TOKENS}-token story (peak)",
+            "ru_maxrss",
+            "dtype",
+        ],
+        rows,
+    )
     print("Peak = VmHWM of the child; ru_maxrss also holds the parent's peak at exec (see the module docstring).")
     payload = {"scale": asdict(scale(quick)), "story_tokens": STORY_TOKENS, "results": results}
     write_json("memory", payload)

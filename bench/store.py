@@ -57,8 +57,9 @@ def summary(name: str, times: list[float]) -> dict[str, float | str]:
 
 
 async def run(ops: int, folder: Path) -> list[dict[str, float | str]]:
-    store = await SqlitePreferencesStore.open(folder / "bench.db", config_defaults=DecodingSettings(),
-                                              max_new_tokens_cap=300)
+    store = await SqlitePreferencesStore.open(
+        folder / "bench.db", config_defaults=DecodingSettings(), max_new_tokens_cap=300
+    )
     try:
         for user in range(1, USERS + 1):
             await store.set(Scope.USER, user, {"temperature": 0.7, "top_k": user % 500, "seed": user})
@@ -71,10 +72,16 @@ async def run(ops: int, folder: Path) -> list[dict[str, float | str]]:
         return [
             summary("read: resolve (what /story does)", await timed(lambda i: store.resolve(user_of(i), GUILD), ops)),
             summary("read: get one user's settings", await timed(lambda i: store.get(Scope.USER, user_of(i)), ops)),
-            summary("write: set one setting", await timed(
-                lambda i: store.set(Scope.USER, user_of(i), {"temperature": 0.05 + (i % 100) / 100}), ops)),
-            summary("write: set three settings", await timed(
-                lambda i: store.set(Scope.USER, user_of(i), {"top_k": i % 500, "top_p": 0.5, "seed": i}), ops)),
+            summary(
+                "write: set one setting",
+                await timed(lambda i: store.set(Scope.USER, user_of(i), {"temperature": 0.05 + (i % 100) / 100}), ops),
+            ),
+            summary(
+                "write: set three settings",
+                await timed(
+                    lambda i: store.set(Scope.USER, user_of(i), {"top_k": i % 500, "top_p": 0.5, "seed": i}), ops
+                ),
+            ),
         ]
     finally:
         await store.close()
@@ -91,8 +98,10 @@ def main() -> None:
 
     print(f"{'operation':<36} {'median ms':>10} {'p90 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
     for row in rows:
-        print(f"{row['operation']:<36} {row['median_ms']:>10.3f} {row['p90_ms']:>8.3f} {row['p99_ms']:>8.3f} "
-              f"{row['mean_ms']:>8.3f}")
+        print(
+            f"{row['operation']:<36} {row['median_ms']:>10.3f} {row['p90_ms']:>8.3f} {row['p99_ms']:>8.3f} "
+            f"{row['mean_ms']:>8.3f}"
+        )
     report = {
         "rows": rows,
         "python": platform.python_version(),

@@ -67,8 +67,9 @@ class Opening:
     """The story ends within the tokens the model may write."""
 
 
-def story_openings(documents: list[str], loaded: LoadedModel, count: int, prompt_tokens: int,
-                   new_tokens: int) -> list[Opening]:
+def story_openings(
+    documents: list[str], loaded: LoadedModel, count: int, prompt_tokens: int, new_tokens: int
+) -> list[Opening]:
     """Openings of `count` stories spread evenly over the eval file.
 
     The prompt is the first `prompt_tokens` tokens cut back to a word boundary; the continuation
@@ -79,20 +80,20 @@ def story_openings(documents: list[str], loaded: LoadedModel, count: int, prompt
         ids = loaded.tokenizer(doc)["input_ids"]
         prompt = loaded.tokenizer.decode(ids[:prompt_tokens])
         prompt = prompt[: prompt.rstrip().rfind(" ")] if " " in prompt.strip() else prompt
-        rest_ids = loaded.tokenizer(doc[len(prompt):])["input_ids"]
+        rest_ids = loaded.tokenizer(doc[len(prompt) :])["input_ids"]
         openings.append(Opening(prompt, loaded.tokenizer.decode(rest_ids[:new_tokens]), len(rest_ids) < new_tokens))
     return openings
 
 
 def rep_n(words: list[str], n: int = 4) -> float:
     """Share of the n-grams that repeat an earlier n-gram of the same text."""
-    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
     return 1 - len(set(grams)) / len(grams) if grams else 0.0
 
 
 def distinct_n(texts: list[list[str]], n: int = 2) -> float:
     """Distinct n-grams over all n-grams, pooled over the texts."""
-    grams = [tuple(words[i:i + n]) for words in texts for i in range(len(words) - n + 1)]
+    grams = [tuple(words[i : i + n]) for words in texts for i in range(len(words) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
@@ -100,31 +101,43 @@ def score(name: str, texts: list[str], ended: list[bool], seconds: float | None)
     words = [text.split() for text in texts]
     scored = [w for w in words if len(w) >= 4]
     return StrategyScore(
-        name=name, rep4=sum(rep_n(w) for w in scored) / max(1, len(scored)), distinct2=distinct_n(words),
-        mean_words=sum(map(len, words)) / len(words), ended_story=sum(ended) / len(ended), seconds=seconds)
+        name=name,
+        rep4=sum(rep_n(w) for w in scored) / max(1, len(scored)),
+        distinct2=distinct_n(words),
+        mean_words=sum(map(len, words)) / len(words),
+        ended_story=sum(ended) / len(ended),
+        seconds=seconds,
+    )
 
 
-def generate_all(loaded: LoadedModel, openings: list[str], settings: dict[str, object], new_tokens: int,
-                 seed: int) -> tuple[list[str], list[bool]]:
+def generate_all(
+    loaded: LoadedModel, openings: list[str], settings: dict[str, object], new_tokens: int, seed: int
+) -> tuple[list[str], list[bool]]:
     """One continuation per opening; the seed of prompt i is `seed + i`."""
     tokenizer, model = loaded.tokenizer, loaded.model
-    config = GenerationConfig(max_new_tokens=new_tokens, eos_token_id=tokenizer.eos_token_id,
-                              pad_token_id=tokenizer.pad_token_id, **settings)
+    config = GenerationConfig(
+        max_new_tokens=new_tokens, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **settings
+    )
     texts, ended = [], []
     for i, opening in enumerate(openings):
         torch.manual_seed(seed + i)
         inputs = tokenizer(opening, return_tensors="pt").to(loaded.device)
-        output = model.generate(**inputs, generation_config=config)[0, inputs["input_ids"].shape[1]:]
+        output = model.generate(**inputs, generation_config=config)[0, inputs["input_ids"].shape[1] :]
         ended.append(bool((output == tokenizer.eos_token_id).any()))
         texts.append(tokenizer.decode(output, skip_special_tokens=True))
     return texts, ended
 
 
 def markdown_table(scores: list[StrategyScore]) -> str:
-    lines = ["| strategy | rep-4 (%) ↓ | distinct-2 (%) ↑ | mean words | ended the story (%) | seconds |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {s.name} | {100 * s.rep4:.1f} | {100 * s.distinct2:.1f} | {s.mean_words:.0f} | "
-              f"{100 * s.ended_story:.0f} | {'—' if s.seconds is None else f'{s.seconds:.0f}'} |" for s in scores]
+    lines = [
+        "| strategy | rep-4 (%) ↓ | distinct-2 (%) ↑ | mean words | ended the story (%) | seconds |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {s.name} | {100 * s.rep4:.1f} | {100 * s.distinct2:.1f} | {s.mean_words:.0f} | "
+        f"{100 * s.ended_story:.0f} | {'—' if s.seconds is None else f'{s.seconds:.0f}'} |"
+        for s in scores
+    ]
     return "\n".join(lines)
 
 
@@ -145,14 +158,20 @@ def main(argv: list[str] | None = None) -> int:
     corpus = read_corpus(args.eval, "evaluation")
     blocks = build_blocks(corpus, "evaluation", loaded.tokenizer, loaded.model.config.n_positions)
     perplexity = evaluate(loaded.model, blocks)
-    print(f"Model {args.model}: {sum(p.numel() for p in loaded.model.parameters()):,} parameters; eval perplexity "
-          f"{perplexity.perplexity:.2f} on {args.eval} ({perplexity.tokens:,} tokens, "
-          f"{perplexity.bits_per_byte(corpus.n_bytes):.3f} bits per byte)\n", flush=True)
+    print(
+        f"Model {args.model}: {sum(p.numel() for p in loaded.model.parameters()):,} parameters; eval perplexity "
+        f"{perplexity.perplexity:.2f} on {args.eval} ({perplexity.tokens:,} tokens, "
+        f"{perplexity.bits_per_byte(corpus.n_bytes):.3f} bits per byte)\n",
+        flush=True,
+    )
 
     stories = story_openings(corpus.documents, loaded, args.prompts, args.prompt_tokens, args.new_tokens)
     openings = [story.prompt for story in stories]
-    scores = [score("human (eval.txt)", [story.continuation for story in stories],
-                    [story.story_ends for story in stories], None)]
+    scores = [
+        score(
+            "human (eval.txt)", [story.continuation for story in stories], [story.story_ends for story in stories], None
+        )
+    ]
     samples: dict[str, str] = {}
     for name, settings in STRATEGIES.items():
         started = time.perf_counter()
@@ -161,16 +180,33 @@ def main(argv: list[str] | None = None) -> int:
         samples[name] = texts[0]
         print(f"{name}: {openings[0]!r} -> {texts[0][:160]!r}...", flush=True)
 
-    print(f"\n{args.prompts} story openings from eval.txt ({args.prompt_tokens} tokens or fewer), up to "
-          f"{args.new_tokens} new tokens each; words are whitespace-separated.\n")
+    print(
+        f"\n{args.prompts} story openings from eval.txt ({args.prompt_tokens} tokens or fewer), up to "
+        f"{args.new_tokens} new tokens each; words are whitespace-separated.\n"
+    )
     print(markdown_table(scores))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "model": args.model, "eval_file": args.eval, "eval_perplexity": perplexity.perplexity,
-        "eval_tokens": perplexity.tokens, "bits_per_byte": perplexity.bits_per_byte(corpus.n_bytes),
-        "prompts": openings, "new_tokens": args.new_tokens, "seed": args.seed,
-        "settings": STRATEGIES, "scores": [asdict(s) for s in scores], "samples": samples,
-    }, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "model": args.model,
+                "eval_file": args.eval,
+                "eval_perplexity": perplexity.perplexity,
+                "eval_tokens": perplexity.tokens,
+                "bits_per_byte": perplexity.bits_per_byte(corpus.n_bytes),
+                "prompts": openings,
+                "new_tokens": args.new_tokens,
+                "seed": args.seed,
+                "settings": STRATEGIES,
+                "scores": [asdict(s) for s in scores],
+                "samples": samples,
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     print(f"\n(raw numbers: {RESULTS.relative_to(ROOT)})")
     return 0
 

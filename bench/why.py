@@ -85,8 +85,9 @@ class Converged:
     elapsed_s: float
 
 
-def converged_sigmas(objective: Objective, *, steps: int, samples: int, seed: int,
-                     starts: int = CONVERGED_STARTS) -> Converged:
+def converged_sigmas(
+    objective: Objective, *, steps: int, samples: int, seed: int, starts: int = CONVERGED_STARTS
+) -> Converged:
     """The objective's answer averaged over random starts: long runs, a decaying rate, iterate averaging."""
     start = time.monotonic()
     generator, ratio = init_ratios(objective, starts, seed)
@@ -137,7 +138,7 @@ def tiny_story_model(directory: Path) -> Path:
     torch.manual_seed(0)
     for _ in range(300):
         starts = torch.randint(0, len(ids) - 33, (16,))
-        batch = torch.stack([ids[s:s + 32] for s in starts])
+        batch = torch.stack([ids[s : s + 32] for s in starts])
         optimizer.zero_grad()
         model(input_ids=batch, labels=batch).loss.backward()
         optimizer.step()
@@ -168,26 +169,41 @@ def run(loaded: LoadedModel, prompts: list[str], args: argparse.Namespace, model
             cpu = {"reference": time.process_time() - cpu_start}
             for name, why in settings.items():
                 cpu_start = time.process_time()
-                runs[name] = sigmas_fast(objective, starts=why.starts, max_steps=why.max_steps,
-                                         samples_per_step=why.samples_per_step,
-                                         patience=why.patience, deadline=time.monotonic() + why.time_budget_s - setup_s,
-                                         seed=2000 + index)
+                runs[name] = sigmas_fast(
+                    objective,
+                    starts=why.starts,
+                    max_steps=why.max_steps,
+                    samples_per_step=why.samples_per_step,
+                    patience=why.patience,
+                    deadline=time.monotonic() + why.time_budget_s - setup_s,
+                    seed=2000 + index,
+                )
                 cpu[name] = time.process_time() - cpu_start
             row: dict = {"prompt": prompt, "words": len(prompt.split()), "tokens": len(ids), "methods": {}}
             for name, result in runs.items():
-                row["methods"][name] = {"seconds": result.elapsed_s + setup_s, "cpu_seconds": cpu[name] + setup_s,
-                                        "steps": result.steps, "samples": result.samples, "stop": result.stop_reason,
-                                        "sigmas": result.sigmas.tolist()}
+                row["methods"][name] = {
+                    "seconds": result.elapsed_s + setup_s,
+                    "cpu_seconds": cpu[name] + setup_s,
+                    "steps": result.steps,
+                    "samples": result.samples,
+                    "stop": result.stop_reason,
+                    "sigmas": result.sigmas.tolist(),
+                }
             _project_reference(row["methods"]["reference"], args.reference_iterations)
             for name in settings:
                 for kind in ("seconds", "cpu_seconds"):
                     row["methods"][name][kind.replace("seconds", "speedup")] = (
-                        row["methods"]["reference"][kind] / row["methods"][name][kind])
+                        row["methods"]["reference"][kind] / row["methods"][name][kind]
+                    )
             if args.converged_steps:
-                converged = converged_sigmas(objective, steps=args.converged_steps, samples=args.converged_samples,
-                                             seed=3000 + index)
-                row["converged"] = {"seconds": converged.elapsed_s, "sigmas": converged.sigmas.tolist(),
-                                    "top_word": word_of_smallest_sigma(prompt, offsets, converged.sigmas)}
+                converged = converged_sigmas(
+                    objective, steps=args.converged_steps, samples=args.converged_samples, seed=3000 + index
+                )
+                row["converged"] = {
+                    "seconds": converged.elapsed_s,
+                    "sigmas": converged.sigmas.tolist(),
+                    "top_word": word_of_smallest_sigma(prompt, offsets, converged.sigmas),
+                }
                 for name, result in runs.items():
                     if row["methods"][name].get("projected"):
                         continue
@@ -196,19 +212,28 @@ def run(loaded: LoadedModel, prompts: list[str], args: argparse.Namespace, model
                     method["top_word"] = word_of_smallest_sigma(prompt, offsets, result.sigmas)
                     method["top_word_agrees"] = method["top_word"] == row["converged"]["top_word"]
                 if args.ceiling:
-                    other = converged_sigmas(objective, steps=args.converged_steps, samples=args.converged_samples,
-                                             seed=4000 + index)
+                    other = converged_sigmas(
+                        objective, steps=args.converged_steps, samples=args.converged_samples, seed=4000 + index
+                    )
                     row["converged"]["rho_ceiling"] = rank_correlation(other.sigmas, converged.sigmas)
             rows.append(row)
             print(_row_line(row), flush=True)
     return {
-        "model": loaded.source, "model_note": model_note,
+        "model": loaded.source,
+        "model_note": model_note,
         "parameters_m": sum(p.numel() for p in loaded.model.parameters()) / 1e6,
-        "dtype": str(loaded.dtype), "device": str(loaded.device), "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
+        "dtype": str(loaded.dtype),
+        "device": str(loaded.device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
         "fast_settings": {name: dataclasses.asdict(why) for name, why in settings.items()},
-        "reference_iterations": args.reference_iterations, "converged_steps": args.converged_steps,
-        "converged_samples": args.converged_samples, "rows": rows, "summary": _summary(rows),
+        "reference_iterations": args.reference_iterations,
+        "converged_steps": args.converged_steps,
+        "converged_samples": args.converged_samples,
+        "rows": rows,
+        "summary": _summary(rows),
     }
 
 
@@ -221,15 +246,21 @@ def _project_reference(method: dict, iterations: int) -> None:
     if iterations >= ARTICLE_ITERATIONS or iterations == 0:
         return
     factor = ARTICLE_ITERATIONS / iterations
-    method |= {"measured_iterations": iterations, "projected": True,
-               "seconds": method["seconds"] * factor, "cpu_seconds": method["cpu_seconds"] * factor}
+    method |= {
+        "measured_iterations": iterations,
+        "projected": True,
+        "seconds": method["seconds"] * factor,
+        "cpu_seconds": method["cpu_seconds"] * factor,
+    }
 
 
 def _why_settings(why: WhyConfig, args: argparse.Namespace) -> WhyConfig:
     """config.yaml's `why` section, with any of its values overridden on the command line."""
-    overrides = {name: getattr(args, name) for name in ("time_budget_s", "max_steps", "starts", "samples_per_step",
-                                                        "patience")
-                 if getattr(args, name) is not None}
+    overrides = {
+        name: getattr(args, name)
+        for name in ("time_budget_s", "max_steps", "starts", "samples_per_step", "patience")
+        if getattr(args, name) is not None
+    }
     return dataclasses.replace(why, **overrides)
 
 
@@ -253,10 +284,12 @@ def _summary(rows: list[dict]) -> dict:
     summary: dict = {}
     for name in rows[0]["methods"] if rows else ():
         methods = [r["methods"][name] for r in rows]
-        entry = {"median_s": statistics.median(m["seconds"] for m in methods),
-                 "median_cpu_s": statistics.median(m["cpu_seconds"] for m in methods),
-                 "total_s": sum(m["seconds"] for m in methods),
-                 "median_steps": statistics.median(m["steps"] for m in methods)}
+        entry = {
+            "median_s": statistics.median(m["seconds"] for m in methods),
+            "median_cpu_s": statistics.median(m["cpu_seconds"] for m in methods),
+            "total_s": sum(m["seconds"] for m in methods),
+            "median_steps": statistics.median(m["steps"] for m in methods),
+        }
         if "speedup" in methods[0]:
             entry["median_speedup"] = statistics.median(m["speedup"] for m in methods)
             entry["median_cpu_speedup"] = statistics.median(m["cpu_speedup"] for m in methods)
@@ -273,15 +306,26 @@ def _summary(rows: list[dict]) -> dict:
 
 
 def _print_table(summary: dict) -> None:
-    print(f"{'method':<18} {'median s':>9} {'median ×':>9} {'cpu s':>8} {'cpu ×':>7} {'steps':>6} {'mean ρ':>7} "
-          f"{'median ρ':>8} {'top word':>8}")
-    columns = (("median_s", "9.2f"), ("median_speedup", "9.1f"), ("median_cpu_s", "8.2f"),
-               ("median_cpu_speedup", "7.1f"), ("median_steps", "6.0f"), ("mean_rho", "+7.2f"), ("median_rho", "+8.2f"),
-               ("top_word_agreement", "8.0%"))
+    print(
+        f"{'method':<18} {'median s':>9} {'median ×':>9} {'cpu s':>8} {'cpu ×':>7} {'steps':>6} {'mean ρ':>7} "
+        f"{'median ρ':>8} {'top word':>8}"
+    )
+    columns = (
+        ("median_s", "9.2f"),
+        ("median_speedup", "9.1f"),
+        ("median_cpu_s", "8.2f"),
+        ("median_cpu_speedup", "7.1f"),
+        ("median_steps", "6.0f"),
+        ("mean_rho", "+7.2f"),
+        ("median_rho", "+8.2f"),
+        ("top_word_agreement", "8.0%"),
+    )
     widths = (9, 9, 8, 7, 6, 7, 8, 8)
     for name, entry in summary.items():
-        cells = [format(entry[key], fmt) if key in entry else "-".rjust(width)
-                 for (key, fmt), width in zip(columns, widths, strict=True)]
+        cells = [
+            format(entry[key], fmt) if key in entry else "-".rjust(width)
+            for (key, fmt), width in zip(columns, widths, strict=True)
+        ]
         print(f"{name:<18} " + " ".join(cells))
 
 
@@ -295,8 +339,11 @@ def _pick_model(args: argparse.Namespace, config: Config, scratch: Path) -> tupl
         return args.model, "given with --model", False
     if Path(config.model_source).is_dir():
         return config.model_source, "the shipped model (config.yaml model.source)", False
-    print(f"{config.model.source} does not exist yet: falling back to a GPT-2-small-shaped random model "
-          "(timings are representative, fidelity on random weights is not)", flush=True)
+    print(
+        f"{config.model.source} does not exist yet: falling back to a GPT-2-small-shaped random model "
+        "(timings are representative, fidelity on random weights is not)",
+        flush=True,
+    )
     return str(random_gpt2_small(scratch)), "fallback: GPT-2-small-shaped, random weights", True
 
 
@@ -306,24 +353,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--random-gpt2-small", action="store_true", help="use a GPT-2-small-shaped random model")
     parser.add_argument("--tiny-story", action="store_true", help="use the tests' tiny GPT-2, trained briefly")
     parser.add_argument("--prompts", type=int, default=len(PROMPTS), help="how many of the 10 prompts")
-    parser.add_argument("--reference-iterations", type=int,
-                        help=f"published iterations actually run (default {ARTICLE_ITERATIONS}; "
-                             f"{QUICK_REFERENCE_ITERATIONS} with --quick, projected to {ARTICLE_ITERATIONS})")
-    parser.add_argument("--converged-steps", type=int,
-                        help="steps of the converged run (default 300; 0 = timing only, the default on random weights)")
+    parser.add_argument(
+        "--reference-iterations",
+        type=int,
+        help=f"published iterations actually run (default {ARTICLE_ITERATIONS}; "
+        f"{QUICK_REFERENCE_ITERATIONS} with --quick, projected to {ARTICLE_ITERATIONS})",
+    )
+    parser.add_argument(
+        "--converged-steps",
+        type=int,
+        help="steps of the converged run (default 300; 0 = timing only, the default on random weights)",
+    )
     parser.add_argument("--converged-samples", type=int, default=8, help="noise samples per start and step")
-    parser.add_argument("--ceiling", action=argparse.BooleanOptionalAction, default=True,
-                        help="a second converged answer per prompt (the noise ceiling; on by default)")
+    parser.add_argument(
+        "--ceiling",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a second converged answer per prompt (the noise ceiling; on by default)",
+    )
     parser.add_argument("--time-budget-s", dest="time_budget_s", type=float, help="override why.time_budget_s")
     parser.add_argument("--max-steps", dest="max_steps", type=int, help="override why.max_steps")
     parser.add_argument("--starts", type=int, help="override why.starts")
     parser.add_argument("--samples-per-step", dest="samples_per_step", type=int, help="override why.samples_per_step")
     parser.add_argument("--patience", type=int, help="override why.patience")
-    parser.add_argument("--variant-max-steps", type=int, nargs="*",
-                        help="also run the fast version with each of these max_steps")
+    parser.add_argument(
+        "--variant-max-steps", type=int, nargs="*", help="also run the fast version with each of these max_steps"
+    )
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true",
-                        help="3 prompts, 50 converged steps, the reference projected from 100 iterations: a smoke run")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="3 prompts, 50 converged steps, the reference projected from 100 iterations: a smoke run",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "why.json")
     args = parser.parse_args(argv)
     if args.quick:
@@ -337,8 +398,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.converged_steps is None:
             args.converged_steps = 0 if random_weights else 50 if args.quick else DEFAULT_CONVERGED_STEPS
         loaded = load_model(source, device=config.model.device, dtype=config.model.dtype)
-        print(f"model {source} ({note}); {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.1f}M parameters, "
-              f"{loaded.dtype}, {torch.get_num_threads()} thread(s)", flush=True)
+        print(
+            f"model {source} ({note}); {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.1f}M parameters, "
+            f"{loaded.dtype}, {torch.get_num_threads()} thread(s)",
+            flush=True,
+        )
         result = run(loaded, list(PROMPTS[: args.prompts]), args, note, config)
     _print_table(result["summary"])
     args.out.parent.mkdir(parents=True, exist_ok=True)

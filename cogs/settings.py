@@ -39,8 +39,10 @@ SOURCE_LABELS: dict[str, str] = {
     "this command": "this command",
 }
 SERVER_ONLY = "Server settings exist only inside a server. In DMs, `/settings` is all there is."
-NOT_ALLOWED = ("Only members with the **Manage Server** permission can change this server's settings. "
-               "Your own settings are under `/settings`.")
+NOT_ALLOWED = (
+    "Only members with the **Manage Server** permission can change this server's settings. "
+    "Your own settings are under `/settings`."
+)
 ResetPart = Literal["defaults", "limits", "defaults and limits"]
 RESET_SCOPES: dict[str, tuple[Scope, ...]] = {
     "defaults": (Scope.SERVER,),
@@ -134,9 +136,17 @@ class SettingsCog(commands.Cog):
         seed: SeedOption | None = None,
     ) -> None:
         """Change some of your settings; the ones you leave out stay as they are."""
-        values = given(strategy=strategy, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                       top_p=top_p, num_beams=num_beams, repetition_penalty=repetition_penalty,
-                       no_repeat_ngram_size=no_repeat_ngram_size, seed=seed)
+        values = given(
+            strategy=strategy,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            num_beams=num_beams,
+            repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            seed=seed,
+        )
         if not values:
             await send_error(interaction, nothing_given("/settings set temperature:0.7"))
             return
@@ -151,8 +161,13 @@ class SettingsCog(commands.Cog):
         if preset is None:
             await send_error(interaction, f"There is no preset `{name}`; choose one of {_names(PRESETS)}.")
             return
-        await self._save(interaction, Scope.USER, interaction.user.id, preset.values,
-                         f"Preset **{preset.name}**: {preset.description}\nSaved for you")
+        await self._save(
+            interaction,
+            Scope.USER,
+            interaction.user.id,
+            preset.values,
+            f"Preset **{preset.name}**: {preset.description}\nSaved for you",
+        )
 
     @settings.command(name="reset")
     @app_commands.describe(setting="The setting to forget; leave it out to reset all of them.")
@@ -182,8 +197,10 @@ class SettingsCog(commands.Cog):
         except TaleweaverError as exc:
             await send_error(interaction, exc.message)
             return
-        footer = ("Members' own settings come on top of these defaults; the limits cap everyone. Change them "
-                  "with `/server-settings set`, `preset`, `limit` or `reset`.")
+        footer = (
+            "Members' own settings come on top of these defaults; the limits cap everyone. Change them "
+            "with `/server-settings set`, `preset`, `limit` or `reset`."
+        )
         await send_ephemeral(interaction, render_settings("**This server's defaults**", resolved, footer))
 
     @server_settings.command(name="set")
@@ -204,9 +221,17 @@ class SettingsCog(commands.Cog):
         """Change this server's defaults; members' own settings still come first."""
         if not await self._may_manage(interaction):
             return
-        values = given(strategy=strategy, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                       top_p=top_p, num_beams=num_beams, repetition_penalty=repetition_penalty,
-                       no_repeat_ngram_size=no_repeat_ngram_size, seed=seed)
+        values = given(
+            strategy=strategy,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            num_beams=num_beams,
+            repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            seed=seed,
+        )
         if not values:
             await send_error(interaction, nothing_given("/server-settings set temperature:0.7"))
             return
@@ -223,8 +248,13 @@ class SettingsCog(commands.Cog):
         if preset is None:
             await send_error(interaction, f"There is no preset `{name}`; choose one of {_names(PRESETS)}.")
             return
-        await self._save(interaction, Scope.SERVER, interaction.guild_id, preset.values,
-                         f"Preset **{preset.name}**: {preset.description}\nSaved as this server's defaults")
+        await self._save(
+            interaction,
+            Scope.SERVER,
+            interaction.guild_id,
+            preset.values,
+            f"Preset **{preset.name}**: {preset.description}\nSaved as this server's defaults",
+        )
 
     @server_settings.command(name="limit")
     @app_commands.describe(**LIMIT_DESCRIPTIONS)
@@ -245,11 +275,14 @@ class SettingsCog(commands.Cog):
         await self._save(interaction, Scope.SERVER_LIMIT, interaction.guild_id, values, "New limits for this server")
 
     @server_settings.command(name="reset")
-    @app_commands.describe(setting="The setting to forget; leave it out to reset all of them.",
-                           part="Reset the server's defaults, its limits, or both (defaults if left out).")
+    @app_commands.describe(
+        setting="The setting to forget; leave it out to reset all of them.",
+        part="Reset the server's defaults, its limits, or both (defaults if left out).",
+    )
     @app_commands.choices(setting=SETTING_CHOICES)
-    async def server_reset(self, interaction: discord.Interaction, setting: str | None = None,
-                           part: ResetPart = "defaults") -> None:
+    async def server_reset(
+        self, interaction: discord.Interaction, setting: str | None = None, part: ResetPart = "defaults"
+    ) -> None:
         """Forget this server's defaults or limits, for one setting or for all."""
         if not await self._may_manage(interaction):
             return
@@ -285,8 +318,9 @@ class SettingsCog(commands.Cog):
             return False
         return True
 
-    async def _save(self, interaction: discord.Interaction, scope: Scope, owner_id: int,
-                    values: Mapping[str, Any], headline: str) -> None:
+    async def _save(
+        self, interaction: discord.Interaction, scope: Scope, owner_id: int, values: Mapping[str, Any], headline: str
+    ) -> None:
         try:
             saved = await self.store.set(scope, owner_id, values)
         except SettingsError as exc:
@@ -307,10 +341,16 @@ class SettingsCog(commands.Cog):
             log.warning("saved, but could not resolve the settings for the hints", exc_info=True)
             return []
         if scope is Scope.SERVER_LIMIT:
-            return [f"Note: the default `{name}` {_show(clamp.requested)} is now capped to {clamp.limit.value}."
-                    for name, clamp in resolved.clamps.items() if clamp.limit.by == "server"]
-        hints = [f"Note: here `{name}` is capped to {clamp.limit.value} by {clamp.limit.owner}."
-                 for name, clamp in resolved.clamps.items() if name in saved]
+            return [
+                f"Note: the default `{name}` {_show(clamp.requested)} is now capped to {clamp.limit.value}."
+                for name, clamp in resolved.clamps.items()
+                if clamp.limit.by == "server"
+            ]
+        hints = [
+            f"Note: here `{name}` is capped to {clamp.limit.value} by {clamp.limit.owner}."
+            for name, clamp in resolved.clamps.items()
+            if name in saved
+        ]
         unused = [name for name in saved if name not in resolved.settings.relevant_fields()]
         if unused:
             hints.append(f"Note: the {resolved.settings.strategy} strategy does not use {_names(unused)}.")
@@ -321,8 +361,9 @@ class SettingsCog(commands.Cog):
             return await self.store.resolve(interaction.user.id, interaction.guild_id, {})
         return await self.store.resolve_server(interaction.guild_id)
 
-    async def _reset_one(self, interaction: discord.Interaction, scopes: tuple[Scope, ...], owner_id: int,
-                         setting: str, *, whose: str) -> None:
+    async def _reset_one(
+        self, interaction: discord.Interaction, scopes: tuple[Scope, ...], owner_id: int, setting: str, *, whose: str
+    ) -> None:
         try:
             removed = [name for scope in scopes for name in await self.store.reset(scope, owner_id, [setting])]
             resolved = await self._resolved_for(interaction, scopes[0])
@@ -333,8 +374,9 @@ class SettingsCog(commands.Cog):
         if removed:
             await send_ephemeral(interaction, f"Forgot {whose} `{setting}`; it is now {now}.")
         else:
-            await send_ephemeral(interaction, f"{whose.capitalize()} `{setting}` was not set, so nothing changed; "
-                                              f"it is {now}.")
+            await send_ephemeral(
+                interaction, f"{whose.capitalize()} `{setting}` was not set, so nothing changed; it is {now}."
+            )
 
     async def _confirm(self, interaction: discord.Interaction, question: str, action: ConfirmAction) -> None:
         view = ConfirmView(interaction.user.id, action, confirm_label="Reset all")

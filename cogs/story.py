@@ -29,8 +29,9 @@ CURSOR = " ▌"
 BOOT_ID = secrets.token_hex(4)
 """Part of every story button's custom_id: a press on a button from before a restart (whose
 story is no longer in memory) is recognised and answered instead of failing silently."""
-STALE_BUTTON = ("This story was written before the bot restarted, so its buttons no longer work. "
-                "Start a new one with `/story`.")
+STALE_BUTTON = (
+    "This story was written before the bot restarted, so its buttons no longer work. Start a new one with `/story`."
+)
 TOKEN_LIFETIME_S = 15 * 60
 VIEW_TIMEOUT_S = 14 * 60
 """Buttons outlive the interaction token only by editing with it, and that token dies at 15 min."""
@@ -68,13 +69,14 @@ class EditThrottle:
         return False
 
 
-def render_story(state: StoryState, *, running: bool, status: str, result: StoryResult | None = None
-                 ) -> tuple[discord.Embed, discord.File | None]:
+def render_story(
+    state: StoryState, *, running: bool, status: str, result: StoryResult | None = None
+) -> tuple[discord.Embed, discord.File | None]:
     """The story embed (and the full text as a file when it does not fit)."""
     opening = clean_text(state.opening)
-    body = clean_text(state.text[len(state.opening):])
+    body = clean_text(state.text[len(state.opening) :])
     stripped = opening.rstrip()
-    text = f"**{stripped}**{opening[len(stripped):]}{body}" if stripped else body
+    text = f"**{stripped}**{opening[len(stripped) :]}{body}" if stripped else body
     attachment = None
     if running:
         text = tail(text + CURSOR, EMBED_DESCRIPTION_LIMIT)
@@ -90,8 +92,9 @@ def render_story(state: StoryState, *, running: bool, status: str, result: Story
     if status:
         footer.append(status)
     footer.extend(state.notes)
-    embed.set_footer(text=truncate(" · ".join(footer[:1]) + ("\n" + "\n".join(footer[1:]) if footer[1:] else ""),
-                                   EMBED_FOOTER_LIMIT))
+    embed.set_footer(
+        text=truncate(" · ".join(footer[:1]) + ("\n" + "\n".join(footer[1:]) if footer[1:] else ""), EMBED_FOOTER_LIMIT)
+    )
     return embed, attachment
 
 
@@ -110,8 +113,11 @@ class StoryView(discord.ui.View):
         self.state = state
         self.message_interaction: discord.Interaction | None = None
         self.message_interaction_at = 0.0
-        for button, action in ((self.continue_button, "continue"), (self.regenerate_button, "regenerate"),
-                               (self.stop_button, "stop")):
+        for button, action in (
+            (self.continue_button, "continue"),
+            (self.regenerate_button, "regenerate"),
+            (self.stop_button, "stop"),
+        ):
             button.custom_id = f"story:{action}:{BOOT_ID}:{state.owner_id}:{secrets.token_hex(4)}"
         self.set_running(True)
 
@@ -128,8 +134,9 @@ class StoryView(discord.ui.View):
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         if interaction.user.id == self.state.owner_id:
             return True
-        await send_error(interaction, "Only the person who asked for this story can use its buttons. "
-                                      "Start your own with `/story`!")
+        await send_error(
+            interaction, "Only the person who asked for this story can use its buttons. Start your own with `/story`!"
+        )
         return False
 
     async def on_timeout(self) -> None:
@@ -202,23 +209,43 @@ class StoryCog(commands.Cog):
         if not prompt.strip():
             await send_error(interaction, "Please give the story an opening line (it was empty).")
             return
-        overrides = {name: value for name, value in
-                     (("max_new_tokens", length), ("strategy", strategy), ("temperature", temperature),
-                      ("seed", seed)) if value is not None}
+        overrides = {
+            name: value
+            for name, value in (
+                ("max_new_tokens", length),
+                ("strategy", strategy),
+                ("temperature", temperature),
+                ("seed", seed),
+            )
+            if value is not None
+        }
         await interaction.response.defer(thinking=True)
         try:
             resolved = await self.bot.preferences.resolve(interaction.user.id, interaction.guild_id, overrides)
         except TaleweaverError as exc:
             await withdraw(interaction, exc.message)
             return
-        state = StoryState(owner_id=interaction.user.id, guild_id=interaction.guild_id, opening=prompt,
-                           settings=resolved.settings, notes=tuple(resolved.notes), text=prompt)
+        state = StoryState(
+            owner_id=interaction.user.id,
+            guild_id=interaction.guild_id,
+            opening=prompt,
+            settings=resolved.settings,
+            notes=tuple(resolved.notes),
+            text=prompt,
+        )
         view = StoryView(self, state)
         view.use_interaction(interaction)
         await self.write(interaction, view, continuing=False, first=True)
 
-    async def write(self, interaction: discord.Interaction, view: StoryView, *, continuing: bool,
-                    first: bool = False, fresh_seed: bool = False) -> None:
+    async def write(
+        self,
+        interaction: discord.Interaction,
+        view: StoryView,
+        *,
+        continuing: bool,
+        first: bool = False,
+        fresh_seed: bool = False,
+    ) -> None:
         """Run one generation into the story message, editing it as text arrives.
 
         The seed is the settings' own unless there is none or a new story is asked for
@@ -228,8 +255,9 @@ class StoryCog(commands.Cog):
         fixed = state.settings.seed is not None and not fresh_seed
         seed = state.settings.seed if fixed else random.randrange(SEED_MAX)
         prompt = state.text if continuing else state.opening
-        request = StoryRequest(user_id=state.owner_id, prompt=prompt, settings=state.settings, seed=seed,
-                               keep_tail=continuing)
+        request = StoryRequest(
+            user_id=state.owner_id, prompt=prompt, settings=state.settings, seed=seed, keep_tail=continuing
+        )
         try:
             stream = await self.bot.service.story(request)
         except TaleweaverError as exc:
@@ -262,12 +290,23 @@ class StoryCog(commands.Cog):
             view.set_running(False)
         if error is not None and not isinstance(error, RequestTimeoutError) and state.text == prompt:
             state.text = previous_text
-        status = {"stopped": "⏹️ stopped", "eos": "the end", "length": ""}.get(result.stop_reason, "") if result \
+        status = (
+            {"stopped": "⏹️ stopped", "eos": "the end", "length": ""}.get(result.stop_reason, "")
+            if result
             else f"⚠️ {error.message}"
+        )
         await self._edit(interaction, state, view, running=False, status=status, result=result)
 
-    async def _edit(self, interaction: discord.Interaction, state: StoryState, view: StoryView, *,
-                    running: bool, status: str, result: StoryResult | None = None) -> None:
+    async def _edit(
+        self,
+        interaction: discord.Interaction,
+        state: StoryState,
+        view: StoryView,
+        *,
+        running: bool,
+        status: str,
+        result: StoryResult | None = None,
+    ) -> None:
         embed, attachment = render_story(state, running=running, status=status, result=result)
         kwargs: dict[str, Any] = {"content": None, "embed": embed, "view": view, "allowed_mentions": NO_MENTIONS}
         kwargs["attachments"] = [attachment] if attachment is not None else []

@@ -49,16 +49,26 @@ def render_why(result: WhyResult) -> tuple[discord.Embed, list[discord.File]]:
     description = _code_block(render_bars(result.words, BAR_WIDTH), EMBED_DESCRIPTION_LIMIT - 200, what="words")
     best = max(result.words, key=lambda w: w.importance) if result.words else None
     if best is not None:
-        description = truncate(
-            f"Longer bar = more important (smaller σ: the word tolerates less noise). "
-            f"Most important: **{discord.utils.escape_markdown(discord.utils.escape_mentions(best.word))[:100]}**\n",
-            200) + description
+        shown = discord.utils.escape_markdown(discord.utils.escape_mentions(best.word))[:100]
+        description = (
+            truncate(
+                f"Longer bar = more important (smaller σ: the word tolerates less noise). "
+                f"Most important: **{shown}**\n",
+                200,
+            )
+            + description
+        )
     embed = discord.Embed(title="Why this next word?", description=description, colour=WHY_COLOUR)
-    embed.add_field(name="The model's next-word guesses",
-                    value=_code_block(render_predictions(result.top_predictions), EMBED_FIELD_VALUE_LIMIT,
-                                      what="guesses"), inline=False)
-    footer = [f"{result.iterations} steps in {result.elapsed_s:.1f} s"
-              + (" (stopped when the loss stopped improving)" if result.stopped_early else ""), *result.notes]
+    embed.add_field(
+        name="The model's next-word guesses",
+        value=_code_block(render_predictions(result.top_predictions), EMBED_FIELD_VALUE_LIMIT, what="guesses"),
+        inline=False,
+    )
+    footer = [
+        f"{result.iterations} steps in {result.elapsed_s:.1f} s"
+        + (" (stopped when the loss stopped improving)" if result.stopped_early else ""),
+        *result.notes,
+    ]
     embed.set_footer(text=truncate(" · ".join(footer), EMBED_FOOTER_LIMIT))
     files = []
     if result.image_png:
@@ -71,8 +81,11 @@ def render_why(result: WhyResult) -> tuple[discord.Embed, list[discord.File]]:
 
 
 def render_progress(fraction: float, status: str) -> discord.Embed:
-    embed = discord.Embed(title="Why this next word?", colour=WHY_COLOUR,
-                          description=f"`{bar(fraction, 20)}` {fraction:4.0%}\n{truncate(status, 200)}")
+    embed = discord.Embed(
+        title="Why this next word?",
+        colour=WHY_COLOUR,
+        description=f"`{bar(fraction, 20)}` {fraction:4.0%}\n{truncate(status, 200)}",
+    )
     return embed
 
 
@@ -83,12 +96,16 @@ class WhyCog(commands.Cog):
         self.bot = bot
 
     @app_commands.command(name="why", description="Show which words of a prompt drive the model's next word.")
-    @app_commands.describe(prompt="The text whose next word to explain (at least two words).",
-                           view="bars: importance per word (default); attention: the attention of each head too.")
-    @app_commands.choices(view=[app_commands.Choice(name="bars", value="bars"),
-                                app_commands.Choice(name="attention", value="attention")])
-    async def why(self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 2000],
-                  view: str = "bars") -> None:
+    @app_commands.describe(
+        prompt="The text whose next word to explain (at least two words).",
+        view="bars: importance per word (default); attention: the attention of each head too.",
+    )
+    @app_commands.choices(
+        view=[app_commands.Choice(name="bars", value="bars"), app_commands.Choice(name="attention", value="attention")]
+    )
+    async def why(
+        self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 2000], view: str = "bars"
+    ) -> None:
         if not prompt.strip():
             await send_error(interaction, "Please give a prompt to explain (it was empty).")
             return
@@ -104,6 +121,7 @@ class WhyCog(commands.Cog):
             def record() -> None:
                 latest.append((fraction, status))
                 changed.set()
+
             loop.call_soon_threadsafe(record)
 
         request = WhyRequest(user_id=interaction.user.id, prompt=prompt, view=view)
@@ -115,8 +133,9 @@ class WhyCog(commands.Cog):
             waiter.cancel()
             changed.clear()
             if latest and not task.done() and throttle.ready():
-                await interaction.edit_original_response(embed=render_progress(*latest[-1]),
-                                                         allowed_mentions=NO_MENTIONS)
+                await interaction.edit_original_response(
+                    embed=render_progress(*latest[-1]), allowed_mentions=NO_MENTIONS
+                )
         try:
             result = task.result()
         except TaleweaverError as exc:
@@ -124,7 +143,6 @@ class WhyCog(commands.Cog):
             return
         embed, files = render_why(result)
         await interaction.edit_original_response(embed=embed, attachments=files, allowed_mentions=NO_MENTIONS)
-
 
 
 async def setup(bot: TaleweaverBot) -> None:

@@ -1,8 +1,8 @@
 """The bot's model from the terminal, no Discord needed.
 
-    python -m model generate "prompt" [--strategy beam ...]   write a story
-    python -m model why "prompt"                              which words drive the next word
-    python -m model.train --help                              fine-tune or train a model
+python -m model generate "prompt" [--strategy beam ...]   write a story
+python -m model why "prompt"                              which words drive the next word
+python -m model.train --help                              fine-tune or train a model
 """
 
 from __future__ import annotations
@@ -23,8 +23,14 @@ def _add_settings_options(parser: argparse.ArgumentParser) -> None:
     for name, spec in FIELDS.items():
         flag = "--" + name.replace("_", "-")
         kind = str if spec.choices else spec.kind
-        parser.add_argument(flag, dest=name, type=kind, choices=spec.choices, default=None,
-                            help=f"{spec.help} ({spec.describe_range()})")
+        parser.add_argument(
+            flag,
+            dest=name,
+            type=kind,
+            choices=spec.choices,
+            default=None,
+            help=f"{spec.help} ({spec.describe_range()})",
+        )
 
 
 def generate_main(args: argparse.Namespace) -> int:
@@ -37,14 +43,17 @@ def generate_main(args: argparse.Namespace) -> int:
     seed = settings.seed if settings.seed is not None else random.randrange(SEED_MAX)
     loaded = load_model(args.model or config.model_source, device=config.model.device, dtype=config.model.dtype)
     started = time.monotonic()
-    job = RowJob(prompt=args.prompt, settings=settings, seed=seed,
-                 on_text=lambda delta: print(delta, end="", flush=True))
+    job = RowJob(
+        prompt=args.prompt, settings=settings, seed=seed, on_text=lambda delta: print(delta, end="", flush=True)
+    )
     print(args.prompt, end="", flush=True)
     output = generate_batch(loaded, [job])[0]
     elapsed = time.monotonic() - started
-    print(f"\n\n[{settings.summary().replace('seed=None', f'seed={seed}')}; {output.new_tokens} tokens in "
-          f"{elapsed:.1f} s, {output.new_tokens / max(elapsed, 1e-9):.1f} tok/s; ended by {output.stop_reason}]",
-          file=sys.stderr)
+    print(
+        f"\n\n[{settings.summary().replace('seed=None', f'seed={seed}')}; {output.new_tokens} tokens in "
+        f"{elapsed:.1f} s, {output.new_tokens / max(elapsed, 1e-9):.1f} tok/s; ended by {output.stop_reason}]",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -54,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         from model.why_cli import main_why
 
         return main_why(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m model", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default=os.environ.get("TALEWEAVER_CONFIG", "config.yaml"))
     parser.add_argument("--model", default=None, help="model directory or hub id (default: config's model.source)")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -34,8 +34,9 @@ def bar(fraction: float, width: int) -> str:
     return text + " " * (width - len(text))
 
 
-def render_bars(words: Sequence[WordImportance], width: int = 20, *, word_width: int = 16,
-                mark: str = MARK) -> list[str]:
+def render_bars(
+    words: Sequence[WordImportance], width: int = 20, *, word_width: int = 16, mark: str = MARK
+) -> list[str]:
     """One line per word, in prompt order: the word, a bar as long as its importance, its σ.
 
     The most important word (importance 1) is marked with `mark`. `width` is the bar's length in
@@ -53,8 +54,9 @@ def render_bars(words: Sequence[WordImportance], width: int = 20, *, word_width:
     return lines
 
 
-def render_predictions(predictions: Sequence[tuple[str, float]], width: int = 10, *,
-                       token_width: int = 14) -> list[str]:
+def render_predictions(
+    predictions: Sequence[tuple[str, float]], width: int = 10, *, token_width: int = 14
+) -> list[str]:
     """One line per predicted next token: the token (␣ = space, ↵ = new line), a bar, its probability."""
     if not predictions:
         return []
@@ -70,8 +72,7 @@ def visible_token(token: str) -> str:
 
 def display_width(text: str) -> int:
     """Columns `text` takes in a monospace font: wide (CJK, most emoji) characters take two."""
-    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
-               for c in text)
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def pad(text: str, width: int) -> str:

@@ -46,29 +46,56 @@ def importance_png(words: Sequence[WordImportance], *, scale: float) -> bytes:
         ax = figure.add_axes((0.02 + column / columns, 0.02, 0.96 / columns, 1 - 1.0 / (1.5 + 0.3 * rows)))
         chunk = range(column * ROWS_PER_COLUMN, min(len(words), (column + 1) * ROWS_PER_COLUMN))
         _draw_bar_column(ax, words, chunk, best, cmap, rows)
-    figure.suptitle(f"Which words drive the next word\nlonger, darker bar = more important; σ = noise the word "
-                    f"tolerates (at most {scale:.2g}), smaller = more important\ngrey: the word's tokens "
-                    "(␣ = a space that is part of the token)", fontsize=8.5, x=0.02, ha="left", linespacing=1.4)
+    figure.suptitle(
+        f"Which words drive the next word\nlonger, darker bar = more important; σ = noise the word "
+        f"tolerates (at most {scale:.2g}), smaller = more important\ngrey: the word's tokens "
+        "(␣ = a space that is part of the token)",
+        fontsize=8.5,
+        x=0.02,
+        ha="left",
+        linespacing=1.4,
+    )
     return _png(figure)
 
 
-def _draw_bar_column(ax, words: Sequence[WordImportance], chunk: range, best: int, cmap: Shade,
-                     rows: int) -> None:
+def _draw_bar_column(ax, words: Sequence[WordImportance], chunk: range, best: int, cmap: Shade, rows: int) -> None:
     label_x, bar_x, bar_w = 0.0, 0.30, 0.40
     ys = [rows - 1 - row for row in range(len(chunk))]
     levels = [words[index].importance for index in chunk]
-    ax.barh(ys, [max(level, 0.004) * bar_w for level in levels], left=bar_x, height=0.7,
-            color=[cmap(level) for level in levels], edgecolor="0.6", linewidth=0.4)
+    ax.barh(
+        ys,
+        [max(level, 0.004) * bar_w for level in levels],
+        left=bar_x,
+        height=0.7,
+        color=[cmap(level) for level in levels],
+        edgecolor="0.6",
+        linewidth=0.4,
+    )
     for y, index in zip(ys, chunk, strict=True):
         word = words[index]
         mark = "★ " if index == best else ""
-        ax.text(label_x, y, mark + _short(word.word), va="center", ha="left", fontsize=9, parse_math=False,
-                fontweight="bold" if index == best else "normal")
-        ax.text(bar_x + bar_w + 0.01, y, f"σ={word.sigma:.3g}", va="center", ha="left", fontsize=8,
-                parse_math=False)
+        ax.text(
+            label_x,
+            y,
+            mark + _short(word.word),
+            va="center",
+            ha="left",
+            fontsize=9,
+            parse_math=False,
+            fontweight="bold" if index == best else "normal",
+        )
+        ax.text(bar_x + bar_w + 0.01, y, f"σ={word.sigma:.3g}", va="center", ha="left", fontsize=8, parse_math=False)
         pieces = "·".join(_visible(t) for t in word.tokens)
-        ax.text(bar_x + bar_w + 0.12, y, _short(pieces, 2 * MAX_LABEL_CHARS), va="center", ha="left",
-                fontsize=7, color="0.4", parse_math=False)
+        ax.text(
+            bar_x + bar_w + 0.12,
+            y,
+            _short(pieces, 2 * MAX_LABEL_CHARS),
+            va="center",
+            ha="left",
+            fontsize=7,
+            color="0.4",
+            parse_math=False,
+        )
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.6, rows - 0.4)
     ax.set_axis_off()
@@ -111,9 +138,12 @@ def attention_png(weights: np.ndarray, tokens: Sequence[str]) -> bytes:
     ax.set_xlim(-label_cells, heads + 0.5)
     ax.set_ylim(0, layers + 0.3)
     ax.set_axis_off()
-    figure.suptitle("Attention of the last position (right of each cell) to each prompt token (left, top to "
-                    "bottom, labelled in the first row)\nper layer (rows) and head (columns); darker line = more "
-                    "attention", fontsize=8)
+    figure.suptitle(
+        "Attention of the last position (right of each cell) to each prompt token (left, top to "
+        "bottom, labelled in the first row)\nper layer (rows) and head (columns); darker line = more "
+        "attention",
+        fontsize=8,
+    )
     return _png(figure)
 
 

@@ -23,8 +23,9 @@ from transformers.generation.logits_process import (
 from model.settings import DecodingSettings
 
 
-def to_generation_config(settings: DecodingSettings, *, eos_token_id: int, pad_token_id: int,
-                         native_sampling: bool = False) -> GenerationConfig:
+def to_generation_config(
+    settings: DecodingSettings, *, eos_token_id: int, pad_token_id: int, native_sampling: bool = False
+) -> GenerationConfig:
     """The `GenerationConfig` of one request.
 
     With `native_sampling`, sampling settings map onto `generate`'s own sampler (`do_sample`,
@@ -42,8 +43,13 @@ def to_generation_config(settings: DecodingSettings, *, eos_token_id: int, pad_t
     if settings.strategy == "beam":
         return GenerationConfig(num_beams=settings.num_beams, do_sample=False, early_stopping=True, **common)
     if settings.strategy == "sampling" and native_sampling:
-        return GenerationConfig(do_sample=True, temperature=settings.temperature, top_k=settings.top_k or None,
-                                top_p=settings.top_p if settings.top_p < 1.0 else None, **common)
+        return GenerationConfig(
+            do_sample=True,
+            temperature=settings.temperature,
+            top_k=settings.top_k or None,
+            top_p=settings.top_p if settings.top_p < 1.0 else None,
+            **common,
+        )
     return GenerationConfig(do_sample=False, **common)
 
 
@@ -160,9 +166,13 @@ class SeededSampling(LogitsProcessor):
                 key = (settings.temperature, settings.top_k, settings.top_p)
                 grouped.setdefault(key, []).append((index, seed))
         self.groups = [
-            _SamplingGroup(rows[members[0][0]][0], torch.tensor([index for index, _ in members], device=device),
-                           [torch.Generator(device=device).manual_seed(seed) for _, seed in members])
-            for members in grouped.values()]
+            _SamplingGroup(
+                rows[members[0][0]][0],
+                torch.tensor([index for index, _ in members], device=device),
+                [torch.Generator(device=device).manual_seed(seed) for _, seed in members],
+            )
+            for members in grouped.values()
+        ]
 
     @property
     def active(self) -> bool:
@@ -172,8 +182,9 @@ class SeededSampling(LogitsProcessor):
         scores = scores.clone()
         for group in self.groups:
             tokens = group.draw(input_ids[group.indices], scores)
-            chosen = torch.full((len(group.indices), scores.shape[-1]), float("-inf"), dtype=scores.dtype,
-                                device=scores.device)
+            chosen = torch.full(
+                (len(group.indices), scores.shape[-1]), float("-inf"), dtype=scores.dtype, device=scores.device
+            )
             chosen[torch.arange(len(tokens), device=scores.device), tokens] = 0.0
             scores[group.indices] = chosen
         return scores

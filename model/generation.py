@@ -73,17 +73,17 @@ class _RowState:
 
     def add(self, token: int) -> None:
         self.tokens.append(token)
-        before = self._decode(self.tokens[self._prefix:self._read])
-        after = self._decode(self.tokens[self._prefix:])
+        before = self._decode(self.tokens[self._prefix : self._read])
+        after = self._decode(self.tokens[self._prefix :])
         if len(after) > len(before) and not after.endswith("\ufffd"):
-            self._emit(after[len(before):])
+            self._emit(after[len(before) :])
             self._prefix, self._read = self._read, len(self.tokens)
 
     def flush(self) -> None:
         """Emit whatever the whole row decodes to beyond what was emitted (at the end of the row)."""
         text = self.text
         if text.startswith(self.emitted) and len(text) > len(self.emitted):
-            self._emit(text[len(self.emitted):])
+            self._emit(text[len(self.emitted) :])
 
     def complete(self) -> None:
         """The row has its last token: emit the rest of its text and report it done, once."""
@@ -177,8 +177,9 @@ def generate_batch(loaded: LoadedModel, jobs: Sequence[RowJob]) -> list[RowOutpu
     tokenizer, model = loaded.tokenizer, loaded.model
     tokenizer.padding_side = "left"
     # User text is untrusted: "<|endoftext|>" typed in a prompt is text, not the end-of-text token.
-    inputs = tokenizer([job.prompt for job in jobs], return_tensors="pt", padding=True,
-                       split_special_tokens=True).to(loaded.device)
+    inputs = tokenizer([job.prompt for job in jobs], return_tensors="pt", padding=True, split_special_tokens=True).to(
+        loaded.device
+    )
     prompt_length = inputs["input_ids"].shape[1]
     beam = jobs[0].settings.strategy == "beam"
     rows = [_RowState(job, tokenizer, streaming=not beam) for job in jobs]
@@ -188,8 +189,11 @@ def generate_batch(loaded: LoadedModel, jobs: Sequence[RowJob]) -> list[RowOutpu
     for row in rows:
         row.max_new_tokens = min(row.job.settings.max_new_tokens, room)
     longest = max(row.max_new_tokens for row in rows)
-    config = to_generation_config(jobs[0].settings.replace(max_new_tokens=longest),
-                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = to_generation_config(
+        jobs[0].settings.replace(max_new_tokens=longest),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     sampler = SeededSampling([(job.settings, job.seed) for job in jobs], loaded.device)
     processors = LogitsProcessorList([sampler] if sampler.active else [])
     with torch.inference_mode():
@@ -201,8 +205,10 @@ def generate_batch(loaded: LoadedModel, jobs: Sequence[RowJob]) -> list[RowOutpu
             streamer=None if beam else _BatchStreamer(rows, tokenizer.eos_token_id),
         )
     if beam:
-        return [_beam_output(row, output[index, prompt_length:].tolist(), tokenizer.eos_token_id)
-                for index, row in enumerate(rows)]
+        return [
+            _beam_output(row, output[index, prompt_length:].tolist(), tokenizer.eos_token_id)
+            for index, row in enumerate(rows)
+        ]
     return [row.output() for row in rows]
 
 

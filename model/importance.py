@@ -76,10 +76,10 @@ PROGRESS_INTERVAL_S = 0.25
 SAMPLE_PASSAGES: tuple[str, ...] = (
     "Once upon a time there lived a poor miller who had three sons and nothing to leave them but his mill, "
     "his donkey and his cat.",
-    "The old woman opened the door and looked out into the snow. \"Who is there?\" she asked, but no one "
+    'The old woman opened the door and looked out into the snow. "Who is there?" she asked, but no one '
     "answered, and the wind blew the candle out.",
-    "In the morning the king called his daughters to him and said: \"Whichever of you brings me the golden "
-    "bird shall have half of my kingdom.\"",
+    'In the morning the king called his daughters to him and said: "Whichever of you brings me the golden '
+    'bird shall have half of my kingdom."',
     "A hungry fox saw some fine bunches of grapes hanging from a vine high above the ground. He jumped and "
     "jumped, but could not reach them, so he walked away saying they were sour.",
     "It was late in the evening when the doctor arrived at the house. He had not slept for two nights, and "
@@ -191,9 +191,15 @@ def build_objective(model: PreTrainedModel, input_ids: torch.Tensor, phi_std: to
     return Objective(model=model, embeds=embeds, target=target, inv_r2=inv_r2, scale=scale)
 
 
-def sigmas_reference(objective: Objective, *, iterations: int = ARTICLE_ITERATIONS,
-                     lr: float = LEARNING_RATE, seed: int = 0, on_step: StepHook | None = None,
-                     cancel: threading.Event | None = None) -> SigmaRun:
+def sigmas_reference(
+    objective: Objective,
+    *,
+    iterations: int = ARTICLE_ITERATIONS,
+    lr: float = LEARNING_RATE,
+    seed: int = 0,
+    on_step: StepHook | None = None,
+    cancel: threading.Event | None = None,
+) -> SigmaRun:
     """The published loop: one start, one noise sample per iteration, Φ(x) recomputed each time, Adam.
 
     One deliberate difference from the published code: it keeps the ratios *after* the
@@ -219,14 +225,32 @@ def sigmas_reference(objective: Objective, *, iterations: int = ARTICLE_ITERATIO
         if on_step is not None:
             on_step(steps, best_loss)
     sigmas = to_sigmas(objective, best_ratio)
-    return SigmaRun(sigmas=sigmas[0], start_sigmas=sigmas, scale=objective.scale, steps=steps, samples=steps,
-                    best_loss=best_loss, elapsed_s=time.monotonic() - start, stop_reason=reason)
+    return SigmaRun(
+        sigmas=sigmas[0],
+        start_sigmas=sigmas,
+        scale=objective.scale,
+        steps=steps,
+        samples=steps,
+        best_loss=best_loss,
+        elapsed_s=time.monotonic() - start,
+        stop_reason=reason,
+    )
 
 
-def sigmas_fast(objective: Objective, *, starts: int, samples_per_step: int, max_steps: int, patience: int,
-                deadline: float | None = None, lr: float = FAST_LEARNING_RATE, seed: int = 0,
-                min_steps: int = 1, on_step: StepHook | None = None,
-                cancel: threading.Event | None = None) -> SigmaRun:
+def sigmas_fast(
+    objective: Objective,
+    *,
+    starts: int,
+    samples_per_step: int,
+    max_steps: int,
+    patience: int,
+    deadline: float | None = None,
+    lr: float = FAST_LEARNING_RATE,
+    seed: int = 0,
+    min_steps: int = 1,
+    on_step: StepHook | None = None,
+    cancel: threading.Event | None = None,
+) -> SigmaRun:
     """The same objective, optimised fast: Φ(x) once, several independent starts run as one batch.
 
     The loss has several local minima: each token ends either kept (small σ) or drowned (σ near
@@ -285,9 +309,16 @@ def sigmas_fast(objective: Objective, *, starts: int, samples_per_step: int, max
             reason = "converged"
             break
     sigmas = to_sigmas(objective, ratio)
-    return SigmaRun(sigmas=sigmas.mean(dim=0), start_sigmas=sigmas, scale=objective.scale, steps=steps,
-                    samples=steps * starts * samples_per_step, best_loss=best_loss,
-                    elapsed_s=time.monotonic() - start, stop_reason=reason)
+    return SigmaRun(
+        sigmas=sigmas.mean(dim=0),
+        start_sigmas=sigmas,
+        scale=objective.scale,
+        steps=steps,
+        samples=steps * starts * samples_per_step,
+        best_loss=best_loss,
+        elapsed_s=time.monotonic() - start,
+        stop_reason=reason,
+    )
 
 
 def annealed(lr: float, step: int, max_steps: int, floor: float = 0.1) -> float:
@@ -481,8 +512,9 @@ class _Progress:
             self._callback = None
 
 
-def tokenize_prompt(loaded: LoadedModel, prompt: str,
-                    max_prompt_tokens: int) -> tuple[list[int], list[tuple[int, int]]]:
+def tokenize_prompt(
+    loaded: LoadedModel, prompt: str, max_prompt_tokens: int
+) -> tuple[list[int], list[tuple[int, int]]]:
     """Token ids and character offsets of a prompt, or a PromptError a user can act on."""
     if not prompt.strip():
         raise PromptError("The prompt is empty: give me a sentence and I'll show which words drive the next one.")
@@ -490,17 +522,29 @@ def tokenize_prompt(loaded: LoadedModel, prompt: str,
     ids, offsets = list(encoded["input_ids"]), [tuple(o) for o in encoded["offset_mapping"]]
     limit = min(max_prompt_tokens, getattr(loaded.model.config, "n_positions", max_prompt_tokens))
     if len(ids) > limit:
-        raise PromptError(f"That prompt is {len(ids)} tokens long; /why takes at most {limit}. "
-                          "Try a shorter passage (the last sentence or two is usually what matters).")
+        raise PromptError(
+            f"That prompt is {len(ids)} tokens long; /why takes at most {limit}. "
+            "Try a shorter passage (the last sentence or two is usually what matters)."
+        )
     if len(ids) < 2:
-        raise PromptError("That prompt is a single token, so there is nothing to compare: /why ranks the "
-                          "words of a prompt against each other. Give it at least two words.")
+        raise PromptError(
+            "That prompt is a single token, so there is nothing to compare: /why ranks the "
+            "words of a prompt against each other. Give it at least two words."
+        )
     return ids, offsets
 
 
-def explain(loaded: LoadedModel, prompt: str, *, config: WhyConfig, max_prompt_tokens: int, seed: int,
-            progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
-            view: str = "bars") -> WhyResult:
+def explain(
+    loaded: LoadedModel,
+    prompt: str,
+    *,
+    config: WhyConfig,
+    max_prompt_tokens: int,
+    seed: int,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    view: str = "bars",
+) -> WhyResult:
     """Explain the next-token prediction of `prompt`: σ per word and token, top predictions, a chart.
 
     Runs in the model service's worker thread; blocks for at most about `config.time_budget_s`.
@@ -524,22 +568,40 @@ def explain(loaded: LoadedModel, prompt: str, *, config: WhyConfig, max_prompt_t
 
     with frozen(loaded.model):
         objective = build_objective(loaded.model, torch.tensor(ids), phi_std_for(loaded))
-        run = sigmas_fast(objective, starts=config.starts, samples_per_step=config.samples_per_step,
-                          max_steps=config.max_steps, patience=config.patience, deadline=deadline, seed=seed,
-                          on_step=on_step, cancel=cancel)
+        run = sigmas_fast(
+            objective,
+            starts=config.starts,
+            samples_per_step=config.samples_per_step,
+            max_steps=config.max_steps,
+            patience=config.patience,
+            deadline=deadline,
+            seed=seed,
+            on_step=on_step,
+            cancel=cancel,
+        )
         predictions = top_predictions(loaded, objective.target)
         attention_png = None
         if view == "attention":
             from model.attention import last_token_attention
-            attention_png = charts.attention_png(last_token_attention(loaded.model, torch.tensor(ids)),
-                                                 _token_texts(loaded, ids))
+
+            attention_png = charts.attention_png(
+                last_token_attention(loaded.model, torch.tensor(ids)), _token_texts(loaded, ids)
+            )
     words, token_sigmas = _word_rows(loaded, prompt, ids, offsets, run)
     image = charts.importance_png(words, scale=run.scale)
     report(1.0, "Done", force=True)
-    return WhyResult(prompt=prompt, words=words, token_sigmas=token_sigmas, top_predictions=predictions,
-                     iterations=run.steps, elapsed_s=time.monotonic() - start,
-                     stopped_early=run.stop_reason != "iterations", image_png=image,
-                     attention_png=attention_png, notes=_notes(run))
+    return WhyResult(
+        prompt=prompt,
+        words=words,
+        token_sigmas=token_sigmas,
+        top_predictions=predictions,
+        iterations=run.steps,
+        elapsed_s=time.monotonic() - start,
+        stopped_early=run.stop_reason != "iterations",
+        image_png=image,
+        attention_png=attention_png,
+        notes=_notes(run),
+    )
 
 
 def top_predictions(loaded: LoadedModel, logits: torch.Tensor, k: int = TOP_K) -> tuple[tuple[str, float], ...]:
@@ -553,16 +615,18 @@ def _token_texts(loaded: LoadedModel, ids: Sequence[int]) -> list[str]:
     return [loaded.tokenizer.decode([i]) for i in ids]
 
 
-def _word_rows(loaded: LoadedModel, prompt: str, ids: list[int], offsets: list[tuple[int, int]],
-               run: SigmaRun) -> tuple[tuple[WordImportance, ...], tuple[tuple[str, float], ...]]:
+def _word_rows(
+    loaded: LoadedModel, prompt: str, ids: list[int], offsets: list[tuple[int, int]], run: SigmaRun
+) -> tuple[tuple[WordImportance, ...], tuple[tuple[str, float], ...]]:
     """Per-word rows (σ = the smallest of its pieces', see `word_sigma`) and per-token σ."""
     tokens = _token_texts(loaded, ids)
     sigmas = run.sigmas.tolist()
     words = group_tokens(prompt, offsets)
     word_sigmas = [word_sigma([sigmas[i] for i in w.token_indices]) for w in words]
-    rows = tuple(WordImportance(word=w.text, tokens=tuple(tokens[i] for i in w.token_indices), sigma=s,
-                                importance=level)
-                 for w, s, level in zip(words, word_sigmas, importances(word_sigmas, run.scale)))
+    rows = tuple(
+        WordImportance(word=w.text, tokens=tuple(tokens[i] for i in w.token_indices), sigma=s, importance=level)
+        for w, s, level in zip(words, word_sigmas, importances(word_sigmas, run.scale))
+    )
     return rows, tuple(zip(tokens, sigmas))
 
 
@@ -571,8 +635,10 @@ def _notes(run: SigmaRun) -> tuple[str, ...]:
     if run.stop_reason == "converged":
         return (f"Converged: the loss stopped improving ({done}).",)
     if run.stop_reason == "time_budget":
-        return (f"Stopped at the time budget ({done}); the loss was still improving, so close calls "
-                "between words may be rough.",)
+        return (
+            f"Stopped at the time budget ({done}); the loss was still improving, so close calls "
+            "between words may be rough.",
+        )
     if run.stop_reason == "cancelled":
         return (f"Cancelled ({done}); this is the best estimate so far.",)
     return (f"Ran the full {done}.",)

@@ -26,13 +26,16 @@ PLAIN_UP_TO_ROWS = 2
 """Batches of at most this many positions use the plain product."""
 
 
-def sliced_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                  slice_rows: int = SLICE_ROWS) -> torch.Tensor:
+def sliced_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, slice_rows: int = SLICE_ROWS
+) -> torch.Tensor:
     """F.linear(x, weight, bias), computed slice by slice of the weight's rows when x has several rows."""
     if x.numel() // x.shape[-1] <= PLAIN_UP_TO_ROWS or weight.shape[0] <= slice_rows:
         return F.linear(x, weight, bias)
-    parts = [F.linear(x, weight[start:start + slice_rows], None if bias is None else bias[start:start + slice_rows])
-             for start in range(0, weight.shape[0], slice_rows)]
+    parts = [
+        F.linear(x, weight[start : start + slice_rows], None if bias is None else bias[start : start + slice_rows])
+        for start in range(0, weight.shape[0], slice_rows)
+    ]
     return torch.cat(parts, dim=-1)
 
 

@@ -50,8 +50,9 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def load_model(source: str | os.PathLike[str], device: str = "auto", dtype: str = "auto",
-               compile: bool = False) -> LoadedModel:
+def load_model(
+    source: str | os.PathLike[str], device: str = "auto", dtype: str = "auto", compile: bool = False
+) -> LoadedModel:
     """Load a local directory or a hub id; frozen, in eval mode, on the chosen device.
 
     The weights are frozen (`requires_grad_(False)`) because nothing in the bot trains them, and
@@ -59,8 +60,10 @@ def load_model(source: str | os.PathLike[str], device: str = "auto", dtype: str 
     """
     source = str(source)
     if Path(source).is_absolute() and not Path(source).is_dir():
-        raise ModelLoadError(f"There is no model directory at `{source}`. Train one with `python -m model.train`, "
-                             "or point `model.source` in config.yaml at a directory or a hub id such as `gpt2`.")
+        raise ModelLoadError(
+            f"There is no model directory at `{source}`. Train one with `python -m model.train`, "
+            "or point `model.source` in config.yaml at a directory or a hub id such as `gpt2`."
+        )
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
     try:
@@ -75,8 +78,13 @@ def load_model(source: str | os.PathLike[str], device: str = "auto", dtype: str 
     slice_lm_head(model)
     if compile:
         model.forward = torch.compile(model.forward, dynamic=True)
-    log.info("loaded model %s on %s (%s, %.1fM parameters)", source, torch_device, torch_dtype,
-             sum(p.numel() for p in model.parameters()) / 1e6)
+    log.info(
+        "loaded model %s on %s (%s, %.1fM parameters)",
+        source,
+        torch_device,
+        torch_dtype,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+    )
     return LoadedModel(model=model, tokenizer=tokenizer, device=torch_device, source=source)
 
 
@@ -85,5 +93,7 @@ def _explain_load_failure(source: str, exc: Exception) -> str:
         return f"Could not load the model in `{source}`: {exc}"
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         return f"`{source}` is not a local directory, and the Hugging Face hub is off (HF_HUB_OFFLINE=1)."
-    return (f"Could not load `{source}`: it is not a local directory, and the Hugging Face hub could not "
-            f"provide it (is the hub reachable from this machine?). Details: {exc}")
+    return (
+        f"Could not load `{source}`: it is not a local directory, and the Hugging Face hub could not "
+        f"provide it (is the hub reachable from this machine?). Details: {exc}"
+    )

@@ -60,10 +60,15 @@ def write_model_card(out_dir: Path, facts: CardFacts) -> Path:
 
 def render_model_card(f: CardFacts) -> str:
     """The card as Markdown, with the Hugging Face metadata header."""
-    origin = (f"fine-tuned from `{f.base}`" if f.base
-              else f"trained from scratch, size `{f.size}` ({f.size_description})")
-    header = ["---", "library_name: transformers", "pipeline_tag: text-generation",
-              "tags: [gpt2, text-generation, stories, taleweaver]"]
+    origin = (
+        f"fine-tuned from `{f.base}`" if f.base else f"trained from scratch, size `{f.size}` ({f.size_description})"
+    )
+    header = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: text-generation",
+        "tags: [gpt2, text-generation, stories, taleweaver]",
+    ]
     if f.base:
         header.append(f"base_model: {f.base}")
     header.append("---")

@@ -39,7 +39,7 @@ def evaluate(model: PreTrainedModel, dataset: BlockDataset, batch_size: int = 8)
     device = next(model.parameters()).device
     total_loss, total_tokens = 0.0, 0
     for start in range(0, len(dataset), batch_size):
-        batch = {k: v.to(device) for k, v in dataset[start:start + batch_size].items()}
+        batch = {k: v.to(device) for k, v in dataset[start : start + batch_size].items()}
         n_predicted = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
         loss = model(**batch).loss
         total_loss += float(loss) * n_predicted

@@ -214,9 +214,12 @@ class ModelService:
 
     def _tail(self, text: str) -> str:
         """The end of `text` that fits the prompt limit, cut at a token boundary."""
-        ids = self.loaded.tokenizer(text[-self.max_prompt_tokens * 16:], split_special_tokens=True)["input_ids"]
-        return text if len(text) <= self.max_prompt_tokens * 16 and len(ids) <= self.max_prompt_tokens \
-            else self.loaded.tokenizer.decode(ids[-self.max_prompt_tokens:])
+        ids = self.loaded.tokenizer(text[-self.max_prompt_tokens * 16 :], split_special_tokens=True)["input_ids"]
+        return (
+            text
+            if len(text) <= self.max_prompt_tokens * 16 and len(ids) <= self.max_prompt_tokens
+            else self.loaded.tokenizer.decode(ids[-self.max_prompt_tokens :])
+        )
 
     # Admission --------------------------------------------------------------------------------
     async def _check_prompt(self, prompt: str) -> None:
@@ -239,12 +242,16 @@ class ModelService:
             recent.popleft()
         if len(recent) >= service.per_user_per_minute:
             wait = recent[0] + RATE_WINDOW_S - now
-            raise UserBusyError(f"You've started {len(recent)} requests in the last minute, the most allowed. "
-                                f"Please try again in {math.ceil(wait)} s.", retry_after=wait)
+            raise UserBusyError(
+                f"You've started {len(recent)} requests in the last minute, the most allowed. "
+                f"Please try again in {math.ceil(wait)} s.",
+                retry_after=wait,
+            )
         if len(self._pending) >= service.queue_size:
             raise QueueFullError(
-                f"I'm busy: {len(self._pending)} requests are waiting, the most I queue. "
-                f"Please try again in a minute.", retry_after=60.0)
+                f"I'm busy: {len(self._pending)} requests are waiting, the most I queue. Please try again in a minute.",
+                retry_after=60.0,
+            )
         recent.append(now)
         if len(self._recent) > RATE_TABLE_MAX:
             self._forget_idle_users(now)
@@ -323,8 +330,12 @@ class ModelService:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = self._new_executor()
             for job in batch:
-                self._fail(job, RequestTimeoutError(
-                    f"That took longer than {self.config.service.request_timeout_s:.0f} s and was cut off."))
+                self._fail(
+                    job,
+                    RequestTimeoutError(
+                        f"That took longer than {self.config.service.request_timeout_s:.0f} s and was cut off."
+                    ),
+                )
             return
         except Exception as exc:
             log.error("model failed on a batch of %d", len(batch), exc_info=exc)
@@ -345,13 +356,20 @@ class ModelService:
         rows = []
         for job in batch:
             stream = job.story
-            rows.append(RowJob(
-                prompt=stream.request.prompt, settings=stream.request.settings, seed=stream.request.seed,
-                on_text=lambda delta, s=stream: relay.add(s, delta),
-                # A short story batched with a long one is answered when it ends, not with the batch.
-                on_done=lambda output, j=job: loop.call_soon_threadsafe(
-                    self._finish_early, j, relay, (output, time.monotonic() - started)),
-                stop_event=stream.stop_event, deadline=deadline))
+            rows.append(
+                RowJob(
+                    prompt=stream.request.prompt,
+                    settings=stream.request.settings,
+                    seed=stream.request.seed,
+                    on_text=lambda delta, s=stream: relay.add(s, delta),
+                    # A short story batched with a long one is answered when it ends, not with the batch.
+                    on_done=lambda output, j=job: loop.call_soon_threadsafe(
+                        self._finish_early, j, relay, (output, time.monotonic() - started)
+                    ),
+                    stop_event=stream.stop_event,
+                    deadline=deadline,
+                )
+            )
 
         def work():
             outputs = generate_batch(self.loaded, rows)
@@ -374,8 +392,16 @@ class ModelService:
 
             budget = min(self.config.why.time_budget_s, max(0.0, deadline - time.monotonic()))
             why_config = self.config.why.__class__(**{**self.config.why.__dict__, "time_budget_s": budget})
-            return explain(self.loaded, request.prompt, config=why_config, max_prompt_tokens=self.max_prompt_tokens,
-                           seed=request.seed, progress=progress, cancel=cancel, view=request.view)
+            return explain(
+                self.loaded,
+                request.prompt,
+                config=why_config,
+                max_prompt_tokens=self.max_prompt_tokens,
+                seed=request.seed,
+                progress=progress,
+                cancel=cancel,
+                view=request.view,
+            )
 
         return work
 
@@ -383,13 +409,21 @@ class ModelService:
         output, elapsed = outcome
         request = job.story.request
         if output.stop_reason == "timeout":
-            self._fail(job, RequestTimeoutError(
-                f"The story was cut off after {self.config.service.request_timeout_s:.0f} s."))
+            self._fail(
+                job, RequestTimeoutError(f"The story was cut off after {self.config.service.request_timeout_s:.0f} s.")
+            )
             return
-        job.story._finish(StoryResult(
-            prompt=request.prompt, continuation=output.continuation, seed=request.seed,
-            settings=request.settings, new_tokens=output.new_tokens, elapsed_s=elapsed,
-            stop_reason=output.stop_reason))
+        job.story._finish(
+            StoryResult(
+                prompt=request.prompt,
+                continuation=output.continuation,
+                seed=request.seed,
+                settings=request.settings,
+                new_tokens=output.new_tokens,
+                elapsed_s=elapsed,
+                stop_reason=output.stop_reason,
+            )
+        )
 
     def _fail(self, job: _Job, error: TaleweaverError) -> None:
         if job.story is not None:

@@ -228,14 +228,26 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "balanced",
             "Top-k 40 at temperature 0.8: varied but on topic (the default).",
-            {"strategy": "sampling", "temperature": 0.8, "top_k": 40, "top_p": 1.0, "repetition_penalty": 1.1,
-             "no_repeat_ngram_size": 0},
+            {
+                "strategy": "sampling",
+                "temperature": 0.8,
+                "top_k": 40,
+                "top_p": 1.0,
+                "repetition_penalty": 1.1,
+                "no_repeat_ngram_size": 0,
+            },
         ),
         Preset(
             "creative",
             "Nucleus sampling, top-p 0.95 at temperature 1.0: surprising, sometimes odd.",
-            {"strategy": "sampling", "temperature": 1.0, "top_k": 0, "top_p": 0.95, "repetition_penalty": 1.0,
-             "no_repeat_ngram_size": 0},
+            {
+                "strategy": "sampling",
+                "temperature": 1.0,
+                "top_k": 0,
+                "top_p": 0.95,
+                "repetition_penalty": 1.0,
+                "no_repeat_ngram_size": 0,
+            },
         ),
         Preset(
             "greedy",

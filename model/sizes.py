@@ -22,8 +22,10 @@ class ModelSize:
 
     @property
     def description(self) -> str:
-        return (f"{self.n_layer} layers × {self.n_embd}, context {self.n_positions}, "
-                f"{self.parameters(8192) / 1e6:.1f}M parameters with 8192 tokens")
+        return (
+            f"{self.n_layer} layers × {self.n_embd}, context {self.n_positions}, "
+            f"{self.parameters(8192) / 1e6:.1f}M parameters with 8192 tokens"
+        )
 
     def parameters(self, vocab_size: int) -> int:
         """Count with tied embeddings: token and position embeddings, blocks, final layer norm."""
@@ -34,10 +36,18 @@ class ModelSize:
     def config(self, vocab_size: int, eos_token_id: int, dropout: float = 0.1) -> GPT2Config:
         """A `GPT2Config` of this shape; `<|endoftext|>` serves as bos, eos and pad, as in GPT-2."""
         return GPT2Config(
-            vocab_size=vocab_size, n_positions=self.n_positions, n_embd=self.n_embd,
-            n_layer=self.n_layer, n_head=self.n_head, resid_pdrop=dropout, embd_pdrop=dropout,
-            attn_pdrop=dropout, bos_token_id=eos_token_id, eos_token_id=eos_token_id,
-            pad_token_id=eos_token_id, tie_word_embeddings=True,
+            vocab_size=vocab_size,
+            n_positions=self.n_positions,
+            n_embd=self.n_embd,
+            n_layer=self.n_layer,
+            n_head=self.n_head,
+            resid_pdrop=dropout,
+            embd_pdrop=dropout,
+            attn_pdrop=dropout,
+            bos_token_id=eos_token_id,
+            eos_token_id=eos_token_id,
+            pad_token_id=eos_token_id,
+            tie_word_embeddings=True,
         )
 
 

@@ -15,8 +15,9 @@ from transformers import GPT2TokenizerFast
 from model.corpus import SEPARATOR
 
 
-def train_bpe_tokenizer(documents: Iterable[str], vocab_size: int, model_max_length: int,
-                        min_frequency: int = 2) -> GPT2TokenizerFast:
+def train_bpe_tokenizer(
+    documents: Iterable[str], vocab_size: int, model_max_length: int, min_frequency: int = 2
+) -> GPT2TokenizerFast:
     """A GPT-2-style tokenizer with at most `vocab_size` tokens, learnt from `documents`.
 
     The result is wrapped as `GPT2TokenizerFast` (never built from vocab files: in transformers 5
@@ -24,9 +25,15 @@ def train_bpe_tokenizer(documents: Iterable[str], vocab_size: int, model_max_len
     `AutoTokenizer.from_pretrained` reads back as they were.
     """
     bpe = ByteLevelBPETokenizer(add_prefix_space=False)
-    bpe.train_from_iterator(documents, vocab_size=vocab_size, min_frequency=min_frequency,
-                            special_tokens=[SEPARATOR], show_progress=False)
-    tokenizer = GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=SEPARATOR,
-                                  eos_token=SEPARATOR, unk_token=SEPARATOR, pad_token=SEPARATOR)
+    bpe.train_from_iterator(
+        documents, vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[SEPARATOR], show_progress=False
+    )
+    tokenizer = GPT2TokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        bos_token=SEPARATOR,
+        eos_token=SEPARATOR,
+        unk_token=SEPARATOR,
+        pad_token=SEPARATOR,
+    )
     tokenizer.model_max_length = model_max_length
     return tokenizer

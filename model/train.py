@@ -73,51 +73,80 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m model.train",
         description="Fine-tune GPT-2 (--base) or train a GPT-2-architecture model from scratch "
-                    "(--from-scratch) on a text file; documents are separated by lines holding "
-                    "only <|endoftext|>.",
+        "(--from-scratch) on a text file; documents are separated by lines holding "
+        "only <|endoftext|>.",
     )
     io = parser.add_argument_group("files")
     io.add_argument("--train", required=True, metavar="FILE", help="UTF-8 text to train on")
     io.add_argument("--eval", required=True, metavar="FILE", help="UTF-8 text to evaluate on")
     io.add_argument("--out", required=True, metavar="DIR", help="directory to write the model in")
-    io.add_argument("--overwrite", action="store_true",
-                    help="replace --out if it exists (only once training has succeeded)")
-    io.add_argument("--resume", action="store_true",
-                    help="continue an interrupted run (same command) from its latest checkpoint")
+    io.add_argument(
+        "--overwrite", action="store_true", help="replace --out if it exists (only once training has succeeded)"
+    )
+    io.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run (same command) from its latest checkpoint"
+    )
 
     source = parser.add_argument_group("model")
     which = source.add_mutually_exclusive_group(required=True)
-    which.add_argument("--base", metavar="NAME_OR_DIR",
-                       help="pretrained model to fine-tune: gpt2, distilgpt2 or a local GPT-2 directory")
-    which.add_argument("--from-scratch", action="store_true",
-                       help="a new model of --size with a byte-level BPE tokenizer trained on --train")
-    source.add_argument("--size", choices=list(SIZES),
-                        help=f"shape for --from-scratch (default {DEFAULT_SIZE}): "
-                             + "; ".join(f"{k}: {v.description}" for k, v in SIZES.items()))
-    source.add_argument("--vocab-size", type=int,
-                        help=f"tokenizer size for --from-scratch (default {DEFAULT_VOCAB_SIZE})")
+    which.add_argument(
+        "--base",
+        metavar="NAME_OR_DIR",
+        help="pretrained model to fine-tune: gpt2, distilgpt2 or a local GPT-2 directory",
+    )
+    which.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="a new model of --size with a byte-level BPE tokenizer trained on --train",
+    )
+    source.add_argument(
+        "--size",
+        choices=list(SIZES),
+        help=f"shape for --from-scratch (default {DEFAULT_SIZE}): "
+        + "; ".join(f"{k}: {v.description}" for k, v in SIZES.items()),
+    )
+    source.add_argument(
+        "--vocab-size", type=int, help=f"tokenizer size for --from-scratch (default {DEFAULT_VOCAB_SIZE})"
+    )
     source.add_argument("--dropout", type=float, help="dropout for --from-scratch (default 0.1)")
     source.add_argument("--block-size", type=int, help="tokens per training block (default: the model's context)")
 
     run = parser.add_argument_group("training")
     run.add_argument("--epochs", type=float, default=3.0)
     run.add_argument("--max-steps", type=int, default=-1, help="optimizer steps; overrides --epochs")
-    run.add_argument("--max-minutes", type=float,
-                     help="safety stop after this much training time (the schedule is not shortened)")
+    run.add_argument(
+        "--max-minutes", type=float, help="safety stop after this much training time (the schedule is not shortened)"
+    )
     run.add_argument("--batch-size", type=int, default=8, help="blocks per device per step")
     run.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
     run.add_argument("--lr", type=float, help="peak learning rate (default: 5e-5 with --base, 1e-3 from scratch)")
     run.add_argument("--warmup", type=float, default=0.05, help="warm-up: a fraction of the steps, or a step count")
     run.add_argument("--weight-decay", type=float, default=0.1)
-    run.add_argument("--eval-steps", type=float, default=0.1,
-                     help="evaluate and checkpoint every N steps (below 1: that fraction of the run)")
-    run.add_argument("--patience", type=int, default=3,
-                     help="stop after this many evaluations without a lower eval loss; 0 never stops early")
+    run.add_argument(
+        "--eval-steps",
+        type=float,
+        default=0.1,
+        help="evaluate and checkpoint every N steps (below 1: that fraction of the run)",
+    )
+    run.add_argument(
+        "--patience",
+        type=int,
+        default=3,
+        help="stop after this many evaluations without a lower eval loss; 0 never stops early",
+    )
     run.add_argument("--logging-steps", type=float, default=0.02)
-    run.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                     help="mixed precision: auto is bf16 (or fp16) on a GPU, bf16 on a CPU that has it, else fp32")
-    run.add_argument("--save-dtype", choices=sorted(SAVE_DTYPES), default="float32",
-                     help="dtype of the saved weights (float16 halves the file; loads back as float32)")
+    run.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="mixed precision: auto is bf16 (or fp16) on a GPU, bf16 on a CPU that has it, else fp32",
+    )
+    run.add_argument(
+        "--save-dtype",
+        choices=sorted(SAVE_DTYPES),
+        default="float32",
+        help="dtype of the saved weights (float16 halves the file; loads back as float32)",
+    )
     run.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     run.add_argument("--seed", type=int, default=42)
     return parser
@@ -133,13 +162,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\nInterrupted. Checkpoints, if any, are in `{work_dir_for(Path(options.out))}`; "
-              "run the same command with --resume to continue.", file=sys.stderr)
+        print(
+            f"\nInterrupted. Checkpoints, if any, are in `{work_dir_for(Path(options.out))}`; "
+            "run the same command with --resume to continue.",
+            file=sys.stderr,
+        )
         return 130
     if result is not None:
-        print(f"Wrote {result.out_dir}: eval perplexity {result.eval_before.perplexity:.2f} -> "
-              f"{result.eval_after.perplexity:.2f} after {result.steps} steps "
-              f"({result.train_seconds / 60:.1f} min).")
+        print(
+            f"Wrote {result.out_dir}: eval perplexity {result.eval_before.perplexity:.2f} -> "
+            f"{result.eval_after.perplexity:.2f} after {result.steps} steps "
+            f"({result.train_seconds / 60:.1f} min)."
+        )
     return 0
 
 
@@ -161,8 +195,9 @@ class _Plan:
     record: dict[str, object]
 
 
-def run(options: argparse.Namespace, command: str = "",
-        callbacks: Sequence[TrainerCallback] = ()) -> TrainResult | None:
+def run(
+    options: argparse.Namespace, command: str = "", callbacks: Sequence[TrainerCallback] = ()
+) -> TrainResult | None:
     """Check the input, train, and put the finished model at `options.out`.
 
     Returns None on every process but the main one of a multi-process run.
@@ -181,9 +216,15 @@ def run(options: argparse.Namespace, command: str = "",
     all_callbacks = [*callbacks, clock]
     if options.patience > 0:
         all_callbacks.append(EarlyStoppingCallback(early_stopping_patience=options.patience))
-    trainer = Trainer(model=plan.model, args=args, data_collator=default_data_collator,
-                      train_dataset=plan.train_blocks, eval_dataset=plan.eval_blocks,
-                      processing_class=plan.tokenizer, callbacks=all_callbacks)
+    trainer = Trainer(
+        model=plan.model,
+        args=args,
+        data_collator=default_data_collator,
+        train_dataset=plan.train_blocks,
+        eval_dataset=plan.eval_blocks,
+        processing_class=plan.tokenizer,
+        callbacks=all_callbacks,
+    )
     eval_before = _eval_before(trainer, plan, options.batch_size) if main_process else None
 
     start_step = _checkpoint_step(plan.resume_from) if plan.resume_from else 0
@@ -198,9 +239,15 @@ def run(options: argparse.Namespace, command: str = "",
     stop_reason = None
     if state.global_step < state.max_steps:
         stop_reason = "time limit (--max-minutes)" if clock.ran_out else "early stopping: eval loss stopped improving"
-    result = TrainResult(out_dir=plan.out, start_step=start_step, steps=state.global_step,
-                         train_seconds=train_seconds, eval_before=eval_before, eval_after=eval_after,
-                         stop_reason=stop_reason)
+    result = TrainResult(
+        out_dir=plan.out,
+        start_step=start_step,
+        steps=state.global_step,
+        train_seconds=train_seconds,
+        eval_before=eval_before,
+        eval_after=eval_after,
+        stop_reason=stop_reason,
+    )
     _save(trainer, plan, options, result, command)
     return result
 
@@ -220,11 +267,20 @@ def _plan(options: argparse.Namespace) -> _Plan:
     set_seed(options.seed)
     tokenizer, model = _prepare_model(options, train_corpus, work if resume_from else None)
     block_size = _block_size(options, model)
-    return _Plan(out=out, work=work, resume_from=resume_from, train_corpus=train_corpus,
-                 eval_corpus=eval_corpus, tokenizer=tokenizer, model=model, block_size=block_size,
-                 train_blocks=build_blocks(train_corpus, "training", tokenizer, block_size),
-                 eval_blocks=build_blocks(eval_corpus, "evaluation", tokenizer, block_size),
-                 precision=precision, record=record)
+    return _Plan(
+        out=out,
+        work=work,
+        resume_from=resume_from,
+        train_corpus=train_corpus,
+        eval_corpus=eval_corpus,
+        tokenizer=tokenizer,
+        model=model,
+        block_size=block_size,
+        train_blocks=build_blocks(train_corpus, "training", tokenizer, block_size),
+        eval_blocks=build_blocks(eval_corpus, "evaluation", tokenizer, block_size),
+        precision=precision,
+        record=record,
+    )
 
 
 def _eval_before(trainer: Trainer, plan: _Plan, batch_size: int) -> EvalResult:
@@ -254,20 +310,37 @@ def _save(trainer: Trainer, plan: _Plan, options: argparse.Namespace, result: Tr
         _ask_for_float32_on_load(final)
     plan.tokenizer.save_pretrained(final)
     config = model.config
-    write_model_card(final, CardFacts(
-        name=str(plan.out), base=options.base, size=options.size,
-        size_description=SIZES[options.size].description if options.size else None,
-        parameters=n_parameters, n_layer=config.n_layer, n_embd=config.n_embd, n_head=config.n_head,
-        n_positions=config.n_positions, vocab_size=config.vocab_size,
-        train=plan.train_corpus, eval=plan.eval_corpus, train_tokens=plan.train_blocks.n_tokens,
-        block_size=plan.block_size, steps=result.steps, epochs=trainer.state.epoch or 0.0,
-        train_seconds=result.train_seconds, stop_reason=result.stop_reason,
-        eval_before=result.eval_before, eval_after=result.eval_after,
-        hyperparameters=_hyperparameters(trainer.args, options, plan.block_size),
-        device=_describe_device(trainer.args), precision=plan.precision, saved_dtype=options.save_dtype,
-        weights_mb=sum(p.stat().st_size for p in final.glob("*.safetensors")) / 1e6,
-        command=command or "python -m model.train",
-    ))
+    write_model_card(
+        final,
+        CardFacts(
+            name=str(plan.out),
+            base=options.base,
+            size=options.size,
+            size_description=SIZES[options.size].description if options.size else None,
+            parameters=n_parameters,
+            n_layer=config.n_layer,
+            n_embd=config.n_embd,
+            n_head=config.n_head,
+            n_positions=config.n_positions,
+            vocab_size=config.vocab_size,
+            train=plan.train_corpus,
+            eval=plan.eval_corpus,
+            train_tokens=plan.train_blocks.n_tokens,
+            block_size=plan.block_size,
+            steps=result.steps,
+            epochs=trainer.state.epoch or 0.0,
+            train_seconds=result.train_seconds,
+            stop_reason=result.stop_reason,
+            eval_before=result.eval_before,
+            eval_after=result.eval_after,
+            hyperparameters=_hyperparameters(trainer.args, options, plan.block_size),
+            device=_describe_device(trainer.args),
+            precision=plan.precision,
+            saved_dtype=options.save_dtype,
+            weights_mb=sum(p.stat().st_size for p in final.glob("*.safetensors")) / 1e6,
+            command=command or "python -m model.train",
+        ),
+    )
     _move_into_place(final, plan.out)
     shutil.rmtree(plan.work)
 
@@ -310,8 +383,10 @@ def _check_options(options: argparse.Namespace) -> None:
     """Refuse inconsistent options and fill in the --from-scratch defaults."""
     scratch_only = [f"--{name}" for name in ("size", "vocab_size", "dropout") if getattr(options, name) is not None]
     if options.base is not None and scratch_only:
-        raise TrainingError(f"{', '.join(scratch_only).replace('_', '-')} apply only to --from-scratch; "
-                            "a --base brings its own shape and tokenizer.")
+        raise TrainingError(
+            f"{', '.join(scratch_only).replace('_', '-')} apply only to --from-scratch; "
+            "a --base brings its own shape and tokenizer."
+        )
     if options.from_scratch:
         options.size = options.size or DEFAULT_SIZE
         options.vocab_size = options.vocab_size or DEFAULT_VOCAB_SIZE
@@ -332,13 +407,17 @@ def _check_output(out: Path, work: Path, options: argparse.Namespace) -> Path | 
     if out.exists() and not out.is_dir():
         raise TrainingError(f"`{out}` exists and is not a directory.")
     if out.exists() and not options.overwrite:
-        raise TrainingError(f"The output directory `{out}` already exists; pass --overwrite to replace it "
-                            "(it is replaced only once training has succeeded).")
+        raise TrainingError(
+            f"The output directory `{out}` already exists; pass --overwrite to replace it "
+            "(it is replaced only once training has succeeded)."
+        )
     if not options.resume:
         # Under torchrun the main process may already have made `work` while another one checks.
         if work.exists() and not options.overwrite and os.environ.get("RANK", "0") == "0":
-            raise TrainingError(f"`{work}` holds an earlier run that did not finish: pass --resume to "
-                                "continue it, or --overwrite to start again.")
+            raise TrainingError(
+                f"`{work}` holds an earlier run that did not finish: pass --resume to "
+                "continue it, or --overwrite to start again."
+            )
         return None
     last = get_last_checkpoint(str(work / "checkpoints")) if (work / "checkpoints").is_dir() else None
     if last is None:
@@ -348,9 +427,14 @@ def _check_output(out: Path, work: Path, options: argparse.Namespace) -> Path | 
 
 def _run_record(options: argparse.Namespace, train: CorpusFile, eval_: CorpusFile) -> dict[str, object]:
     """What must not change between a run and its `--resume`."""
-    return {"train_sha256": train.sha256, "eval_sha256": eval_.sha256, "base": options.base,
-            "size": None if options.base else options.size,
-            "vocab_size": None if options.base else options.vocab_size, "block_size": options.block_size}
+    return {
+        "train_sha256": train.sha256,
+        "eval_sha256": eval_.sha256,
+        "base": options.base,
+        "size": None if options.base else options.size,
+        "vocab_size": None if options.base else options.vocab_size,
+        "block_size": options.block_size,
+    }
 
 
 def _check_same_run(work: Path, record: dict[str, object]) -> None:
@@ -360,12 +444,15 @@ def _check_same_run(work: Path, record: dict[str, object]) -> None:
         raise TrainingError(f"Cannot resume: `{work / RUN_FILE}` is missing or unreadable.") from exc
     changed = [key for key, value in record.items() if saved.get(key) != value]
     if changed:
-        raise TrainingError(f"Cannot resume: {', '.join(changed)} differ from the interrupted run; "
-                            "use the same files and model options, or start again with --overwrite.")
+        raise TrainingError(
+            f"Cannot resume: {', '.join(changed)} differ from the interrupted run; "
+            "use the same files and model options, or start again with --overwrite."
+        )
 
 
-def _prepare_model(options: argparse.Namespace, train: CorpusFile,
-                   resume_work: Path | None) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+def _prepare_model(
+    options: argparse.Namespace, train: CorpusFile, resume_work: Path | None
+) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     if options.base is not None:
         return _load_base(options.base)
     size = SIZES[options.size]
@@ -387,8 +474,10 @@ def _load_base(base: str) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     except (OSError, ValueError) as exc:
         raise TrainingError(explain_base_failure(base, exc)) from exc
     if model.config.model_type != "gpt2":
-        raise TrainingError(f"`{base}` is a `{model.config.model_type}` model; Taleweaver trains GPT-2-architecture "
-                            "models only (gpt2, distilgpt2 or a local GPT-2 directory).")
+        raise TrainingError(
+            f"`{base}` is a `{model.config.model_type}` model; Taleweaver trains GPT-2-architecture "
+            "models only (gpt2, distilgpt2 or a local GPT-2 directory)."
+        )
     return tokenizer, model
 
 
@@ -399,18 +488,30 @@ def explain_base_failure(base: str, exc: BaseException) -> str:
         return f"Could not load the base model in `{base}`: {detail}"
     advice = "Give a local GPT-2 directory, or train without a base (--from-scratch)."
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return (f"`{base}` is not a local directory, and the Hugging Face hub is switched off "
-                f"(HF_HUB_OFFLINE=1), so it cannot be downloaded. {advice}")
+        return (
+            f"`{base}` is not a local directory, and the Hugging Face hub is switched off "
+            f"(HF_HUB_OFFLINE=1), so it cannot be downloaded. {advice}"
+        )
     if _is_connection_failure(exc):
-        return (f"`{base}` is not a local directory, and the Hugging Face hub is unreachable from this "
-                f"machine, so it cannot be downloaded. {advice}")
-    return (f"Could not load `{base}`: it is not a local directory, and the Hugging Face hub could not "
-            f"provide it ({detail}).")
+        return (
+            f"`{base}` is not a local directory, and the Hugging Face hub is unreachable from this "
+            f"machine, so it cannot be downloaded. {advice}"
+        )
+    return (
+        f"Could not load `{base}`: it is not a local directory, and the Hugging Face hub could not "
+        f"provide it ({detail})."
+    )
 
 
 def _is_connection_failure(exc: BaseException) -> bool:
-    network_names = {"ConnectError", "ConnectTimeout", "ConnectionError", "LocalEntryNotFoundError",
-                     "OfflineModeIsEnabled", "ProxyError"}
+    network_names = {
+        "ConnectError",
+        "ConnectTimeout",
+        "ConnectionError",
+        "LocalEntryNotFoundError",
+        "OfflineModeIsEnabled",
+        "ProxyError",
+    }
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -486,7 +587,7 @@ def _hyperparameters(args: TrainingArguments, options: argparse.Namespace, block
     values: dict[str, object] = {
         "block size": block_size,
         "batch": f"{args.per_device_train_batch_size} blocks × {args.gradient_accumulation_steps} accumulation "
-                 f"× {args.world_size} device(s)",
+        f"× {args.world_size} device(s)",
         "learning rate": f"{args.learning_rate:g} peak, cosine to 10 %, warm-up {warmup}",
         "weight decay": args.weight_decay,
         "early stopping patience": options.patience or "off",
@@ -546,8 +647,10 @@ def _checkpoint_seconds(checkpoint: Path) -> float:
 
 
 def _print_eval(label: str, result: EvalResult) -> None:
-    print(f"Eval {label}: loss {result.loss:.4f}, perplexity {result.perplexity:.2f} "
-          f"({result.tokens:,} tokens)", flush=True)
+    print(
+        f"Eval {label}: loss {result.loss:.4f}, perplexity {result.perplexity:.2f} ({result.tokens:,} tokens)",
+        flush=True,
+    )
 
 
 def _command_line(argv: Sequence[str]) -> str:

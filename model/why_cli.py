@@ -21,8 +21,9 @@ from model.errors import TaleweaverError
 
 def main_why(argv: Sequence[str] | None = None) -> int:
     """Run one explanation from the command line and print it; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m model why",
-                                     description="Show which words of a prompt drive the model's next word.")
+    parser = argparse.ArgumentParser(
+        prog="python -m model why", description="Show which words of a prompt drive the model's next word."
+    )
     parser.add_argument("prompt", help="the text whose next-word prediction to explain")
     parser.add_argument("--config", type=Path, default=ROOT / "config.yaml", help="config file (default: %(default)s)")
     parser.add_argument("--model", help="model directory or hub id (default: model.source from the config)")
@@ -49,13 +50,22 @@ def _run(args: argparse.Namespace) -> int:
     torch.set_num_threads(config.model.cpu_threads)
     why = config.why if args.budget is None else dataclasses.replace(config.why, time_budget_s=args.budget)
     loaded = load_model(args.model or config.model_source, config.model.device, config.model.dtype)
-    result = explain(loaded, args.prompt, config=why, max_prompt_tokens=config.limits.max_prompt_tokens,
-                     seed=args.seed, progress=_progress_printer(), cancel=threading.Event(),
-                     view="attention" if args.attention_png else "bars")
+    result = explain(
+        loaded,
+        args.prompt,
+        config=why,
+        max_prompt_tokens=config.limits.max_prompt_tokens,
+        seed=args.seed,
+        progress=_progress_printer(),
+        cancel=threading.Event(),
+        view="attention" if args.attention_png else "bars",
+    )
     print(file=sys.stderr)
     print(f"Prompt: {args.prompt}")
-    print(f"Which words drive the next word ({len(result.words)} words; ◀ most important; "
-          "σ = noise the word tolerates, smaller = more important):")
+    print(
+        f"Which words drive the next word ({len(result.words)} words; ◀ most important; "
+        "σ = noise the word tolerates, smaller = more important):"
+    )
     for line in render_bars(result.words, args.width):
         print("  " + line)
     print("Tokens: " + " | ".join(f"{token!r} σ {sigma:.3g}" for token, sigma in result.token_sigmas))

@@ -28,9 +28,7 @@ class PreferencesStore(Protocol):
     the storage itself raise `StoreUnavailableError` with a message for the user.
     """
 
-    async def resolve(
-        self, user_id: int, guild_id: int | None, overrides: Mapping[str, Any] = ...
-    ) -> ResolvedSettings:
+    async def resolve(self, user_id: int, guild_id: int | None, overrides: Mapping[str, Any] = ...) -> ResolvedSettings:
         """The settings a request of this user in this server (None: DMs) uses, `overrides` on top.
 
         `overrides` are the command's own options, only those given (`seed: None` means a random

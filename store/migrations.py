@@ -80,11 +80,13 @@ async def schema_version(db: aiosqlite.Connection, path: object) -> int:
     if application_id != APPLICATION_ID:
         raise StoreError(
             f"{path} is an SQLite database, but not a Taleweaver one. It was left untouched: "
-            "point `database.path` in config.yaml at another file.")
+            "point `database.path` in config.yaml at another file."
+        )
     if version > LATEST_VERSION:
         raise StoreError(
             f"{path} was written by a newer Taleweaver (schema {version}; this one knows up to "
-            f"{LATEST_VERSION}). It was left untouched: upgrade Taleweaver or use another file.")
+            f"{LATEST_VERSION}). It was left untouched: upgrade Taleweaver or use another file."
+        )
     return version
 
 

@@ -97,7 +97,10 @@ def resolve_settings(
         values[name] = configured
         sources[name] = "default" if configured == getattr(builtin, name) else "config"
     layers: tuple[tuple[Source, Mapping[str, Any]], ...] = (
-        ("server", server), ("you", user), ("this command", command))
+        ("server", server),
+        ("you", user),
+        ("this command", command),
+    )
     for source, layer in layers:
         for name, raw in layer.items():
             values[name] = coerce_field(name, raw)

@@ -61,8 +61,10 @@ class _Table:
 
     @property
     def upsert(self) -> str:
-        return (f"INSERT INTO {self.name} ({self.owner}, field, value) VALUES (?, ?, ?) "
-                f"ON CONFLICT ({self.owner}, field) DO UPDATE SET value = excluded.value")
+        return (
+            f"INSERT INTO {self.name} ({self.owner}, field, value) VALUES (?, ?, ?) "
+            f"ON CONFLICT ({self.owner}, field) DO UPDATE SET value = excluded.value"
+        )
 
     @property
     def delete(self) -> str:
@@ -84,8 +86,9 @@ _SELECT_LAYERS = (
 class SqlitePreferencesStore:
     """`PreferencesStore` on SQLite. Create it with `open`, which checks and migrates the file."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path, *, config_defaults: DecodingSettings,
-                 max_new_tokens_cap: int) -> None:
+    def __init__(
+        self, db: aiosqlite.Connection, path: Path, *, config_defaults: DecodingSettings, max_new_tokens_cap: int
+    ) -> None:
         self._db = db
         self._lock = asyncio.Lock()
         self._closed = False
@@ -169,8 +172,9 @@ class SqlitePreferencesStore:
             if scope is Scope.SERVER:
                 rows = await db.execute_fetchall(_TABLES[Scope.SERVER_LIMIT].select, (owner_id,))
                 server_limits = _decode(Scope.SERVER_LIMIT, rows)
-            checked = check_values(scope, values, max_new_tokens_cap=self.max_new_tokens_cap,
-                                   server_limits=server_limits)
+            checked = check_values(
+                scope, values, max_new_tokens_cap=self.max_new_tokens_cap, server_limits=server_limits
+            )
             await db.executemany(table.upsert, [(owner_id, name, json.dumps(v)) for name, v in checked.items()])
         return checked
 
@@ -240,11 +244,15 @@ def _check_file(path: Path) -> None:
     except OSError as exc:
         raise StoreError(f"Cannot read {path}: {exc.strerror}. Check its permissions.") from exc
     if header and header != SQLITE_MAGIC:
-        raise StoreError(f"{path} is not a Taleweaver database (it is not an SQLite file). It was left "
-                         "untouched: point `database.path` in config.yaml at another file.")
+        raise StoreError(
+            f"{path} is not a Taleweaver database (it is not an SQLite file). It was left "
+            "untouched: point `database.path` in config.yaml at another file."
+        )
     if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
-        raise StoreError(f"{path} (or its folder) is read-only; Taleweaver needs to write preferences "
-                         "there. Fix the permissions or point `database.path` elsewhere.")
+        raise StoreError(
+            f"{path} (or its folder) is read-only; Taleweaver needs to write preferences "
+            "there. Fix the permissions or point `database.path` elsewhere."
+        )
 
 
 async def _prepare(db: aiosqlite.Connection, path: Path) -> None:
@@ -262,11 +270,15 @@ async def _prepare(db: aiosqlite.Connection, path: Path) -> None:
 def _startup_error(path: Path, exc: sqlite3.Error) -> StoreError:
     code = primary_code(exc)
     if code in (SQLITE_BUSY, SQLITE_LOCKED):
-        return StoreError(f"{path} is locked by another process (another Taleweaver, or a tool holding it "
-                          "open). It was left untouched: stop that process and start again.")
+        return StoreError(
+            f"{path} is locked by another process (another Taleweaver, or a tool holding it "
+            "open). It was left untouched: stop that process and start again."
+        )
     if code == SQLITE_NOTADB:
-        return StoreError(f"{path} is not a Taleweaver database (SQLite cannot read it). It was left "
-                          "untouched: point `database.path` in config.yaml at another file.")
+        return StoreError(
+            f"{path} is not a Taleweaver database (SQLite cannot read it). It was left "
+            "untouched: point `database.path` in config.yaml at another file."
+        )
     if code == SQLITE_READONLY:
         return StoreError(f"{path} is read-only; Taleweaver needs to write preferences there.")
     if code == SQLITE_CANTOPEN:

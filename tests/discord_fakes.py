@@ -91,8 +91,15 @@ class FakeMessage:
 class FakeInteraction:
     """Just enough of `discord.Interaction` for the cogs, recording every response."""
 
-    def __init__(self, user_id: int = 1001, guild_id: int | None = 555, *, manage_guild: bool = False,
-                 message: Any = None, client: Any = None) -> None:
+    def __init__(
+        self,
+        user_id: int = 1001,
+        guild_id: int | None = 555,
+        *,
+        manage_guild: bool = False,
+        message: Any = None,
+        client: Any = None,
+    ) -> None:
         self.user = FakeUser(user_id)
         self.guild_id = guild_id
         self.guild = discord.Object(id=guild_id) if guild_id is not None else None

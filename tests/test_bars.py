@@ -37,7 +37,7 @@ def test_render_bars_one_aligned_line_per_word_with_longer_bars_for_more_importa
     assert len(lines) == 4
     assert [line.split()[0] for line in lines] == ["Once", "upon", "a", "time"]
     assert len({line.index("σ") for line in lines}) == 1
-    eighths = [_filled_eighths(line[5:5 + 16]) for line in lines]
+    eighths = [_filled_eighths(line[5 : 5 + 16]) for line in lines]
     assert eighths == [round(w.importance * 16 * 8) for w in words]
 
 
@@ -49,8 +49,9 @@ def test_render_bars_marks_only_the_most_important_word() -> None:
 
 def test_render_bars_cuts_long_words_and_counts_wide_characters_as_two_columns() -> None:
     """A long word is cut with an ellipsis; CJK characters take two columns, so σ still lines up."""
-    lines = render_bars([_word("extraordinarily-long-word", 1.0), _word("王子", 0.5), _word("ok", 0.1)],
-                        width=8, word_width=10)
+    lines = render_bars(
+        [_word("extraordinarily-long-word", 1.0), _word("王子", 0.5), _word("ok", 0.1)], width=8, word_width=10
+    )
     assert lines[0].startswith("extraordi… ")
     assert len({display_width(line[: line.index("σ")]) for line in lines}) == 1
 
@@ -81,6 +82,7 @@ def test_render_predictions_shows_visible_spaces_and_percentages() -> None:
 def test_bars_module_does_not_import_torch() -> None:
     """The cogs import model.bars, and cogs must never pull in torch."""
     code = "import sys, model.bars; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=__file__.rsplit("/tests/", 1)[0])
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=__file__.rsplit("/tests/", 1)[0]
+    )
     assert out.stdout.strip() == "False"

@@ -15,23 +15,26 @@ def test_shipped_config_is_valid() -> None:
     assert config.defaults.max_new_tokens <= config.limits.max_new_tokens
 
 
-@pytest.mark.parametrize(("text", "named"), [
-    ("model: {device: gpu}", "model.device"),
-    ("model: {dtype: int8}", "model.dtype"),
-    ("limits: {max_new_tokens: 0}", "limits.max_new_tokens"),
-    ("service: {queue_size: 2.5}", "service.queue_size"),
-    ("service: {request_timeout_s: .nan}", "service.request_timeout_s"),
-    ("service: {batch_window_ms: -1}", "service.batch_window_ms"),
-    ("discord: {guild_ids: [abc]}", "discord.guild_ids"),
-    ("discord: {api_base: ftp://x}", "discord.api_base"),
-    ("defaults: {temperature: 9}", "defaults.temperature"),
-    ("defaults: {max_new_tokens: 1000}", "defaults.max_new_tokens"),
-    ("log_level: LOUD", "log_level"),
-    ("model: {compile: yes please}", "model.compile"),
-    ("modle: {}", "modle"),
-    ("model: {token: abc}", "model.token"),
-    ("limits: 5", "limits"),
-])
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("model: {device: gpu}", "model.device"),
+        ("model: {dtype: int8}", "model.dtype"),
+        ("limits: {max_new_tokens: 0}", "limits.max_new_tokens"),
+        ("service: {queue_size: 2.5}", "service.queue_size"),
+        ("service: {request_timeout_s: .nan}", "service.request_timeout_s"),
+        ("service: {batch_window_ms: -1}", "service.batch_window_ms"),
+        ("discord: {guild_ids: [abc]}", "discord.guild_ids"),
+        ("discord: {api_base: ftp://x}", "discord.api_base"),
+        ("defaults: {temperature: 9}", "defaults.temperature"),
+        ("defaults: {max_new_tokens: 1000}", "defaults.max_new_tokens"),
+        ("log_level: LOUD", "log_level"),
+        ("model: {compile: yes please}", "model.compile"),
+        ("modle: {}", "modle"),
+        ("model: {token: abc}", "model.token"),
+        ("limits: 5", "limits"),
+    ],
+)
 def test_wrong_key_or_value_names_the_key(tmp_path: Path, text: str, named: str) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(text)

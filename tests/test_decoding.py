@@ -24,10 +24,12 @@ def _token_ids(loaded, settings: DecodingSettings, seed: int) -> list[int]:
     streamer = generation._BatchStreamer([row], loaded.tokenizer.eos_token_id)
     inputs = loaded.tokenizer(PROMPT, return_tensors="pt")
     sampler = SeededSampling([(settings, seed)], loaded.device)
-    config = to_generation_config(settings, eos_token_id=loaded.tokenizer.eos_token_id,
-                                  pad_token_id=loaded.tokenizer.pad_token_id)
-    loaded.model.generate(**inputs, generation_config=config, logits_processor=[sampler] if sampler.active else [],
-                          streamer=streamer)
+    config = to_generation_config(
+        settings, eos_token_id=loaded.tokenizer.eos_token_id, pad_token_id=loaded.tokenizer.pad_token_id
+    )
+    loaded.model.generate(
+        **inputs, generation_config=config, logits_processor=[sampler] if sampler.active else [], streamer=streamer
+    )
     return row.tokens
 
 
@@ -54,8 +56,9 @@ def test_same_seed_gives_same_text_and_other_seeds_differ(tiny_loaded) -> None:
 
 def test_top_k_only_picks_among_the_k_likeliest(tiny_loaded) -> None:
     k = 3
-    settings = DecodingSettings(strategy="sampling", max_new_tokens=15, temperature=1.5, top_k=k,
-                                repetition_penalty=1.0)
+    settings = DecodingSettings(
+        strategy="sampling", max_new_tokens=15, temperature=1.5, top_k=k, repetition_penalty=1.0
+    )
     for seed in range(3):
         ids = tiny_loaded.tokenizer(PROMPT)["input_ids"]
         for token in _token_ids(tiny_loaded, settings, seed):
@@ -66,8 +69,9 @@ def test_top_k_only_picks_among_the_k_likeliest(tiny_loaded) -> None:
 
 def test_top_p_only_picks_inside_the_nucleus(tiny_loaded) -> None:
     p = 0.5
-    settings = DecodingSettings(strategy="sampling", max_new_tokens=15, temperature=1.0, top_k=0, top_p=p,
-                                repetition_penalty=1.0)
+    settings = DecodingSettings(
+        strategy="sampling", max_new_tokens=15, temperature=1.0, top_k=0, top_p=p, repetition_penalty=1.0
+    )
     for seed in range(3):
         ids = tiny_loaded.tokenizer(PROMPT)["input_ids"]
         for token in _token_ids(tiny_loaded, settings, seed):
@@ -88,7 +92,7 @@ def test_beam_search_returns_the_highest_scoring_beam(tiny_loaded) -> None:
     out = model.generate(**inputs, generation_config=config)
     scores = out.sequences_scores.tolist()
     assert scores == sorted(scores, reverse=True)
-    best = tokenizer.decode(out.sequences[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    best = tokenizer.decode(out.sequences[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     assert _run(tiny_loaded, settings) == best
     # Re-score every returned beam with a plain forward pass: ours has the highest log-probability.
     prompt_length = inputs["input_ids"].shape[1]
@@ -107,7 +111,8 @@ def test_sampling_draws_are_per_row() -> None:
     logits = torch.randn(1, 50)
     alone = SeededSampling([(settings, 5)], torch.device("cpu"))(torch.zeros(1, 1, dtype=torch.long), logits)
     pair = SeededSampling([(settings, 9), (settings, 5)], torch.device("cpu"))(
-        torch.zeros(2, 1, dtype=torch.long), torch.cat([torch.randn(1, 50), logits]))
+        torch.zeros(2, 1, dtype=torch.long), torch.cat([torch.randn(1, 50), logits])
+    )
     assert alone[0].argmax() == pair[1].argmax()
 
 
@@ -118,13 +123,15 @@ def test_each_row_of_a_mixed_batch_samples_exactly_as_it_would_alone() -> None:
     flat one (it does not): the two take different paths inside one group.
     """
     nucleus = DecodingSettings(strategy="sampling", top_k=0, top_p=0.9, temperature=1.3)
-    rows = [(DecodingSettings(strategy="sampling", top_k=40, temperature=0.8), 1),
-            (DecodingSettings(strategy="greedy"), 0),
-            (DecodingSettings(strategy="sampling", top_k=40, temperature=0.8), 2),
-            (nucleus, 3),
-            (DecodingSettings(strategy="sampling", top_k=40, temperature=0.8), 4),
-            (nucleus, 5),
-            (DecodingSettings(strategy="sampling", top_k=20, top_p=0.8), 6)]
+    rows = [
+        (DecodingSettings(strategy="sampling", top_k=40, temperature=0.8), 1),
+        (DecodingSettings(strategy="greedy"), 0),
+        (DecodingSettings(strategy="sampling", top_k=40, temperature=0.8), 2),
+        (nucleus, 3),
+        (DecodingSettings(strategy="sampling", top_k=40, temperature=0.8), 4),
+        (nucleus, 5),
+        (DecodingSettings(strategy="sampling", top_k=20, top_p=0.8), 6),
+    ]
     scale = torch.tensor([3.0, 3.0, 3.0, 8.0, 3.0, 0.1, 3.0]).unsqueeze(1)
     batch = SeededSampling(rows, torch.device("cpu"))
     alone = [SeededSampling([row], torch.device("cpu")) for row in rows]
@@ -133,8 +140,9 @@ def test_each_row_of_a_mixed_batch_samples_exactly_as_it_would_alone() -> None:
         ids = torch.randint(0, 500, (len(rows), step + 1), generator=generator)
         logits = torch.randn(len(rows), 500, generator=generator) * scale
         together = batch(ids, logits).argmax(-1)
-        assert together.tolist() == [one(ids[i:i + 1], logits[i:i + 1]).argmax(-1).item()
-                                     for i, one in enumerate(alone)]
+        assert together.tolist() == [
+            one(ids[i : i + 1], logits[i : i + 1]).argmax(-1).item() for i, one in enumerate(alone)
+        ]
     assert together[1] == logits[1].argmax()
 
 
@@ -150,12 +158,16 @@ def _hugging_face_probabilities(settings: DecodingSettings, logits: torch.Tensor
     return torch.softmax(row_warpers(settings)(torch.zeros(1, 1, dtype=torch.long), logits.clone()), -1)[0].double()
 
 
-@pytest.mark.parametrize("settings", [
-    DecodingSettings(strategy="sampling", top_k=4, temperature=0.7),
-    DecodingSettings(strategy="sampling", top_k=0, top_p=0.8, temperature=1.2),
-    DecodingSettings(strategy="sampling", top_k=5, top_p=0.7, temperature=0.9),
-    DecodingSettings(strategy="sampling", top_k=0, top_p=1.0, temperature=1.0),
-], ids=["top-k", "nucleus", "top-k then nucleus", "pure"])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        DecodingSettings(strategy="sampling", top_k=4, temperature=0.7),
+        DecodingSettings(strategy="sampling", top_k=0, top_p=0.8, temperature=1.2),
+        DecodingSettings(strategy="sampling", top_k=5, top_p=0.7, temperature=0.9),
+        DecodingSettings(strategy="sampling", top_k=0, top_p=1.0, temperature=1.0),
+    ],
+    ids=["top-k", "nucleus", "top-k then nucleus", "pure"],
+)
 def test_sampling_follows_hugging_faces_distribution(settings: DecodingSettings) -> None:
     """Over many draws, each token comes up about as often as Hugging Face's warpers say; never one they drop.
 
@@ -184,7 +196,8 @@ def test_greedy_and_sampling_share_a_batch_but_beams_do_not() -> None:
     greedy, sample = DecodingSettings(strategy="greedy"), DecodingSettings(strategy="sampling")
     assert batch_key(greedy) == batch_key(sample)
     assert batch_key(DecodingSettings(strategy="beam", num_beams=2)) != batch_key(
-        DecodingSettings(strategy="beam", num_beams=4))
+        DecodingSettings(strategy="beam", num_beams=4)
+    )
     assert batch_key(sample) != batch_key(sample.replace(repetition_penalty=1.5))
 
 
@@ -192,7 +205,8 @@ def test_generation_config_maps_every_strategy() -> None:
     ids = dict(eos_token_id=0, pad_token_id=0)
     beam = to_generation_config(DecodingSettings(strategy="beam", num_beams=3, no_repeat_ngram_size=2), **ids)
     assert beam.num_beams == 3 and beam.no_repeat_ngram_size == 2 and not beam.do_sample
-    native = to_generation_config(DecodingSettings(strategy="sampling", top_k=0, top_p=0.9, temperature=0.7),
-                                  native_sampling=True, **ids)
+    native = to_generation_config(
+        DecodingSettings(strategy="sampling", top_k=0, top_p=0.9, temperature=0.7), native_sampling=True, **ids
+    )
     assert native.do_sample and native.top_p == 0.9 and native.temperature == 0.7
     assert to_generation_config(DecodingSettings(max_new_tokens=33), **ids).max_new_tokens == 33

@@ -49,8 +49,18 @@ torch.set_num_threads(1)
 def copy_model() -> tuple[GPT2LMHeadModel, torch.Tensor]:
     """A 1-layer GPT-2 trained until it copies the token at COPY_POSITION, and r on its inputs."""
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=COPY_VOCAB, n_positions=8, n_embd=32, n_layer=1, n_head=2, resid_pdrop=0.0,
-                        embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None, eos_token_id=None)
+    config = GPT2Config(
+        vocab_size=COPY_VOCAB,
+        n_positions=8,
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
     model = GPT2LMHeadModel(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for _ in range(300):
@@ -71,8 +81,11 @@ def copy_model() -> tuple[GPT2LMHeadModel, torch.Tensor]:
 def copy_reference_runs(copy_model) -> dict[tuple[int, int], torch.Tensor]:
     """σ from the published loop for each copy prompt and two seeds (computed once: it is the slow part)."""
     model, phi_std = copy_model
-    return {(index, seed): sigmas_reference(build_objective(model, prompt, phi_std), seed=seed).sigmas
-            for index, prompt in enumerate(_copy_prompts(COPY_PROMPTS)) for seed in (1, 2)}
+    return {
+        (index, seed): sigmas_reference(build_objective(model, prompt, phi_std), seed=seed).sigmas
+        for index, prompt in enumerate(_copy_prompts(COPY_PROMPTS))
+        for seed in (1, 2)
+    }
 
 
 def _copy_prompts(count: int) -> list[torch.Tensor]:
@@ -97,13 +110,20 @@ def test_fast_ranks_the_copied_position_most_important(copy_model) -> None:
     """The fast version, with the bot's default settings, finds the same position."""
     model, phi_std = copy_model
     for seed, prompt in enumerate(_copy_prompts(6)):
-        run = sigmas_fast(build_objective(model, prompt, phi_std), starts=FAST.starts, max_steps=FAST.max_steps,
-                          samples_per_step=FAST.samples_per_step, patience=FAST.patience, seed=seed)
+        run = sigmas_fast(
+            build_objective(model, prompt, phi_std),
+            starts=FAST.starts,
+            max_steps=FAST.max_steps,
+            samples_per_step=FAST.samples_per_step,
+            patience=FAST.patience,
+            seed=seed,
+        )
         assert run.sigmas.argmin().item() == COPY_POSITION, run.sigmas
 
 
-def test_fast_agrees_with_reference_as_well_as_the_reference_agrees_with_itself(copy_model,
-                                                                               copy_reference_runs) -> None:
+def test_fast_agrees_with_reference_as_well_as_the_reference_agrees_with_itself(
+    copy_model, copy_reference_runs
+) -> None:
     """Over several prompts, fast-vs-reference rank correlation is at least reference-vs-reference.
 
     The published loop is noisy: two runs with different seeds bound how well any estimate can
@@ -112,8 +132,14 @@ def test_fast_agrees_with_reference_as_well_as_the_reference_agrees_with_itself(
     model, phi_std = copy_model
     fast_vs_ref, ref_vs_ref = [], []
     for index, prompt in enumerate(_copy_prompts(COPY_PROMPTS)):
-        fast = sigmas_fast(build_objective(model, prompt, phi_std), starts=FAST.starts, max_steps=FAST.max_steps,
-                           samples_per_step=FAST.samples_per_step, patience=FAST.patience, seed=3).sigmas
+        fast = sigmas_fast(
+            build_objective(model, prompt, phi_std),
+            starts=FAST.starts,
+            max_steps=FAST.max_steps,
+            samples_per_step=FAST.samples_per_step,
+            patience=FAST.patience,
+            seed=3,
+        ).sigmas
         fast_vs_ref.append(rank_correlation(fast, copy_reference_runs[index, 1]))
         ref_vs_ref.append(rank_correlation(copy_reference_runs[index, 2], copy_reference_runs[index, 1]))
     assert sum(fast_vs_ref) >= sum(ref_vs_ref), (fast_vs_ref, ref_vs_ref)
@@ -133,8 +159,8 @@ def test_each_start_gets_only_its_own_gradient(copy_model) -> None:
     noise = importance.noise_samples(objective, 3 * 2, torch.Generator().manual_seed(6))
     objective.loss(ratio, noise, objective.target).sum().backward()
     for start in range(3):
-        alone = ratio.detach()[start:start + 1].clone().requires_grad_(True)
-        objective.loss(alone, noise[2 * start:2 * start + 2], objective.target).sum().backward()
+        alone = ratio.detach()[start : start + 1].clone().requires_grad_(True)
+        objective.loss(alone, noise[2 * start : 2 * start + 2], objective.target).sum().backward()
         torch.testing.assert_close(ratio.grad[start], alone.grad[0])
 
 
@@ -144,8 +170,13 @@ def test_weights_untouched_and_no_gradients_after_runs(tiny_loaded) -> None:
     objective = build_objective(tiny_loaded.model, torch.tensor([5, 17, 42, 99]), phi_std_for(tiny_loaded))
     sigmas_reference(objective, iterations=50)
     sigmas_fast(objective, starts=4, max_steps=20, samples_per_step=2, patience=100)
-    explain(tiny_loaded, "The king had three daughters", config=dataclasses.replace(FAST, max_steps=20),
-            max_prompt_tokens=200, seed=0)
+    explain(
+        tiny_loaded,
+        "The king had three daughters",
+        config=dataclasses.replace(FAST, max_steps=20),
+        max_prompt_tokens=200,
+        seed=0,
+    )
     after = _snapshot(tiny_loaded.model)
     assert all(torch.equal(before[name], after[name]) for name in before)
     assert all(p.grad is None and not p.requires_grad for p in tiny_loaded.model.parameters())
@@ -159,8 +190,13 @@ def test_trainable_model_is_frozen_during_the_run_and_restored_after(tiny_model_
     phi_std = torch.ones(model.config.vocab_size)
     with importance.frozen(model):
         assert not model.training and not any(p.requires_grad for p in model.parameters())
-        sigmas_fast(build_objective(model, torch.tensor([1, 2, 3]), phi_std), starts=2, max_steps=5,
-                    samples_per_step=2, patience=10)
+        sigmas_fast(
+            build_objective(model, torch.tensor([1, 2, 3]), phi_std),
+            starts=2,
+            max_steps=5,
+            samples_per_step=2,
+            patience=10,
+        )
     assert model.training and all(p.requires_grad and p.grad is None for p in model.parameters())
     assert all(torch.equal(before[n], t) for n, t in model.state_dict().items())
 
@@ -171,8 +207,7 @@ def test_trainable_model_is_frozen_during_the_run_and_restored_after(tiny_model_
 def test_explain_returns_words_tokens_predictions_and_chart(tiny_loaded) -> None:
     """Words as typed, σ of a word = smallest σ of its tokens, importance 1 at the top, 5 predictions, a PNG."""
     prompt = "Holmes looked at the astonished mermaid,"
-    result = explain(tiny_loaded, prompt, config=dataclasses.replace(FAST, max_steps=30), max_prompt_tokens=200,
-                     seed=0)
+    result = explain(tiny_loaded, prompt, config=dataclasses.replace(FAST, max_steps=30), max_prompt_tokens=200, seed=0)
     assert [w.word for w in result.words] == prompt.split()
     assert len(result.token_sigmas) == len(tiny_loaded.tokenizer(prompt)["input_ids"])
     sigmas = iter(sigma for _, sigma in result.token_sigmas)
@@ -188,17 +223,29 @@ def test_explain_returns_words_tokens_predictions_and_chart(tiny_loaded) -> None
 
 def test_explain_attention_view_attaches_the_attention_picture(tiny_loaded) -> None:
     """view="attention" adds the attention grid PNG."""
-    result = explain(tiny_loaded, "The fox said nothing", config=dataclasses.replace(FAST, max_steps=3),
-                     max_prompt_tokens=200, seed=0, view="attention")
+    result = explain(
+        tiny_loaded,
+        "The fox said nothing",
+        config=dataclasses.replace(FAST, max_steps=3),
+        max_prompt_tokens=200,
+        seed=0,
+        view="attention",
+    )
     assert result.attention_png.startswith(PNG_MAGIC)
 
 
-@pytest.mark.parametrize(("prompt", "limit", "message"), [
-    ("", 200, "empty"), ("   \n", 200, "empty"), ("The", 200, "single token"),
-    ("Once upon a time there lived a king", 5, "at most 5"),
-])
-def test_explain_rejects_unusable_prompts_with_a_clear_message(tiny_loaded, prompt: str, limit: int,
-                                                                message: str) -> None:
+@pytest.mark.parametrize(
+    ("prompt", "limit", "message"),
+    [
+        ("", 200, "empty"),
+        ("   \n", 200, "empty"),
+        ("The", 200, "single token"),
+        ("Once upon a time there lived a king", 5, "at most 5"),
+    ],
+)
+def test_explain_rejects_unusable_prompts_with_a_clear_message(
+    tiny_loaded, prompt: str, limit: int, message: str
+) -> None:
     """Empty, one-token and over-long prompts raise PromptError saying what is wrong."""
     with pytest.raises(PromptError, match=message):
         explain(tiny_loaded, prompt, config=FAST, max_prompt_tokens=limit, seed=0)
@@ -208,8 +255,7 @@ def test_fast_loop_stops_at_its_deadline(tiny_loaded) -> None:
     """With steps and patience unlimited, the loop never starts a step that would end past the deadline."""
     objective = build_objective(tiny_loaded.model, torch.tensor([5, 17, 42, 99, 7]), phi_std_for(tiny_loaded))
     start = time.monotonic()
-    run = sigmas_fast(objective, starts=8, max_steps=10**9, samples_per_step=2, patience=10**9,
-                      deadline=start + 0.5)
+    run = sigmas_fast(objective, starts=8, max_steps=10**9, samples_per_step=2, patience=10**9, deadline=start + 0.5)
     assert run.stop_reason == "time_budget" and run.steps > 1
     assert time.monotonic() - start <= 0.5 + 2 * run.elapsed_s / run.steps
 
@@ -218,8 +264,13 @@ def test_explain_respects_the_time_budget(tiny_loaded) -> None:
     """The whole explanation, picture included, ends within the configured budget and says it stopped there."""
     config = WhyConfig(time_budget_s=3.0, max_steps=10**9, starts=8, samples_per_step=2, patience=10**9)
     start = time.monotonic()
-    result = explain(tiny_loaded, "Once upon a time there lived a king who had three daughters", config=config,
-                     max_prompt_tokens=200, seed=0)
+    result = explain(
+        tiny_loaded,
+        "Once upon a time there lived a king who had three daughters",
+        config=config,
+        max_prompt_tokens=200,
+        seed=0,
+    )
     assert time.monotonic() - start <= 3.0 + 0.25
     assert result.stopped_early and "time budget" in result.notes[0]
 
@@ -235,8 +286,15 @@ def test_explain_reports_progress_at_most_every_quarter_second_and_can_be_cancel
             cancel.set()
 
     config = WhyConfig(time_budget_s=30.0, max_steps=10**9, starts=8, samples_per_step=2, patience=10**9)
-    result = explain(tiny_loaded, "The youngest was so beautiful", config=config, max_prompt_tokens=200,
-                     seed=0, progress=progress, cancel=cancel)
+    result = explain(
+        tiny_loaded,
+        "The youngest was so beautiful",
+        config=config,
+        max_prompt_tokens=200,
+        seed=0,
+        progress=progress,
+        cancel=cancel,
+    )
     assert "Cancelled" in result.notes[0] and result.elapsed_s < 5
     gaps = [later[0] - earlier[0] for earlier, later in zip(calls[:-1], calls[1:], strict=True)]
     assert all(gap >= importance.PROGRESS_INTERVAL_S - 0.01 for gap in gaps[1:-1])
@@ -246,8 +304,7 @@ def test_explain_reports_progress_at_most_every_quarter_second_and_can_be_cancel
 # --- r, the spread of Φ, and its cache -------------------------------------------------------------
 
 
-def test_phi_std_is_cached_beside_the_model_and_not_reused_by_another_model(tmp_path: Path,
-                                                                            monkeypatch) -> None:
+def test_phi_std_is_cached_beside_the_model_and_not_reused_by_another_model(tmp_path: Path, monkeypatch) -> None:
     """r is saved as <model dir>/phi_std.pt, read back by the next load, and recomputed for other weights."""
     directory = build_tiny_model(tmp_path / "model", seed=5)
     first = phi_std_for(load_model(directory, device="cpu", dtype="float32"))
@@ -265,8 +322,9 @@ def test_phi_std_is_cached_beside_the_model_and_not_reused_by_another_model(tmp_
     assert not torch.equal(phi_std_for(load_model(directory, device="cpu", dtype="float32")), first)
 
 
-def test_phi_std_goes_to_the_user_cache_when_the_source_is_not_a_directory(tiny_model_dir: Path, tmp_path: Path,
-                                                                          monkeypatch) -> None:
+def test_phi_std_goes_to_the_user_cache_when_the_source_is_not_a_directory(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
     """A hub id (no local directory to write into) caches r under TALEWEAVER_CACHE_DIR."""
     monkeypatch.setenv("TALEWEAVER_CACHE_DIR", str(tmp_path / "cache"))
     loaded = load_model(tiny_model_dir, device="cpu", dtype="float32")
@@ -301,8 +359,10 @@ def test_pictures_of_a_longest_prompt_stay_within_discord_limits() -> None:
     """200 words and a 12×12 attention grid over 200 tokens: valid PNGs under 8 MB and 10,000 px a side."""
     from model.api import WordImportance
 
-    words = [WordImportance(word=f"word{i}", tokens=(f" word{i}",), sigma=0.1 + i / 250, importance=1 - i / 200)
-             for i in range(200)]
+    words = [
+        WordImportance(word=f"word{i}", tokens=(f" word{i}",), sigma=0.1 + i / 250, importance=1 - i / 200)
+        for i in range(200)
+    ]
     start = time.monotonic()
     bars = importance_png(words, scale=1.0)
     grid = attention_png(torch.softmax(torch.randn(12, 12, 200), -1).numpy(), [f" t{i}" for i in range(200)])
@@ -326,8 +386,19 @@ def test_chart_draws_dollar_signs_and_unusual_text_literally() -> None:
 def test_cli_prints_bars_and_predictions(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     """`python -m model why` prints one bar line per word, the predictions, and writes the PNGs asked for."""
     picture = tmp_path / "why.png"
-    status = main_why(["The king had three daughters", "--model", str(tiny_model_dir), "--budget", "2",
-                       "--png", str(picture), "--attention-png", str(tmp_path / "attention.png")])
+    status = main_why(
+        [
+            "The king had three daughters",
+            "--model",
+            str(tiny_model_dir),
+            "--budget",
+            "2",
+            "--png",
+            str(picture),
+            "--attention-png",
+            str(tmp_path / "attention.png"),
+        ]
+    )
     out = capsys.readouterr().out
     assert status == 0
     for word in ["The", "king", "had", "three", "daughters"]:

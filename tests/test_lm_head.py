@@ -30,9 +30,12 @@ def test_loaded_models_use_the_sliced_head_and_tell_the_same_stories(tiny_loaded
     stories are the ones the plain head writes, and a deep copy of the model gets its own head."""
     head = tiny_loaded.model.get_output_embeddings()
     assert head.forward.__func__ is lm_head._sliced_forward
-    jobs = [RowJob(prompt, DecodingSettings(strategy=strategy, max_new_tokens=15), seed=i)
-            for i, (prompt, strategy) in enumerate([("Once upon a time", "greedy"), ("The fox said", "sampling"),
-                                                     ("Holmes looked at", "greedy")])]
+    jobs = [
+        RowJob(prompt, DecodingSettings(strategy=strategy, max_new_tokens=15), seed=i)
+        for i, (prompt, strategy) in enumerate(
+            [("Once upon a time", "greedy"), ("The fox said", "sampling"), ("Holmes looked at", "greedy")]
+        )
+    ]
     monkeypatch.setattr(lm_head, "SLICE_ROWS", 37)
     calls = []
     monkeypatch.setattr(F, "linear", lambda *args, real=F.linear: calls.append(1) or real(*args))

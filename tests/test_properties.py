@@ -13,8 +13,14 @@ from model.generation import RowJob, _RowState
 from model.settings import FIELDS, DecodingSettings, coerce_field
 from model.text import clean_prompt
 
-ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True),
-                      st.text(max_size=20), st.lists(st.integers(), max_size=3))
+ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.lists(st.integers(), max_size=3),
+)
 
 
 @given(name=st.sampled_from(list(FIELDS)), value=ANY_VALUE)
@@ -63,8 +69,12 @@ def test_cleaned_text_cannot_ping_and_encodes(text: str) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(data=st.one_of(st.text(max_size=60).map(lambda text: ("text", text)),
-                      st.lists(st.integers(min_value=0, max_value=399), max_size=40).map(lambda ids: ("ids", ids))))
+@given(
+    data=st.one_of(
+        st.text(max_size=60).map(lambda text: ("text", text)),
+        st.lists(st.integers(min_value=0, max_value=399), max_size=40).map(lambda ids: ("ids", ids)),
+    )
+)
 def test_streamed_pieces_add_up_to_the_final_text(tiny_loaded, data: tuple[str, object]) -> None:
     """Token by token, the incremental decoder emits exactly the text the whole row decodes to.
 

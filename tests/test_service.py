@@ -22,8 +22,10 @@ SAMPLE = DecodingSettings(strategy="sampling", max_new_tokens=20, temperature=1.
 
 
 def make_config(**service: object) -> Config:
-    return Config(service=ServiceConfig(**{"batch_window_ms": 20.0, **service}),
-                  limits=LimitsConfig(max_prompt_tokens=64, max_new_tokens=200))
+    return Config(
+        service=ServiceConfig(**{"batch_window_ms": 20.0, **service}),
+        limits=LimitsConfig(max_prompt_tokens=64, max_new_tokens=200),
+    )
 
 
 @pytest.fixture
@@ -170,12 +172,16 @@ async def test_a_hung_worker_is_replaced(make_service, slow_model, monkeypatch) 
     assert (await (await svc.story(StoryRequest(1, "Once", GREEDY, seed=0))).result()).new_tokens == 20
 
 
-@pytest.mark.parametrize(("fault", "message"), [
-    (RuntimeError("boom"), "went wrong"),
-    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "out of memory"),
-])
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        (RuntimeError("boom"), "went wrong"),
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "out of memory"),
+    ],
+)
 async def test_a_failing_request_fails_alone_and_the_service_keeps_serving(
-        make_service, tiny_loaded, monkeypatch, fault, message) -> None:
+    make_service, tiny_loaded, monkeypatch, fault, message
+) -> None:
     forward = tiny_loaded.model.forward
     calls = {"n": 0}
 
@@ -202,10 +208,17 @@ async def test_stop_ends_a_running_story_and_keeps_its_text(make_service) -> Non
 
 
 async def test_batched_requests_match_their_results_alone(make_service, tiny_loaded) -> None:
-    requests = [StoryRequest(10 + i, prompt, settings, seed=i)
-                for i, (prompt, settings) in enumerate([
-                    ("Once upon a time", SAMPLE), ("The fox said to the crow", SAMPLE.replace(max_new_tokens=7)),
-                    ("Holmes", GREEDY), ("A king", SAMPLE.replace(top_k=5, temperature=0.7))])]
+    requests = [
+        StoryRequest(10 + i, prompt, settings, seed=i)
+        for i, (prompt, settings) in enumerate(
+            [
+                ("Once upon a time", SAMPLE),
+                ("The fox said to the crow", SAMPLE.replace(max_new_tokens=7)),
+                ("Holmes", GREEDY),
+                ("A king", SAMPLE.replace(top_k=5, temperature=0.7)),
+            ]
+        )
+    ]
     alone = [generate_batch(tiny_loaded, [RowJob(r.prompt, r.settings, r.seed)])[0].continuation for r in requests]
     svc = await make_service(batch_window_ms=50.0)
     streams = [await svc.story(r) for r in requests]
@@ -246,7 +259,6 @@ async def _until(condition, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-
 async def test_per_user_rate_limit_says_when_to_come_back(make_service) -> None:
     svc = await make_service(per_user_per_minute=2, per_user_in_flight=5)
     for _ in range(2):
@@ -270,7 +282,8 @@ async def test_a_request_that_cannot_join_the_batch_is_not_starved(make_service,
         finished.append(name)
 
     slow_model.set()
-    await asyncio.gather(watch("first", first), watch("beam", beam),
-                         *(watch(f"later{i}", s) for i, s in enumerate(later)))
+    await asyncio.gather(
+        watch("first", first), watch("beam", beam), *(watch(f"later{i}", s) for i, s in enumerate(later))
+    )
     assert finished.index("beam") < min(finished.index(f"later{i}") for i in range(4))
     assert svc.batches_run == [1, 1, 4]

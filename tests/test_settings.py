@@ -10,15 +10,36 @@ from model.errors import SettingsError
 from model.settings import FIELDS, PRESETS, DecodingSettings, coerce_field
 
 OUT_OF_RANGE = [
-    ("max_new_tokens", 0), ("max_new_tokens", 1025), ("temperature", 0.0), ("temperature", 2.5),
-    ("top_k", -1), ("top_k", 501), ("top_p", 0.0), ("top_p", 1.01), ("num_beams", 1), ("num_beams", 9),
-    ("repetition_penalty", 0.9), ("repetition_penalty", 2.1), ("no_repeat_ngram_size", -1),
-    ("no_repeat_ngram_size", 11), ("seed", -1), ("seed", 2**31), ("strategy", "nucleus"),
+    ("max_new_tokens", 0),
+    ("max_new_tokens", 1025),
+    ("temperature", 0.0),
+    ("temperature", 2.5),
+    ("top_k", -1),
+    ("top_k", 501),
+    ("top_p", 0.0),
+    ("top_p", 1.01),
+    ("num_beams", 1),
+    ("num_beams", 9),
+    ("repetition_penalty", 0.9),
+    ("repetition_penalty", 2.1),
+    ("no_repeat_ngram_size", -1),
+    ("no_repeat_ngram_size", 11),
+    ("seed", -1),
+    ("seed", 2**31),
+    ("strategy", "nucleus"),
 ]
 WRONG_TYPE = [
-    ("max_new_tokens", "100"), ("max_new_tokens", 10.5), ("max_new_tokens", True), ("temperature", "hot"),
-    ("temperature", math.nan), ("temperature", math.inf), ("top_p", -math.inf), ("top_k", None),
-    ("strategy", 3), ("seed", 1.5), ("num_beams", [4]),
+    ("max_new_tokens", "100"),
+    ("max_new_tokens", 10.5),
+    ("max_new_tokens", True),
+    ("temperature", "hot"),
+    ("temperature", math.nan),
+    ("temperature", math.inf),
+    ("top_p", -math.inf),
+    ("top_k", None),
+    ("strategy", 3),
+    ("seed", 1.5),
+    ("num_beams", [4]),
 ]
 
 
@@ -34,7 +55,7 @@ def test_bad_value_is_rejected_with_a_message_naming_the_field(field: str, value
 @pytest.mark.parametrize("field", list(FIELDS))
 def test_range_ends_are_accepted(field: str) -> None:
     spec = FIELDS[field]
-    for value in (spec.choices or (spec.minimum, spec.maximum)):
+    for value in spec.choices or (spec.minimum, spec.maximum):
         assert getattr(DecodingSettings().replace(**{field: value}), field) == value
 
 

@@ -39,8 +39,23 @@ def corpus(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def train_args(train: Path, eval_: Path, out: Path, *extra: str) -> list[str]:
-    return ["--train", str(train), "--eval", str(eval_), "--out", str(out), "--precision", "fp32",
-            "--block-size", "32", "--batch-size", "4", "--logging-steps", "5", *extra]
+    return [
+        "--train",
+        str(train),
+        "--eval",
+        str(eval_),
+        "--out",
+        str(out),
+        "--precision",
+        "fp32",
+        "--block-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--logging-steps",
+        "5",
+        *extra,
+    ]
 
 
 def run_training(argv: list[str], callbacks: list[TrainerCallback] | None = None) -> TrainResult:
@@ -56,8 +71,11 @@ def listing(root: Path) -> list[str]:
 def test_fine_tuning_lowers_the_eval_loss(tiny_model_dir: Path, corpus: tuple[Path, Path], tmp_path: Path) -> None:
     """A few steps on a small text cut the eval loss of the tiny GPT-2 by more than a third."""
     out = tmp_path / "tuned"
-    result = run_training(train_args(*corpus, out, "--base", str(tiny_model_dir), "--max-steps", "30",
-                                     "--lr", "1e-2", "--eval-steps", "10"))
+    result = run_training(
+        train_args(
+            *corpus, out, "--base", str(tiny_model_dir), "--max-steps", "30", "--lr", "1e-2", "--eval-steps", "10"
+        )
+    )
     assert result.steps == 30
     assert result.eval_after.loss < 0.67 * result.eval_before.loss
     assert result.eval_after.perplexity < result.eval_before.perplexity
@@ -67,8 +85,21 @@ def test_fine_tuning_lowers_the_eval_loss(tiny_model_dir: Path, corpus: tuple[Pa
 def test_from_scratch_output_round_trips_through_the_bots_loader(corpus: tuple[Path, Path], tmp_path: Path) -> None:
     """A new model with its own BPE tokenizer loads with `load_model`, scores as evaluated, and generates."""
     out = tmp_path / "scratch"
-    result = run_training(train_args(*corpus, out, "--from-scratch", "--size", "tiny", "--vocab-size", "300",
-                                     "--max-steps", "20", "--eval-steps", "10"))
+    result = run_training(
+        train_args(
+            *corpus,
+            out,
+            "--from-scratch",
+            "--size",
+            "tiny",
+            "--vocab-size",
+            "300",
+            "--max-steps",
+            "20",
+            "--eval-steps",
+            "10",
+        )
+    )
     assert result.eval_after.loss < result.eval_before.loss
     loaded = load_model(out, device="cpu", dtype="float32")
     assert loaded.tokenizer.eos_token == "<|endoftext|>"
@@ -84,7 +115,8 @@ def test_from_scratch_output_round_trips_through_the_bots_loader(corpus: tuple[P
 
 
 def test_model_card_records_base_corpus_hashes_steps_and_command(
-        tiny_model_dir: Path, corpus: tuple[Path, Path], tmp_path: Path) -> None:
+    tiny_model_dir: Path, corpus: tuple[Path, Path], tmp_path: Path
+) -> None:
     """README.md in the output says where the model came from and how well it does."""
     out = tmp_path / "tuned"
     result = run_training(train_args(*corpus, out, "--base", str(tiny_model_dir), "--max-steps", "4"))
@@ -100,8 +132,21 @@ def test_model_card_records_base_corpus_hashes_steps_and_command(
 def test_half_precision_weights_load_back_as_float32(corpus: tuple[Path, Path], tmp_path: Path) -> None:
     """--save-dtype float16 halves the file, and the default `from_pretrained` still computes in float32."""
     out = tmp_path / "half"
-    run_training(train_args(*corpus, out, "--from-scratch", "--size", "tiny", "--vocab-size", "300",
-                            "--max-steps", "2", "--save-dtype", "float16"))
+    run_training(
+        train_args(
+            *corpus,
+            out,
+            "--from-scratch",
+            "--size",
+            "tiny",
+            "--vocab-size",
+            "300",
+            "--max-steps",
+            "2",
+            "--save-dtype",
+            "float16",
+        )
+    )
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.dtype == torch.float32
     assert load_model(out, device="cpu", dtype="float32").dtype == torch.float32
@@ -133,8 +178,9 @@ def test_resume_continues_the_step_count(tiny_model_dir: Path, corpus: tuple[Pat
     assert not work_dir_for(out).exists()
 
 
-def test_unfinished_run_is_not_silently_restarted(tiny_model_dir: Path, corpus: tuple[Path, Path],
-                                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unfinished_run_is_not_silently_restarted(
+    tiny_model_dir: Path, corpus: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """With checkpoints of an interrupted run next to --out, a new run asks for --resume or --overwrite."""
     out = tmp_path / "tuned"
     argv = train_args(*corpus, out, "--base", str(tiny_model_dir), "--max-steps", "4", "--eval-steps", "2")
@@ -144,8 +190,9 @@ def test_unfinished_run_is_not_silently_restarted(tiny_model_dir: Path, corpus: 
     assert "--resume" in capsys.readouterr().err
 
 
-def test_resume_without_checkpoint_is_refused(tiny_model_dir: Path, corpus: tuple[Path, Path],
-                                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_without_checkpoint_is_refused(
+    tiny_model_dir: Path, corpus: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """--resume with nothing to resume from says so."""
     out = tmp_path / "tuned"
     assert main(train_args(*corpus, out, "--base", str(tiny_model_dir), "--resume")) == 2
@@ -155,11 +202,15 @@ def test_resume_without_checkpoint_is_refused(tiny_model_dir: Path, corpus: tupl
 BAD_INPUTS = {
     "missing train file": (lambda t, e, d: ["--train", str(d / "nope.txt")], "training file .* does not exist"),
     "empty eval file": (lambda t, e, d: ["--eval", str(_write(d / "empty.txt", ""))], "evaluation file .* is empty"),
-    "corpus smaller than one block": (lambda t, e, d: ["--train", str(_write(d / "short.txt", "A fox."))],
-                                      "fewer than one block"),
+    "corpus smaller than one block": (
+        lambda t, e, d: ["--train", str(_write(d / "short.txt", "A fox."))],
+        "fewer than one block",
+    ),
     "output exists": (lambda t, e, d: ["--out", str(_mkdir(d / "taken"))], "already exists.*--overwrite"),
-    "base cannot be loaded": (lambda t, e, d: ["--base", str(_mkdir(d / "not-a-model"))],
-                              "Could not load the base model"),
+    "base cannot be loaded": (
+        lambda t, e, d: ["--base", str(_mkdir(d / "not-a-model"))],
+        "Could not load the base model",
+    ),
     "hub switched off": (lambda t, e, d: ["--base", "gpt2"], "hub is switched off"),
 }
 
@@ -176,8 +227,13 @@ def _mkdir(path: Path) -> Path:
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_gives_its_message_and_writes_nothing(
-        case: str, tiny_model_dir: Path, corpus: tuple[Path, Path], tmp_path: Path,
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    case: str,
+    tiny_model_dir: Path,
+    corpus: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Exit status 2, one readable line (no traceback), and the directory is left as it was."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     make_args, message = BAD_INPUTS[case]

@@ -48,11 +48,14 @@ def test_whitespace_only_prompt_has_no_words() -> None:
     assert group_tokens("   ", [(0, 3)]) == []
 
 
-@pytest.mark.parametrize("prompt", [
-    "Once upon a time there lived a king who had three daughters.",
-    "  The fox said:\n\n\"What a fine voice you have!\"  ",
-    "Holmes looked at the letter; then—he smiled. 🦊 ünïcödé",
-])
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "Once upon a time there lived a king who had three daughters.",
+        '  The fox said:\n\n"What a fine voice you have!"  ',
+        "Holmes looked at the letter; then—he smiled. 🦊 ünïcödé",
+    ],
+)
 def test_real_tokenizer_every_token_in_exactly_one_word(tiny_loaded, prompt: str) -> None:
     """With the real (tiny) byte-level BPE, every token lands in exactly one word and words match the text."""
     encoded = tiny_loaded.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)

@@ -52,14 +52,16 @@ class ConfirmView(discord.ui.View):
             await interaction.response.defer()
             return
         self.stop()
-        await interaction.response.edit_message(content="Cancelled. Nothing was changed.", view=None,
-                                                allowed_mentions=NO_MENTIONS)
+        await interaction.response.edit_message(
+            content="Cancelled. Nothing was changed.", view=None, allowed_mentions=NO_MENTIONS
+        )
 
     async def on_timeout(self) -> None:
         if self.prompt is None:
             return
         try:
-            await self.prompt.edit_original_response(content="No answer, so nothing was changed.", view=None,
-                                                     allowed_mentions=NO_MENTIONS)
+            await self.prompt.edit_original_response(
+                content="No answer, so nothing was changed.", view=None, allowed_mentions=NO_MENTIONS
+            )
         except discord.HTTPException:
             pass  # the message was dismissed; nothing left to tidy

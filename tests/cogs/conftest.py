@@ -17,14 +17,17 @@ OWNER, STRANGER = 1001, 2002
 
 @pytest.fixture
 async def story_cog(tiny_loaded, tmp_path):
-    config = Config(service=ServiceConfig(batch_window_ms=0.0, request_timeout_s=60),
-                    limits=LimitsConfig(max_prompt_tokens=64, max_new_tokens=200),
-                    discord=DiscordConfig(edit_interval_s=0.1),
-                    defaults=DecodingSettings(strategy="sampling", max_new_tokens=40))
+    config = Config(
+        service=ServiceConfig(batch_window_ms=0.0, request_timeout_s=60),
+        limits=LimitsConfig(max_prompt_tokens=64, max_new_tokens=200),
+        discord=DiscordConfig(edit_interval_s=0.1),
+        defaults=DecodingSettings(strategy="sampling", max_new_tokens=40),
+    )
     service = ModelService(tiny_loaded, config)
     await service.start()
-    store = await SqlitePreferencesStore.open(tmp_path / "prefs.db", config_defaults=config.defaults,
-                                              max_new_tokens_cap=config.limits.max_new_tokens)
+    store = await SqlitePreferencesStore.open(
+        tmp_path / "prefs.db", config_defaults=config.defaults, max_new_tokens_cap=config.limits.max_new_tokens
+    )
     bot = SimpleNamespace(config=config, service=service, preferences=store)
     yield StoryCog(bot)  # type: ignore[arg-type]
     await service.close()

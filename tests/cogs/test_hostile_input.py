@@ -72,10 +72,22 @@ async def test_hostile_prompt_to_story(story_cog, name: str) -> None:
 
 
 HOSTILE_OPTIONS = [
-    ("length", "100"), ("length", -5), ("length", 10**12), ("length", math.nan), ("length", 1.5),
-    ("temperature", math.nan), ("temperature", math.inf), ("temperature", -1.0), ("temperature", "hot"),
-    ("temperature", 1e308), ("seed", -1), ("seed", 2**63), ("seed", "abc"), ("strategy", "nucleus"),
-    ("strategy", 5), ("strategy", ""),
+    ("length", "100"),
+    ("length", -5),
+    ("length", 10**12),
+    ("length", math.nan),
+    ("length", 1.5),
+    ("temperature", math.nan),
+    ("temperature", math.inf),
+    ("temperature", -1.0),
+    ("temperature", "hot"),
+    ("temperature", 1e308),
+    ("seed", -1),
+    ("seed", 2**63),
+    ("seed", "abc"),
+    ("strategy", "nucleus"),
+    ("strategy", 5),
+    ("strategy", ""),
 ]
 
 

@@ -30,7 +30,8 @@ async def bot(tmp_path: Path) -> AsyncIterator[commands.Bot]:
     bot = commands.Bot(command_prefix=commands.when_mentioned, intents=discord.Intents(guilds=True))
     bot.config = config
     bot.preferences = await SqlitePreferencesStore.open(
-        tmp_path / "prefs.db", config_defaults=config.defaults, max_new_tokens_cap=CAP)
+        tmp_path / "prefs.db", config_defaults=config.defaults, max_new_tokens_cap=CAP
+    )
     yield bot
     await bot.preferences.close()
 
@@ -148,8 +149,9 @@ async def test_show_lists_every_setting_with_its_source(cog: SettingsCog, store:
     assert "`seed` **random**" in text
 
 
-async def test_show_marks_a_capped_value_and_the_limits_in_force(cog: SettingsCog,
-                                                                  store: SqlitePreferencesStore) -> None:
+async def test_show_marks_a_capped_value_and_the_limits_in_force(
+    cog: SettingsCog, store: SqlitePreferencesStore
+) -> None:
     """A value lowered by a limit shows both numbers and who set the limit."""
     await store.set(Scope.SERVER_LIMIT, GUILD, {"max_new_tokens": 100})
     await store.set(Scope.USER, USER, {"max_new_tokens": 250})
@@ -188,16 +190,19 @@ async def test_set_without_options_asks_for_one(cog: SettingsCog, store: SqliteP
     assert await store.get(Scope.USER, USER) == {}
 
 
-@pytest.mark.parametrize(("name", "value", "allowed"), [
-    ("temperature", math.nan, "a number from 0.05 to 2.0"),
-    ("temperature", math.inf, "a number from 0.05 to 2.0"),
-    ("top_k", -1, "a whole number from 0 to 500"),
-    ("top_k", "10", "a whole number from 0 to 500"),
-    ("num_beams", 10**20, "a whole number from 2 to 8"),
-    ("strategy", "fastest", "one of `greedy`, `beam`, `sampling`"),
-    ("max_new_tokens", 1000, f"a whole number from 1 to {CAP} (the bot's limit)"),
-    ("seed", 2**40, "a whole number from 0 to 2147483647"),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "allowed"),
+    [
+        ("temperature", math.nan, "a number from 0.05 to 2.0"),
+        ("temperature", math.inf, "a number from 0.05 to 2.0"),
+        ("top_k", -1, "a whole number from 0 to 500"),
+        ("top_k", "10", "a whole number from 0 to 500"),
+        ("num_beams", 10**20, "a whole number from 2 to 8"),
+        ("strategy", "fastest", "one of `greedy`, `beam`, `sampling`"),
+        ("max_new_tokens", 1000, f"a whole number from 1 to {CAP} (the bot's limit)"),
+        ("seed", 2**40, "a whole number from 0 to 2147483647"),
+    ],
+)
 async def test_set_with_a_bad_value_names_the_setting_and_range_and_saves_nothing(
     cog: SettingsCog, store: SqlitePreferencesStore, name: str, value: Any, allowed: str
 ) -> None:
@@ -242,8 +247,9 @@ async def test_preset_saves_its_values(cog: SettingsCog, store: SqlitePreference
     assert resolved.settings.strategy == PRESETS[name].values["strategy"]
 
 
-async def test_an_unknown_preset_from_a_modified_client_is_refused(cog: SettingsCog,
-                                                                   store: SqlitePreferencesStore) -> None:
+async def test_an_unknown_preset_from_a_modified_client_is_refused(
+    cog: SettingsCog, store: SqlitePreferencesStore
+) -> None:
     """The choices are client-side only; the handler checks again."""
     interaction = member()
     await cog.settings_preset.callback(cog, interaction, name="turbo")
@@ -254,8 +260,9 @@ async def test_an_unknown_preset_from_a_modified_client_is_refused(cog: Settings
 # /settings reset
 
 
-async def test_reset_one_setting_forgets_it_and_shows_the_new_value(cog: SettingsCog,
-                                                                    store: SqlitePreferencesStore) -> None:
+async def test_reset_one_setting_forgets_it_and_shows_the_new_value(
+    cog: SettingsCog, store: SqlitePreferencesStore
+) -> None:
     """The value goes back to the layer below, and the reply says which."""
     await store.set(Scope.USER, USER, {"temperature": 0.5, "top_k": 3})
     interaction = member()
@@ -378,8 +385,7 @@ async def test_server_commands_in_dms_explain_they_need_a_server(cog: SettingsCo
     assert "exist only inside a server" in reply(interaction)
 
 
-async def test_server_set_saves_defaults_that_members_then_get(cog: SettingsCog,
-                                                               store: SqlitePreferencesStore) -> None:
+async def test_server_set_saves_defaults_that_members_then_get(cog: SettingsCog, store: SqlitePreferencesStore) -> None:
     """A server default reaches members who have not chosen that setting."""
     interaction = admin()
     await cog.server_set.callback(cog, interaction, top_k=12)
@@ -397,16 +403,18 @@ async def test_server_set_above_the_servers_limit_is_refused(cog: SettingsCog, s
     assert await store.get(Scope.SERVER, GUILD) == {}
 
 
-async def test_server_preset_saves_the_presets_values_as_defaults(cog: SettingsCog,
-                                                                  store: SqlitePreferencesStore) -> None:
+async def test_server_preset_saves_the_presets_values_as_defaults(
+    cog: SettingsCog, store: SqlitePreferencesStore
+) -> None:
     """Presets work for servers too."""
     interaction = admin()
     await cog.server_preset.callback(cog, interaction, name="creative")
     assert await store.get(Scope.SERVER, GUILD) == dict(PRESETS["creative"].values)
 
 
-async def test_server_limit_caps_members_and_reports_a_capped_default(cog: SettingsCog,
-                                                                      store: SqlitePreferencesStore) -> None:
+async def test_server_limit_caps_members_and_reports_a_capped_default(
+    cog: SettingsCog, store: SqlitePreferencesStore
+) -> None:
     """A new limit below the server's default is saved and the reply says the default is capped."""
     await store.set(Scope.SERVER, GUILD, {"max_new_tokens": 250})
     await store.set(Scope.USER, OTHER, {"max_new_tokens": 280})
@@ -439,8 +447,7 @@ async def test_server_show_lists_defaults_and_limits(cog: SettingsCog, store: Sq
     assert "`num_beams` ≤ 3 (this server's limit)" in text
 
 
-async def test_server_reset_of_a_limit_removes_only_the_limit(cog: SettingsCog,
-                                                              store: SqlitePreferencesStore) -> None:
+async def test_server_reset_of_a_limit_removes_only_the_limit(cog: SettingsCog, store: SqlitePreferencesStore) -> None:
     """`part:limits` forgets the limit and keeps the default of the same setting."""
     await store.set(Scope.SERVER_LIMIT, GUILD, {"max_new_tokens": 200})
     await store.set(Scope.SERVER, GUILD, {"max_new_tokens": 150})

@@ -74,8 +74,14 @@ async def test_every_message_disables_mentions(cog) -> None:
 
 
 def test_long_story_stays_within_embed_limits_and_is_attached_whole() -> None:
-    state = StoryState(owner_id=1, guild_id=None, opening="Once", settings=DecodingSettings(),
-                       text="Once" + " upon a time" * 1000, seeds=[3])
+    state = StoryState(
+        owner_id=1,
+        guild_id=None,
+        opening="Once",
+        settings=DecodingSettings(),
+        text="Once" + " upon a time" * 1000,
+        seeds=[3],
+    )
     embed, attachment = render_story(state, running=False, status="")
     assert len(embed.description) <= EMBED_DESCRIPTION_LIMIT and len(embed) <= 6000
     assert attachment is not None and attachment.filename == "story.txt"

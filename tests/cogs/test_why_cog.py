@@ -16,10 +16,12 @@ from tests.discord_fakes import FakeInteraction
 
 @pytest.fixture
 async def cog(tiny_loaded):
-    config = Config(service=ServiceConfig(batch_window_ms=0.0),
-                    limits=LimitsConfig(max_prompt_tokens=120, max_new_tokens=200),
-                    why=WhyConfig(time_budget_s=10, max_steps=30, starts=4, samples_per_step=1, patience=10),
-                    discord=DiscordConfig(edit_interval_s=0.05))
+    config = Config(
+        service=ServiceConfig(batch_window_ms=0.0),
+        limits=LimitsConfig(max_prompt_tokens=120, max_new_tokens=200),
+        why=WhyConfig(time_budget_s=10, max_steps=30, starts=4, samples_per_step=1, patience=10),
+        discord=DiscordConfig(edit_interval_s=0.05),
+    )
     service = ModelService(tiny_loaded, config)
     await service.start()
     yield WhyCog(SimpleNamespace(config=config, service=service))  # type: ignore[arg-type]
@@ -62,8 +64,16 @@ async def test_unusable_prompt_gets_an_ephemeral_message(cog, prompt: str, messa
 
 def test_a_long_prompt_stays_within_embed_limits_and_says_so() -> None:
     words = tuple(WordImportance(f"word{i}`@everyone", (f"word{i}",), 1.0 + i, 1 - i / 400) for i in range(400))
-    result = WhyResult(prompt="…", words=words, token_sigmas=(), top_predictions=(("the", 0.5),) * 5,
-                       iterations=10, elapsed_s=1.0, stopped_early=True, image_png=b"png")
+    result = WhyResult(
+        prompt="…",
+        words=words,
+        token_sigmas=(),
+        top_predictions=(("the", 0.5),) * 5,
+        iterations=10,
+        elapsed_s=1.0,
+        stopped_early=True,
+        image_png=b"png",
+    )
     embed, files = render_why(result)
     assert len(embed.description) <= 4096 and len(embed) <= 6000
     assert "more words (all of them are in the picture)" in embed.description

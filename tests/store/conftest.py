@@ -26,11 +26,19 @@ async def open_store(db_path: Path) -> AsyncIterator[OpenStore]:
     """Opens stores on `db_path` (or another path) and closes whatever is still open at the end."""
     opened: list[SqlitePreferencesStore] = []
 
-    async def open_(path: Path = db_path, *, config_defaults: DecodingSettings | None = None,
-                    cap: int = CAP, busy_timeout_s: float = 5.0) -> SqlitePreferencesStore:
+    async def open_(
+        path: Path = db_path,
+        *,
+        config_defaults: DecodingSettings | None = None,
+        cap: int = CAP,
+        busy_timeout_s: float = 5.0,
+    ) -> SqlitePreferencesStore:
         store = await SqlitePreferencesStore.open(
-            path, config_defaults=config_defaults or DecodingSettings(), max_new_tokens_cap=cap,
-            busy_timeout_s=busy_timeout_s)
+            path,
+            config_defaults=config_defaults or DecodingSettings(),
+            max_new_tokens_cap=cap,
+            busy_timeout_s=busy_timeout_s,
+        )
         opened.append(store)
         return store
 

@@ -21,8 +21,14 @@ ROUNDS = 6
 async def run_writer_until_killed(db_path: Path, first: int, acks_before_kill: int) -> int:
     """Start the writer, SIGKILL it after that many acknowledged writes; return the last one."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.store.crash_writer", str(db_path), str(first),
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "tests.store.crash_writer",
+        str(db_path),
+        str(first),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
     try:
         assert await asyncio.wait_for(process.stdout.readline(), 30) == b"open\n"
         last_ack = first - 1

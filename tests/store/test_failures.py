@@ -40,8 +40,13 @@ async def test_a_write_while_another_process_holds_the_lock_is_refused_and_reads
     store = await open_store(busy_timeout_s=0.2)
     await store.set(Scope.USER, USER, {"top_k": 7})
     holder = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", HOLD_WRITE_LOCK, str(db_path), stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-c",
+        HOLD_WRITE_LOCK,
+        str(db_path),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
     try:
         assert await asyncio.wait_for(holder.stdout.readline(), 20) == b"locked\n"
         with pytest.raises(StoreUnavailableError, match="busy. Please try again in a moment"):
@@ -59,8 +64,17 @@ async def test_a_full_disk_refuses_the_write_whole_and_keeps_the_old_values(stor
     db = connection_of(store)
     ((pages,),) = await db.execute_fetchall("PRAGMA page_count")
     await db.execute(f"PRAGMA max_page_count = {pages}")
-    every_field = {"strategy": "beam", "temperature": 0.5, "top_k": 7, "top_p": 0.9, "num_beams": 3,
-                   "repetition_penalty": 1.2, "no_repeat_ngram_size": 2, "seed": 1, "max_new_tokens": 50}
+    every_field = {
+        "strategy": "beam",
+        "temperature": 0.5,
+        "top_k": 7,
+        "top_p": 0.9,
+        "num_beams": 3,
+        "repetition_penalty": 1.2,
+        "no_repeat_ngram_size": 2,
+        "seed": 1,
+        "max_new_tokens": 50,
+    }
     saved_users = []
     with pytest.raises(StoreUnavailableError, match="disk is full"):
         for user in range(1, 10_000):
@@ -83,10 +97,18 @@ async def test_a_read_only_database_refuses_writes_with_a_message(store: SqliteP
     assert await store.get(Scope.USER, USER) == {"top_k": 7}
 
 
-@pytest.mark.parametrize(("code", "words"), [
-    (5, "busy"), (6, "busy"), (8, "read-only"), (13, "disk is full"), (10, "could not be reached"),
-    (11, "could not be reached"), (266, "could not be reached"),
-])
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        (5, "busy"),
+        (6, "busy"),
+        (8, "read-only"),
+        (13, "disk is full"),
+        (10, "could not be reached"),
+        (11, "could not be reached"),
+        (266, "could not be reached"),
+    ],
+)
 def test_each_sqlite_failure_has_a_message_that_says_nothing_changed(code: int, words: str) -> None:
     """Every failure maps to a message for the user; extended codes map like their primary code."""
     error = sqlite3.OperationalError("boom")

@@ -20,18 +20,25 @@ from tests.store.conftest import OpenStore
 USER, GUILD = 1001, 555
 
 ROWS_ADDED_IN: dict[int, list[tuple[str, tuple[object, ...]]]] = {
-    1: [("INSERT INTO user_settings VALUES (?, ?, ?)", (USER, "temperature", "0.5")),
-        ("INSERT INTO user_settings VALUES (?, ?, ?)", (USER, "strategy", '"beam"'))],
-    2: [("INSERT INTO guild_settings VALUES (?, ?, ?)", (GUILD, "top_k", "5")),
-        ("INSERT INTO guild_limits VALUES (?, ?, ?)", (GUILD, "max_new_tokens", "200"))],
+    1: [
+        ("INSERT INTO user_settings VALUES (?, ?, ?)", (USER, "temperature", "0.5")),
+        ("INSERT INTO user_settings VALUES (?, ?, ?)", (USER, "strategy", '"beam"')),
+    ],
+    2: [
+        ("INSERT INTO guild_settings VALUES (?, ?, ?)", (GUILD, "top_k", "5")),
+        ("INSERT INTO guild_limits VALUES (?, ?, ?)", (GUILD, "max_new_tokens", "200")),
+    ],
 }
 """Data written in each schema version's own tables, as that version of the bot would have."""
 
 EXPECTED_AFTER: dict[int, dict[Scope, dict[str, object]]] = {
     0: {},
     1: {Scope.USER: {"temperature": 0.5, "strategy": "beam"}},
-    2: {Scope.USER: {"temperature": 0.5, "strategy": "beam"}, Scope.SERVER: {"top_k": 5},
-        Scope.SERVER_LIMIT: {"max_new_tokens": 200}},
+    2: {
+        Scope.USER: {"temperature": 0.5, "strategy": "beam"},
+        Scope.SERVER: {"top_k": 5},
+        Scope.SERVER_LIMIT: {"max_new_tokens": 200},
+    },
 }
 
 
@@ -174,7 +181,8 @@ async def lock_holder(db_path: Path) -> AsyncIterator:
 
     async def hold(pragma: str) -> None:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", HOLD_LOCK, str(db_path), pragma, stdout=asyncio.subprocess.PIPE)
+            sys.executable, "-c", HOLD_LOCK, str(db_path), pragma, stdout=asyncio.subprocess.PIPE
+        )
         processes.append(process)
         assert await asyncio.wait_for(process.stdout.readline(), 20) == b"locked\n"
 

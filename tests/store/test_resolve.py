@@ -35,7 +35,11 @@ def test_each_layer_overrides_the_ones_below_it() -> None:
     settings = resolved.settings
     assert (settings.temperature, settings.top_k, settings.top_p, settings.num_beams) == (1.0, 20, 0.7, 5)
     assert {name: resolved.sources[name] for name in ("repetition_penalty", "temperature", "top_k", "top_p")} == {
-        "repetition_penalty": "default", "temperature": "server", "top_k": "you", "top_p": "this command"}
+        "repetition_penalty": "default",
+        "temperature": "server",
+        "top_k": "you",
+        "top_p": "this command",
+    }
 
 
 def test_every_field_has_a_source() -> None:
@@ -68,8 +72,7 @@ def test_the_lower_of_the_bot_and_server_limits_wins() -> None:
 
 def test_limits_on_beams_and_temperature_clamp_too() -> None:
     """Every limitable field is clamped, floats included."""
-    resolved = resolve(user={"num_beams": 8, "temperature": 1.8},
-                       server_limits={"num_beams": 2, "temperature": 1.2})
+    resolved = resolve(user={"num_beams": 8, "temperature": 1.8}, server_limits={"num_beams": 2, "temperature": 1.2})
     assert (resolved.settings.num_beams, resolved.settings.temperature) == (2, 1.2)
     assert len(resolved.notes) == 2
 
@@ -89,8 +92,10 @@ def test_a_value_at_the_limit_is_not_a_clamp() -> None:
     assert not resolved.clamps
 
 
-@pytest.mark.parametrize(("name", "value"), [("temperature", 5.0), ("top_k", "10"), ("strategy", "fast"),
-                                             ("num_beams", float("nan")), ("colour", 1)])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("temperature", 5.0), ("top_k", "10"), ("strategy", "fast"), ("num_beams", float("nan")), ("colour", 1)],
+)
 def test_a_bad_override_raises_settings_error_naming_the_field(name: str, value: object) -> None:
     """A command's option is checked like any other value, and the error names it."""
     with pytest.raises(SettingsError) as caught:

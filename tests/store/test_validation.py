@@ -23,12 +23,24 @@ BEFORE = {"temperature": 0.5, "top_k": 7}
 
 NUMERIC = [name for name, spec in FIELDS.items() if spec.choices is None]
 HOSTILE = [math.nan, math.inf, -math.inf, -1, 10**30, 1e308, "0.5", "1", True, [1], {"v": 1}, b"1"]
-BAD_VALUES = [(name, value) for name in NUMERIC for value in HOSTILE] + [
-    (name, None) for name in FIELDS if not FIELDS[name].optional] + [
-    ("strategy", "fast"), ("strategy", 1), ("strategy", "GREEDY"), ("strategy", ["beam"]),
-    ("top_k", 2.5), ("num_beams", 1), ("num_beams", 9), ("temperature", 0.0), ("top_p", 1.01),
-    ("seed", 2**31), ("max_new_tokens", 0), ("max_new_tokens", CAP + 1),
-]
+BAD_VALUES = (
+    [(name, value) for name in NUMERIC for value in HOSTILE]
+    + [(name, None) for name in FIELDS if not FIELDS[name].optional]
+    + [
+        ("strategy", "fast"),
+        ("strategy", 1),
+        ("strategy", "GREEDY"),
+        ("strategy", ["beam"]),
+        ("top_k", 2.5),
+        ("num_beams", 1),
+        ("num_beams", 9),
+        ("temperature", 0.0),
+        ("top_p", 1.01),
+        ("seed", 2**31),
+        ("max_new_tokens", 0),
+        ("max_new_tokens", CAP + 1),
+    ]
+)
 
 
 @pytest.fixture
@@ -83,12 +95,15 @@ async def test_a_server_default_above_its_own_limit_is_inconsistent(store: Sqlit
     assert await store.get(Scope.SERVER, GUILD) == {}
 
 
-@pytest.mark.parametrize(("values", "match"), [
-    ({"top_k": 5}, "a server can limit only"),
-    ({"max_new_tokens": CAP + 1}, "the bot's limit"),
-    ({"temperature": math.inf}, "must be a number from 0.05 to 2.0"),
-    ({"num_beams": 1}, "from 2 to 8"),
-])
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        ({"top_k": 5}, "a server can limit only"),
+        ({"max_new_tokens": CAP + 1}, "the bot's limit"),
+        ({"temperature": math.inf}, "must be a number from 0.05 to 2.0"),
+        ({"num_beams": 1}, "from 2 to 8"),
+    ],
+)
 async def test_a_bad_server_limit_is_refused(store: SqlitePreferencesStore, values: dict, match: str) -> None:
     """Limits exist for a few settings, within their ranges and the bot's cap."""
     with pytest.raises(SettingsError, match=match):
@@ -97,9 +112,13 @@ async def test_a_bad_server_limit_is_refused(store: SqlitePreferencesStore, valu
 
 
 ANY_VALUE = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
-    st.sampled_from(["greedy", "beam", "sampling", "0.5", "nan"]), st.lists(st.integers(), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["greedy", "beam", "sampling", "0.5", "nan"]),
+    st.lists(st.integers(), max_size=2),
 )
 
 
