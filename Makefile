@@ -43,8 +43,10 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 bench: $(BENCH_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m bench
 
+## lint: ruff's checks and its formatting, as CI runs them
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 format: $(STAMP)
 	$(PY) -m ruff format .

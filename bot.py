@@ -19,8 +19,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import discord  # noqa: E402
 from discord.ext import commands  # noqa: E402
 
-from appconfig import Config, ConfigError, load_config  # noqa: E402
-from model.errors import TaleweaverError  # noqa: E402
+from core.config import Config, ConfigError, load_config  # noqa: E402
+from core.errors import TaleweaverError  # noqa: E402
+from core.service import ModelServiceAPI  # noqa: E402
+from store import PreferencesStore  # noqa: E402
 
 log = logging.getLogger("taleweaver")
 
@@ -48,7 +50,7 @@ class RedactSecrets(logging.Filter):
 class TaleweaverBot(commands.Bot):
     """The bot: holds the config, the model service and the preferences store for the cogs."""
 
-    def __init__(self, config: Config, service, preferences) -> None:
+    def __init__(self, config: Config, service: ModelServiceAPI, preferences: PreferencesStore) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=discord.Intents.none() | discord.Intents(guilds=True),
@@ -61,12 +63,7 @@ class TaleweaverBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         for extension in INITIAL_EXTENSIONS:
-            try:
-                await self.load_extension(extension)
-            except commands.ExtensionNotFound:
-                log.warning("extension %s is not there; skipping it", extension)
-            except Exception:
-                log.exception("failed to load extension %s", extension)
+            await self.load_extension(extension)
         await self.sync_commands()
 
     async def sync_commands(self) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from appconfig import Config, load_config
+from core.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_PATH = ROOT / "config.yaml"

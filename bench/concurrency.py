@@ -33,10 +33,10 @@ from bench.common import (
     set_threads,
     write_json,
 )
-from model.api import StoryRequest
+from core.service import StoryRequest
+from core.settings import DecodingSettings
 from model.loading import LoadedModel, load_model
 from model.service import ModelService
-from model.settings import DecodingSettings
 
 LAG_INTERVAL_S = 0.010
 

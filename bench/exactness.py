@@ -17,9 +17,9 @@ import argparse
 import torch
 
 from bench.common import PROMPTS, bench_models, print_table, service_config, set_threads, write_json
+from core.settings import DecodingSettings
 from model.generation import RowJob, generate_batch
 from model.loading import LoadedModel, load_model
-from model.settings import DecodingSettings
 
 STRATEGIES: dict[str, DecodingSettings] = {
     "greedy": DecodingSettings(strategy="greedy", repetition_penalty=1.0),

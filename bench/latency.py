@@ -37,11 +37,11 @@ from bench.common import (
     set_threads,
     write_json,
 )
-from model.api import StoryRequest
+from core.service import StoryRequest
+from core.settings import DecodingSettings
 from model.decoding import to_generation_config
 from model.loading import LoadedModel, load_model
 from model.service import ModelService
-from model.settings import DecodingSettings
 
 STRATEGIES: dict[str, DecodingSettings] = {
     "greedy": DecodingSettings(strategy="greedy", repetition_penalty=1.0),

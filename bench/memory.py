@@ -57,7 +57,7 @@ def child(model_dir: str | None) -> dict:
     import asyncio
 
     from bench.common import service_config
-    from model.api import StoryRequest
+    from core.service import StoryRequest
     from model.loading import load_model
     from model.service import ModelService
 

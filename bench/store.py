@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from model.settings import DecodingSettings  # noqa: E402
+from core.settings import DecodingSettings  # noqa: E402
 from store import Scope, SqlitePreferencesStore  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -87,11 +87,14 @@ async def run(ops: int, folder: Path) -> list[dict[str, float | str]]:
         await store.close()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", type=int, default=1_000, help="operations per measurement (default 1000)")
     parser.add_argument("--dir", type=Path, default=None, help="folder for the database file")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="100 operations per measurement")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.ops = 100
     RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.dir or RESULTS) as folder:
         rows = asyncio.run(run(args.ops, Path(folder)))
@@ -111,7 +114,8 @@ def main() -> None:
     }
     (RESULTS / "store.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {RESULTS / 'store.json'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig
 
-from model.corpus import build_blocks, read_corpus
 from model.loading import LoadedModel, load_model
-from model.perplexity import evaluate
+from model.training.corpus import build_blocks, read_corpus
+from model.training.perplexity import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "strategies.json"
@@ -150,7 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="3 prompts of 40 new tokens: checks that it runs")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.prompts, args.new_tokens = 3, 40
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
 

@@ -21,7 +21,6 @@ the most important word (smallest σ) is the same. Prints a table; writes JSON t
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import statistics
@@ -37,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from appconfig import Config, WhyConfig, load_config  # noqa: E402
-from model.importance import (  # noqa: E402
+from core.config import Config, WhyConfig, load_config  # noqa: E402
+from model.explain.importance import (  # noqa: E402
     ARTICLE_ITERATIONS,
     Objective,
     annealed,
@@ -53,8 +52,8 @@ from model.importance import (  # noqa: E402
     to_sigmas,
     tokenize_prompt,
 )
+from model.explain.words import group_tokens, word_sigma  # noqa: E402
 from model.loading import LoadedModel, load_model  # noqa: E402
-from model.words import group_tokens, word_sigma  # noqa: E402
 
 PROMPTS = (
     "Once upon a time there lived a king who had three",
@@ -155,7 +154,7 @@ def word_of_smallest_sigma(prompt: str, offsets: list[tuple[int, int]], sigmas: 
 def run(loaded: LoadedModel, prompts: list[str], args: argparse.Namespace, model_note: str, config: Config) -> dict:
     settings = {"fast": _why_settings(config.why, args)}
     for steps in args.variant_max_steps or ():
-        settings[f"fast_{steps}steps"] = dataclasses.replace(settings["fast"], max_steps=steps)
+        settings[f"fast_{steps}steps"] = settings["fast"].model_copy(update={"max_steps": steps})
     rows = []
     with frozen(loaded.model):
         phi_std = phi_std_for(loaded)
@@ -228,7 +227,7 @@ def run(loaded: LoadedModel, prompts: list[str], args: argparse.Namespace, model
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
-        "fast_settings": {name: dataclasses.asdict(why) for name, why in settings.items()},
+        "fast_settings": {name: why.model_dump() for name, why in settings.items()},
         "reference_iterations": args.reference_iterations,
         "converged_steps": args.converged_steps,
         "converged_samples": args.converged_samples,
@@ -261,7 +260,7 @@ def _why_settings(why: WhyConfig, args: argparse.Namespace) -> WhyConfig:
         for name in ("time_budget_s", "max_steps", "starts", "samples_per_step", "patience")
         if getattr(args, name) is not None
     }
-    return dataclasses.replace(why, **overrides)
+    return why.model_copy(update=overrides)
 
 
 def _row_line(row: dict) -> str:

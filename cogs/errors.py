@@ -21,7 +21,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.utils.replies import send_error
-from model.errors import TaleweaverError
+from core.errors import TaleweaverError
 
 if TYPE_CHECKING:
     from bot import TaleweaverBot

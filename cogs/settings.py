@@ -1,6 +1,6 @@
 """`/settings` and `/server-settings`: how Taleweaver writes for each user, and in each server.
 
-The options, their ranges and choices come from `model.settings.FIELDS`, so Discord's client
+The options, their ranges and choices come from `core.settings.FIELDS`, so Discord's client
 enforces what it can; the store checks everything again, because a modified client can send
 anything. Every reply here is private: settings are nobody else's business, and neither are
 mistakes.
@@ -19,8 +19,8 @@ from discord.ext import commands
 
 from cogs.utils.confirm import ConfirmAction, ConfirmView
 from cogs.utils.replies import send_ephemeral, send_error
-from model.errors import SettingsError, TaleweaverError
-from model.settings import FIELDS, PRESETS, FieldSpec
+from core.errors import SettingsError, TaleweaverError
+from core.settings import FIELDS, PRESETS, FieldSpec
 from store import LIMIT_FIELDS, PreferencesStore, ResolvedSettings, Scope
 
 if TYPE_CHECKING:

@@ -16,9 +16,11 @@ from discord.ext import commands
 from cogs.errors import on_app_command_error
 from cogs.utils.formats import EMBED_DESCRIPTION_LIMIT, EMBED_FOOTER_LIMIT, clean_text, tail, truncate
 from cogs.utils.replies import NO_MENTIONS, send_error, withdraw
-from model.api import StoryRequest, StoryResult
-from model.errors import RequestTimeoutError, TaleweaverError
-from model.settings import FIELDS, SEED_MAX, STRATEGIES, DecodingSettings
+from cogs.utils.throttle import EditThrottle
+from core.errors import RequestTimeoutError, TaleweaverError
+from core.prompts import PromptKind, check_text
+from core.service import StopReason, StoryRequest, StoryResult, StoryStream
+from core.settings import FIELDS, SEED_MAX, STRATEGIES, DecodingSettings
 
 if TYPE_CHECKING:
     from bot import TaleweaverBot
@@ -36,6 +38,7 @@ TOKEN_LIFETIME_S = 15 * 60
 VIEW_TIMEOUT_S = 14 * 60
 """Buttons outlive the interaction token only by editing with it, and that token dies at 15 min."""
 STORY_COLOUR = discord.Colour(0x8E6CBF)
+STOP_STATUS = {StopReason.STOPPED: "⏹️ stopped", StopReason.EOS: "the end", StopReason.LENGTH: ""}
 _LEN, _TEMP = FIELDS["max_new_tokens"], FIELDS["temperature"]
 
 
@@ -50,23 +53,8 @@ class StoryState:
     notes: tuple[str, ...] = ()
     text: str = ""
     seeds: list[int] = field(default_factory=list)
-    stream: Any = None
-    """The running `StoryStream`, if any (so Stop can reach it)."""
-
-
-class EditThrottle:
-    """Lets an edit through at most once per `interval` seconds."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self.last = time.monotonic()
-
-    def ready(self) -> bool:
-        now = time.monotonic()
-        if now - self.last >= self.interval:
-            self.last = now
-            return True
-        return False
+    stream: StoryStream | None = None
+    """The running story, if any (so Stop can reach it)."""
 
 
 def render_story(
@@ -206,8 +194,10 @@ class StoryCog(commands.Cog):
         temperature: app_commands.Range[float, _TEMP.minimum, _TEMP.maximum] | None = None,
         seed: app_commands.Range[int, 0, SEED_MAX] | None = None,
     ) -> None:
-        if not prompt.strip():
-            await send_error(interaction, "Please give the story an opening line (it was empty).")
+        try:
+            check_text(prompt, PromptKind.STORY)
+        except TaleweaverError as exc:
+            await send_error(interaction, exc.message)
             return
         overrides = {
             name: value
@@ -290,11 +280,7 @@ class StoryCog(commands.Cog):
             view.set_running(False)
         if error is not None and not isinstance(error, RequestTimeoutError) and state.text == prompt:
             state.text = previous_text
-        status = (
-            {"stopped": "⏹️ stopped", "eos": "the end", "length": ""}.get(result.stop_reason, "")
-            if result
-            else f"⚠️ {error.message}"
-        )
+        status = STOP_STATUS.get(result.stop_reason, "") if result else f"⚠️ {error.message}"
         await self._edit(interaction, state, view, running=False, status=status, result=result)
 
     async def _edit(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 from typing import TYPE_CHECKING
@@ -11,12 +10,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.story import EditThrottle
 from cogs.utils.formats import EMBED_DESCRIPTION_LIMIT, EMBED_FIELD_VALUE_LIMIT, EMBED_FOOTER_LIMIT, truncate
 from cogs.utils.replies import NO_MENTIONS, send_error, withdraw
-from model.api import WhyRequest, WhyResult
-from model.bars import bar, render_bars, render_predictions
-from model.errors import TaleweaverError
+from cogs.utils.throttle import EditThrottle
+from core.bars import bar, render_bars, render_predictions
+from core.errors import TaleweaverError
+from core.prompts import PromptKind, check_text
+from core.service import WHY_VIEWS, WhyProgress, WhyRequest, WhyResult
 
 if TYPE_CHECKING:
     from bot import TaleweaverBot
@@ -80,13 +80,13 @@ def render_why(result: WhyResult) -> tuple[discord.Embed, list[discord.File]]:
     return embed, files
 
 
-def render_progress(fraction: float, status: str) -> discord.Embed:
-    embed = discord.Embed(
+def render_progress(progress: WhyProgress) -> discord.Embed:
+    fraction = progress.fraction
+    return discord.Embed(
         title="Why this next word?",
         colour=WHY_COLOUR,
-        description=f"`{bar(fraction, 20)}` {fraction:4.0%}\n{truncate(status, 200)}",
+        description=f"`{bar(fraction, 20)}` {fraction:4.0%}\n{truncate(progress.status, 200)}",
     )
-    return embed
 
 
 class WhyCog(commands.Cog):
@@ -100,47 +100,37 @@ class WhyCog(commands.Cog):
         prompt="The text whose next word to explain (at least two words).",
         view="bars: importance per word (default); attention: the attention of each head too.",
     )
-    @app_commands.choices(
-        view=[app_commands.Choice(name="bars", value="bars"), app_commands.Choice(name="attention", value="attention")]
-    )
+    @app_commands.choices(view=[app_commands.Choice(name=name, value=name) for name in WHY_VIEWS])
     async def why(
         self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 2000], view: str = "bars"
     ) -> None:
-        if not prompt.strip():
-            await send_error(interaction, "Please give a prompt to explain (it was empty).")
+        try:
+            check_text(prompt, PromptKind.WHY)
+        except TaleweaverError as exc:
+            await send_error(interaction, exc.message)
             return
-        if view not in ("bars", "attention"):
+        if view not in WHY_VIEWS:
             await send_error(interaction, "`view` must be `bars` or `attention`.")
             return
         await interaction.response.defer(thinking=True)
-        loop = asyncio.get_running_loop()
-        latest: list[tuple[float, str]] = []
-        changed = asyncio.Event()
-
-        def progress(fraction: float, status: str) -> None:  # called from the worker thread
-            def record() -> None:
-                latest.append((fraction, status))
-                changed.set()
-
-            loop.call_soon_threadsafe(record)
-
-        request = WhyRequest(user_id=interaction.user.id, prompt=prompt, view=view)
-        task = asyncio.create_task(self.bot.service.why(request, progress))
-        throttle = EditThrottle(self.bot.config.discord.edit_interval_s)
-        while not task.done():
-            waiter = asyncio.create_task(changed.wait())
-            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            changed.clear()
-            if latest and not task.done() and throttle.ready():
-                await interaction.edit_original_response(
-                    embed=render_progress(*latest[-1]), allowed_mentions=NO_MENTIONS
-                )
         try:
-            result = task.result()
+            stream = await self.bot.service.why(WhyRequest(user_id=interaction.user.id, prompt=prompt, view=view))
         except TaleweaverError as exc:
             await withdraw(interaction, exc.message)
             return
+        throttle = EditThrottle(self.bot.config.discord.edit_interval_s)
+        try:
+            async for progress in stream:
+                if throttle.ready():
+                    await interaction.edit_original_response(
+                        embed=render_progress(progress), allowed_mentions=NO_MENTIONS
+                    )
+            result = await stream.result()
+        except TaleweaverError as exc:
+            await withdraw(interaction, exc.message)
+            return
+        finally:
+            stream.stop()  # if the reply can no longer be edited, the work it waits for ends too
         embed, files = render_why(result)
         await interaction.edit_original_response(embed=embed, attachments=files, allowed_mentions=NO_MENTIONS)
 

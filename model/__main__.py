@@ -2,7 +2,7 @@
 
 python -m model generate "prompt" [--strategy beam ...]   write a story
 python -m model why "prompt"                              which words drive the next word
-python -m model.train --help                              fine-tune or train a model
+python -m model.training --help                              fine-tune or train a model
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import random
 import sys
 import time
 
-from appconfig import ConfigError, load_config
-from model.errors import TaleweaverError
-from model.settings import FIELDS, SEED_MAX, DecodingSettings
+from core.config import ConfigError, load_config
+from core.errors import TaleweaverError
+from core.settings import FIELDS, SEED_MAX, DecodingSettings
 
 
 def _add_settings_options(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +60,7 @@ def generate_main(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["why"]:
-        from model.why_cli import main_why
+        from model.explain.cli import main_why
 
         return main_why(argv[1:])
     parser = argparse.ArgumentParser(

@@ -20,7 +20,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from model.settings import DecodingSettings
+from core.settings import DecodingSettings
 
 
 def to_generation_config(
@@ -84,7 +84,7 @@ def _draw(probs: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.T
     """One index per row of `probs` (R, N), by inverting each row's CDF with one uniform draw.
 
     Equivalent in distribution to `torch.multinomial(probs, 1)`, which on the CPU draws one
-    random number per entry (1–2 ms a row at GPT-2's 50k tokens); this draws one per row,
+    random number per entry of the vocabulary; this draws one per row,
     from that row's own generator, so a row's draw does not depend on its neighbours.
     Zero-probability entries own an empty interval of the CDF, so they are never picked.
     """
@@ -103,7 +103,7 @@ class _SamplingGroup:
     with top-p alone, the NUCLEUS_CANDIDATES likeliest, for each row whose nucleus lies inside
     them, the whole vocabulary for a row whose nucleus does not. Left out, a token has
     probability 0 either way, so the distribution is Hugging Face's; what is saved is sorting,
-    masking and normalising every logit each step (the sort alone is 4 ms at GPT-2's 50k tokens).
+    masking and normalising every logit each step (the sort alone is most of a sampling step).
     Which way a row goes depends on its own logits only, so batching cannot change it.
     """
 

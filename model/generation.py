@@ -16,17 +16,17 @@ import torch
 from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from core.service import StopReason
+from core.settings import DecodingSettings
 from model.decoding import SeededSampling, batch_key, to_generation_config
 from model.loading import LoadedModel
-from model.settings import DecodingSettings
 
 
 @dataclass
 class RowOutput:
     continuation: str
     new_tokens: int
-    stop_reason: str
-    """"length", "eos", "stopped" or "timeout"."""
+    stop_reason: StopReason
 
 
 @dataclass
@@ -43,7 +43,7 @@ class RowJob:
     ends (streamed rows only: a beam search's text is known only when the whole search ends)."""
     stop_event: threading.Event = field(default_factory=threading.Event)
     deadline: float = float("inf")
-    """time.monotonic() after which the row is cut off (stop_reason "timeout")."""
+    """time.monotonic() after which the row is cut off (`StopReason.TIMEOUT`)."""
 
 
 class _RowState:
@@ -63,8 +63,8 @@ class _RowState:
         self.completed = False
         self.tokens: list[int] = []
         self.emitted = ""
-        self.finished_by: str | None = None
-        self.finishing: str | None = None
+        self.finished_by: StopReason | None = None
+        self.finishing: StopReason | None = None
         """Set by the stopping check: the token of this step is the row's last one."""
         self.max_new_tokens = job.settings.max_new_tokens
         self._prefix = 0
@@ -94,7 +94,7 @@ class _RowState:
         self.job.on_done(self.output())
 
     def output(self) -> RowOutput:
-        return RowOutput(self.text, len(self.tokens), self.finished_by or self.finishing or "length")
+        return RowOutput(self.text, len(self.tokens), self.finished_by or self.finishing or StopReason.LENGTH)
 
     def _emit(self, delta: str) -> None:
         self.emitted += delta
@@ -124,7 +124,7 @@ class _BatchStreamer(BaseStreamer):
             if row.finished_by is not None:
                 continue  # a finished row's place in the batch is filled with padding
             if token == self.eos_token_id:
-                row.finished_by = "eos"
+                row.finished_by = StopReason.EOS
             else:
                 row.add(token)
                 # `generate` runs the stopping check before it hands over the step's tokens, so a
@@ -154,11 +154,11 @@ class _RowStopping(StoppingCriteria):
         for row in self.rows:
             if row.finished_by is None and row.finishing is None:
                 if row.job.stop_event.is_set():
-                    row.finishing = "stopped"
+                    row.finishing = StopReason.STOPPED
                 elif now >= row.job.deadline:
-                    row.finishing = "timeout"
+                    row.finishing = StopReason.TIMEOUT
                 elif generated >= row.max_new_tokens:
-                    row.finishing = "length"
+                    row.finishing = StopReason.LENGTH
             done.append(row.finished_by is not None or row.finishing is not None)
         if done != self._done or self._flags is None or self._flags.shape[0] != input_ids.shape[0]:
             # Built only when a row's state changes: most steps reuse the last answer.
@@ -223,5 +223,9 @@ def _beam_output(row: _RowState, tokens: list[int], eos_token_id: int) -> RowOut
     ended = eos_token_id in tokens
     row.tokens = tokens[: tokens.index(eos_token_id)] if ended else tokens
     row.flush()
-    reason = row.finishing if row.finishing in ("stopped", "timeout") else ("eos" if ended else "length")
+    reason = (
+        row.finishing
+        if row.finishing in (StopReason.STOPPED, StopReason.TIMEOUT)
+        else (StopReason.EOS if ended else StopReason.LENGTH)
+    )
     return RowOutput(row.text, len(row.tokens), reason)

@@ -1,10 +1,10 @@
 """A faster LM head for small batches on the CPU: the vocabulary matrix multiplied in slices.
 
 At batch 8 the LM head of GPT-2 small (a 50257 × 768 matrix) is a quarter of every decoding
-step, and MKL's fp32 matmul for 2–16 rows runs it far below this machine's rate: one call
-takes 25.8 ms where the same product in 1024-row slices of the matrix takes 19.1 ms, and
-greedy decoding of 8 rows goes from 87.4 to 79.6 ms a step (this machine, one thread). The
-slices are views (no copy, no extra memory). One or two rows keep the plain call, which is
+step, and MKL's fp32 matmul for 2–16 rows runs it well below what the CPU can do; the same
+product in 1024-row slices of the matrix is faster (the README's Performance section has the
+numbers, measured by `bench/floor.py` and `bench/concurrency.py`).
+The slices are views (no copy, no extra memory). One or two rows keep the plain call, which is
 already the fastest way for them, so batch-1 decoding is unchanged.
 
 Each logit is still one row of the matrix times the hidden state: only the blocking of the

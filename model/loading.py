@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from model.errors import ModelLoadError
+from core.errors import ModelLoadError
 from model.lm_head import slice_lm_head
 
 log = logging.getLogger(__name__)
 
+LOAD_ADVICE = "Point `model.source` in config.yaml at a model directory, or train one with `python -m model.training`."
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -61,7 +63,7 @@ def load_model(
     source = str(source)
     if Path(source).is_absolute() and not Path(source).is_dir():
         raise ModelLoadError(
-            f"There is no model directory at `{source}`. Train one with `python -m model.train`, "
+            f"There is no model directory at `{source}`. Train one with `python -m model.training`, "
             "or point `model.source` in config.yaml at a directory or a hub id such as `gpt2`."
         )
     torch_device = pick_device(device)
@@ -70,7 +72,7 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
     except OSError as exc:
-        raise ModelLoadError(_explain_load_failure(source, exc)) from exc
+        raise ModelLoadError(explain_load_failure(source, exc, advice=LOAD_ADVICE)) from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(torch_device).eval().requires_grad_(False)
@@ -88,12 +90,45 @@ def load_model(
     return LoadedModel(model=model, tokenizer=tokenizer, device=torch_device, source=source)
 
 
-def _explain_load_failure(source: str, exc: Exception) -> str:
+def explain_load_failure(source: str, exc: BaseException, *, role: str = "model", advice: str = "") -> str:
+    """The one message for a model (or training base) that will not load: whether it is missing
+    locally, or the hub is switched off or unreachable, or the files themselves are broken."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    advice = f" {advice}" if advice else ""
     if Path(source).exists():
-        return f"Could not load the model in `{source}`: {exc}"
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        return f"`{source}` is not a local directory, and the Hugging Face hub is off (HF_HUB_OFFLINE=1)."
+        return f"Could not load the {role} in `{source}`: {detail}"
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return (
+            f"`{source}` is not a local directory, and the Hugging Face hub is off (HF_HUB_OFFLINE=1), "
+            f"so it cannot be downloaded.{advice}"
+        )
+    if _is_connection_failure(exc):
+        return (
+            f"`{source}` is not a local directory, and the Hugging Face hub is unreachable from this "
+            f"machine, so it cannot be downloaded.{advice}"
+        )
     return (
         f"Could not load `{source}`: it is not a local directory, and the Hugging Face hub could not "
-        f"provide it (is the hub reachable from this machine?). Details: {exc}"
+        f"provide it ({detail}).{advice}"
     )
+
+
+def _is_connection_failure(exc: BaseException) -> bool:
+    network_names = {
+        "ConnectError",
+        "ConnectTimeout",
+        "ConnectionError",
+        "LocalEntryNotFoundError",
+        "OfflineModeIsEnabled",
+        "ProxyError",
+    }
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (ConnectionError, TimeoutError, socket.gaierror)):
+            return True
+        if type(current).__name__ in network_names or "couldn't connect" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False

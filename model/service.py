@@ -1,41 +1,40 @@
-"""The model service: the async facade the cogs call, with the model running off the event loop.
+"""The in-process model service: the async facade the cogs call, with the model off the event loop.
 
 Requests wait in one bounded FIFO queue. A scheduler task takes the oldest request, waits a
 few milliseconds for others that can share its forward pass (same `batch_key`), and hands the
 batch to the device's single worker thread. The oldest request always goes first, so nobody
-starves; requests that cannot join it wait their turn. Text comes back through per-request
-streams fed from the worker thread with `call_soon_threadsafe`.
+starves; requests that cannot join it wait their turn. Story text and `/why` progress come back
+through per-request streams fed from the worker thread with `call_soon_threadsafe`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import logging
 import math
-import threading
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
-from appconfig import Config
-from model.api import ProgressCallback, StoryRequest, StoryResult, WhyRequest, WhyResult
-from model.decoding import batch_key
-from model.errors import (
+from core.config import Config
+from core.errors import (
     GenerationFailedError,
-    PromptError,
     QueueFullError,
     RequestTimeoutError,
     TaleweaverError,
     UserBusyError,
 )
-from model.generation import RowJob, generate_batch
+from core.prompts import PromptKind, check_text, check_token_count
+from core.service import StopReason, StoryRequest, StoryResult, WhyProgress, WhyRequest, WhyResult
+from model.decoding import batch_key
+from model.generation import RowJob, RowOutput, generate_batch
+from model.jobs import JobStream, StoryJob, StoryStream, WhyJob, WhyStream
 from model.loading import LoadedModel
-from model.text import clean_prompt
+from model.relay import TextRelay
 
 log = logging.getLogger(__name__)
 
@@ -43,102 +42,21 @@ RATE_WINDOW_S = 60.0
 RATE_TABLE_MAX = 10_000
 HANG_GRACE_S = 5.0
 """How long past its deadline a batch may run before its worker is given up as hung."""
-RELAY_INTERVAL_S = 0.05
-"""Least time between two hand-overs of streamed text from the worker to the event loop."""
 
-
-class StoryStream:
-    """One running story, as the cog sees it (implements `model.api.StoryStream`)."""
-
-    def __init__(self, request: StoryRequest, queue_position: int) -> None:
-        self.request = request
-        self.queue_position = queue_position
-        self.stop_event = threading.Event()
-        self._deltas: asyncio.Queue[str | None] = asyncio.Queue()
-        self._result: asyncio.Future[StoryResult] = asyncio.get_running_loop().create_future()
-
-    async def __aiter__(self) -> AsyncIterator[str]:
-        while (delta := await self._deltas.get()) is not None:
-            yield delta
-
-    async def result(self) -> StoryResult:
-        return await asyncio.shield(self._result)
-
-    def stop(self) -> None:
-        self.stop_event.set()
-
-    # Called on the event loop by the service.
-    def _push(self, delta: str) -> None:
-        self._deltas.put_nowait(delta)
-
-    def _finish(self, result: StoryResult | None, error: BaseException | None = None) -> None:
-        if self._result.done():
-            return
-        if error is not None:
-            self._result.set_exception(error)
-        else:
-            self._result.set_result(result)
-        self._deltas.put_nowait(None)
-
-
-class _TextRelay:
-    """Carries streamed text from the worker thread to the streams, a few times a second.
-
-    Handing every token of every row to the event loop on its own (`call_soon_threadsafe` per
-    token) wakes the loop over a thousand times a second with the shipped model at batch 8 and
-    makes the two threads take turns with the GIL. Here the worker collects text and hands it
-    over at most every RELAY_INTERVAL_S, except a stream's first text, which goes at once (time to
-    first text is what users see); the cogs edit their message at most once a second, so nobody
-    sees the difference.
-    `flush` on the loop delivers whatever is left, in order, before a stream is finished.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._lock = threading.Lock()
-        self._pending: dict[StoryStream, list[str]] = {}
-        self._started: set[StoryStream] = set()
-        self._last_handover = -math.inf
-        self._scheduled = False
-
-    def add(self, stream: StoryStream, delta: str) -> None:
-        """From the worker thread: queue `delta` for `stream`, handing over when it is time."""
-        with self._lock:
-            self._pending.setdefault(stream, []).append(delta)
-            first = stream not in self._started
-            self._started.add(stream)
-            now = time.monotonic()
-            if self._scheduled or not (first or now - self._last_handover >= RELAY_INTERVAL_S):
-                return
-            self._scheduled, self._last_handover = True, now
-        self._loop.call_soon_threadsafe(self.flush)
-
-    def flush(self) -> None:
-        """On the event loop: push every queued piece of text to its stream."""
-        with self._lock:
-            pending, self._pending, self._scheduled = self._pending, {}, False
-        for stream, deltas in pending.items():
-            stream._push("".join(deltas))
-
-
-@dataclass
-class _Job:
-    user_id: int
-    key: object
-    story: StoryStream | None = None
-    why: tuple[WhyRequest, ProgressCallback | None, asyncio.Future[WhyResult]] | None = None
-    enqueued_at: float = field(default_factory=time.monotonic)
-    released: bool = False
-    """Whether the user's in-flight slot was given back (once: when the row ends, or with its batch)."""
+Job = StoryJob | WhyJob
+T = TypeVar("T")
 
 
 class ModelService:
-    """Queue, per-user limits, batching, timeouts and the worker thread for one model."""
+    """Queue, per-user limits, batching, timeouts and the worker thread for one model.
+
+    Implements `core.service.ModelServiceAPI` in the bot's own process.
+    """
 
     def __init__(self, loaded: LoadedModel, config: Config) -> None:
         self.loaded = loaded
         self.config = config
-        self._pending: deque[_Job] = deque()
+        self._pending: deque[Job] = deque()
         self._in_flight: Counter[int] = Counter()
         self._recent: dict[int, deque[float]] = {}
         """Start times of each user's requests in the last minute (the per-user rate limit)."""
@@ -146,7 +64,7 @@ class ModelService:
         self._closing = False
         self._executor = self._new_executor()
         self._scheduler: asyncio.Task[None] | None = None
-        self._running: list[_Job] = []
+        self._running: list[Job] = []
         self.batches_run: list[int] = []
         """Sizes of the batches started so far (for tests and the benchmark)."""
 
@@ -157,10 +75,6 @@ class ModelService:
     @property
     def max_prompt_tokens(self) -> int:
         return self.config.limits.max_prompt_tokens
-
-    @property
-    def max_new_tokens(self) -> int:
-        return self.config.limits.max_new_tokens
 
     async def start(self) -> None:
         if self.loaded.device.type == "cpu":
@@ -177,7 +91,7 @@ class ModelService:
             self._scheduler.cancel()
             await asyncio.gather(self._scheduler, return_exceptions=True)
         for job in list(self._pending):
-            self._fail(job, GenerationFailedError("The bot is shutting down; please try again in a minute."))
+            job.fail(GenerationFailedError("The bot is shutting down; please try again in a minute."))
         self._pending.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -186,26 +100,24 @@ class ModelService:
         return len(self.loaded.tokenizer(text, split_special_tokens=True)["input_ids"])
 
     async def story(self, request: StoryRequest) -> StoryStream:
-        request = dataclasses.replace(request, prompt=clean_prompt(request.prompt))
-        if not request.prompt.strip():
-            raise PromptError("Please give the story an opening line.")
+        prompt = check_text(request.prompt, PromptKind.STORY)
         if request.keep_tail:
-            request = dataclasses.replace(request, prompt=self._tail(request.prompt))
-        await self._check_prompt(request.prompt)
+            prompt = self._tail(prompt)
+        await self._check_length(prompt, PromptKind.STORY)
         self._admit(request.user_id)
-        stream = StoryStream(request, queue_position=self.queue_length)
-        self._enqueue(_Job(request.user_id, batch_key(request.settings), story=stream))
+        request = StoryRequest(request.user_id, prompt, request.settings, request.seed, request.keep_tail)
+        stream: StoryStream = JobStream(queue_position=self.queue_length)
+        self._enqueue(StoryJob(request.user_id, request=request, key=batch_key(request.settings), stream=stream))
         return stream
 
-    async def why(self, request: WhyRequest, progress: ProgressCallback | None = None) -> WhyResult:
-        request = dataclasses.replace(request, prompt=clean_prompt(request.prompt))
-        if not request.prompt.strip():
-            raise PromptError("Please give a prompt to explain.")
-        await self._check_prompt(request.prompt)
+    async def why(self, request: WhyRequest) -> WhyStream:
+        prompt = check_text(request.prompt, PromptKind.WHY)
+        await self._check_length(prompt, PromptKind.WHY)
         self._admit(request.user_id)
-        future: asyncio.Future[WhyResult] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Job(request.user_id, ("why", id(future)), why=(request, progress, future)))
-        return await future
+        request = WhyRequest(request.user_id, prompt, request.seed, request.view)
+        stream: WhyStream = JobStream(queue_position=self.queue_length)
+        self._enqueue(WhyJob(request.user_id, request=request, stream=stream))
+        return stream
 
     @property
     def queue_length(self) -> int:
@@ -214,23 +126,16 @@ class ModelService:
 
     def _tail(self, text: str) -> str:
         """The end of `text` that fits the prompt limit, cut at a token boundary."""
-        ids = self.loaded.tokenizer(text[-self.max_prompt_tokens * 16 :], split_special_tokens=True)["input_ids"]
-        return (
-            text
-            if len(text) <= self.max_prompt_tokens * 16 and len(ids) <= self.max_prompt_tokens
-            else self.loaded.tokenizer.decode(ids[-self.max_prompt_tokens :])
-        )
+        limit = self.max_prompt_tokens
+        ids = self.loaded.tokenizer(text[-limit * 16 :], split_special_tokens=True)["input_ids"]
+        if len(text) <= limit * 16 and len(ids) <= limit:
+            return text
+        return self.loaded.tokenizer.decode(ids[-limit:])
 
     # Admission --------------------------------------------------------------------------------
-    async def _check_prompt(self, prompt: str) -> None:
-        limit = self.max_prompt_tokens
-        # Any token is at least one character, so a prompt this long cannot fit: refuse it
-        # before spending time tokenising 100 000 characters.
-        if len(prompt) > limit * 16:
-            raise PromptError(f"That prompt is too long: at most {limit} tokens (about {limit * 4} characters).")
-        count = await self.count_tokens(prompt)
-        if count > limit:
-            raise PromptError(f"That prompt is {count} tokens long; the limit is {limit} tokens.")
+    async def _check_length(self, prompt: str, kind: PromptKind) -> None:
+        check_text(prompt, kind, self.max_prompt_tokens)  # refuses a huge prompt before tokenising it
+        check_token_count(await self.count_tokens(prompt), self.max_prompt_tokens, kind)
 
     def _admit(self, user_id: int) -> None:
         service = self.config.service
@@ -261,12 +166,12 @@ class ModelService:
         for user_id in [u for u, times in self._recent.items() if not times or times[-1] <= now - RATE_WINDOW_S]:
             del self._recent[user_id]
 
-    def _enqueue(self, job: _Job) -> None:
+    def _enqueue(self, job: Job) -> None:
         self._in_flight[job.user_id] += 1
         self._pending.append(job)
         self._wakeup.set()
 
-    def _release(self, job: _Job) -> None:
+    def _release(self, job: Job) -> None:
         if job.released:
             return
         job.released = True
@@ -286,134 +191,119 @@ class ModelService:
                 await asyncio.sleep(window)
             batch = self._take_batch()
             self._running = batch
+            self.batches_run.append(len(batch))
             try:
-                await self._run(batch)
+                if isinstance(batch[0], WhyJob):
+                    await self._run_why(batch[0])
+                else:
+                    await self._run_stories(batch)
             except Exception:  # never let one batch kill the scheduler
                 log.exception("batch failed outside the worker")
                 for job in batch:
-                    self._fail(job, GenerationFailedError("Something went wrong on my side; please try again."))
+                    job.fail(GenerationFailedError("Something went wrong on my side; please try again."))
             finally:
                 self._running = []
                 for job in batch:
                     self._release(job)
 
-    def _take_batch(self) -> list[_Job]:
-        """The oldest job, plus the next jobs that can share its forward pass (FIFO among them)."""
+    def _take_batch(self) -> list[Job]:
+        """The oldest job, plus the next stories that can share its forward pass (FIFO among them)."""
         head = self._pending.popleft()
-        batch = [head]
-        if head.story is None:
-            return batch
-        limit = self.config.service.max_batch_size
+        if not isinstance(head, StoryJob):
+            return [head]
+        batch: list[Job] = [head]
         for job in list(self._pending):
-            if len(batch) >= limit:
+            if len(batch) >= self.config.service.max_batch_size:
                 break
-            if job.story is not None and job.key == head.key:
+            if isinstance(job, StoryJob) and job.key == head.key:
                 self._pending.remove(job)
                 batch.append(job)
         return batch
 
-    async def _run(self, batch: list[_Job]) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + self.config.service.request_timeout_s
-        if batch[0].why is not None:
-            work: Callable[[], object] = self._why_work(batch[0], loop, deadline)
-        else:
-            relay = _TextRelay(loop)
-            work = self._story_work(batch, loop, relay, deadline)
-        self.batches_run.append(len(batch))
-        future = loop.run_in_executor(self._executor, work)
-        budget = self.config.service.request_timeout_s + HANG_GRACE_S
+    async def _execute(self, batch: list[Job], work: Callable[[], T]) -> T | None:
+        """Run `work` on the worker thread; on a failure or a hang, fail the batch and return None."""
+        timeout = self.config.service.request_timeout_s
+        future = asyncio.get_running_loop().run_in_executor(self._executor, work)
         try:
-            outcome = await asyncio.wait_for(asyncio.shield(future), timeout=budget)
+            return await asyncio.wait_for(asyncio.shield(future), timeout=timeout + HANG_GRACE_S)
         except TimeoutError:
             log.error("worker hung past its deadline on a batch of %d; starting a new worker", len(batch))
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = self._new_executor()
             for job in batch:
-                self._fail(
-                    job,
-                    RequestTimeoutError(
-                        f"That took longer than {self.config.service.request_timeout_s:.0f} s and was cut off."
-                    ),
-                )
-            return
+                job.fail(RequestTimeoutError(f"That took longer than {timeout:.0f} s and was cut off."))
         except Exception as exc:
             log.error("model failed on a batch of %d", len(batch), exc_info=exc)
             for job in batch:
-                self._fail(job, _user_error(exc))
-            return
-        if batch[0].why is not None:
-            _, _, result_future = batch[0].why
-            if not result_future.done():
-                result_future.set_result(outcome)
-            return
-        relay.flush()
-        for job, output in zip(batch, outcome):
-            self._finish_story(job, output)
+                job.fail(_user_error(exc))
+        return None
 
-    def _story_work(self, batch: list[_Job], loop: asyncio.AbstractEventLoop, relay: _TextRelay, deadline: float):
+    async def _run_stories(self, batch: list[StoryJob]) -> None:
+        loop = asyncio.get_running_loop()
+        relay = TextRelay(loop)
         started = time.monotonic()
-        rows = []
-        for job in batch:
-            stream = job.story
-            rows.append(
-                RowJob(
-                    prompt=stream.request.prompt,
-                    settings=stream.request.settings,
-                    seed=stream.request.seed,
-                    on_text=lambda delta, s=stream: relay.add(s, delta),
-                    # A short story batched with a long one is answered when it ends, not with the batch.
-                    on_done=lambda output, j=job: loop.call_soon_threadsafe(
-                        self._finish_early, j, relay, (output, time.monotonic() - started)
-                    ),
-                    stop_event=stream.stop_event,
-                    deadline=deadline,
-                )
+        deadline = started + self.config.service.request_timeout_s
+
+        def finish_early(job: StoryJob, output: RowOutput) -> None:
+            """On the loop: a row has ended inside a running batch; its text first, then its result."""
+            relay.flush()
+            self._finish_story(job, output, time.monotonic() - started)
+            self._release(job)
+
+        rows = [
+            RowJob(
+                prompt=job.request.prompt,
+                settings=job.request.settings,
+                seed=job.request.seed,
+                on_text=lambda delta, s=job.stream: relay.add(s, delta),
+                # A short story batched with a long one is answered when it ends, not with the batch.
+                on_done=lambda output, j=job: loop.call_soon_threadsafe(finish_early, j, output),
+                stop_event=job.stream.stop_event,
+                deadline=deadline,
             )
-
-        def work():
-            outputs = generate_batch(self.loaded, rows)
-            return [(output, time.monotonic() - started) for output in outputs]
-
-        return work
-
-    def _finish_early(self, job: _Job, relay: _TextRelay, outcome: tuple) -> None:
-        """On the loop: a row has ended inside a running batch; its text first, then its result."""
+            for job in batch
+        ]
+        outputs = await self._execute(batch, lambda: generate_batch(self.loaded, rows))
+        if outputs is None:
+            return
         relay.flush()
-        self._finish_story(job, outcome)
-        self._release(job)
+        for job, output in zip(batch, outputs, strict=True):
+            self._finish_story(job, output, time.monotonic() - started)
 
-    def _why_work(self, job: _Job, loop: asyncio.AbstractEventLoop, deadline: float):
-        request, progress, _ = job.why
-        cancel = threading.Event()
+    async def _run_why(self, job: WhyJob) -> None:
+        from model.explain.importance import explain  # heavy module, loaded on first use
 
-        def work():
-            from model.importance import explain  # heavy module, loaded on first use
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + self.config.service.request_timeout_s
 
+        def work() -> WhyResult:
             budget = min(self.config.why.time_budget_s, max(0.0, deadline - time.monotonic()))
-            why_config = self.config.why.__class__(**{**self.config.why.__dict__, "time_budget_s": budget})
             return explain(
                 self.loaded,
-                request.prompt,
-                config=why_config,
+                job.request.prompt,
+                config=self.config.why.model_copy(update={"time_budget_s": budget}),
                 max_prompt_tokens=self.max_prompt_tokens,
-                seed=request.seed,
-                progress=progress,
-                cancel=cancel,
-                view=request.view,
+                seed=job.request.seed,
+                progress=lambda fraction, status: loop.call_soon_threadsafe(
+                    job.stream.push, WhyProgress(fraction, status)
+                ),
+                cancel=job.stream.stop_event,
+                view=job.request.view,
             )
 
-        return work
+        result = await self._execute([job], work)
+        if result is not None:
+            job.stream.finish(result)
 
-    def _finish_story(self, job: _Job, outcome: tuple) -> None:
-        output, elapsed = outcome
-        request = job.story.request
-        if output.stop_reason == "timeout":
-            self._fail(
-                job, RequestTimeoutError(f"The story was cut off after {self.config.service.request_timeout_s:.0f} s.")
-            )
+    def _finish_story(self, job: StoryJob, output: RowOutput, elapsed: float) -> None:
+        if job.stream.done:
             return
-        job.story._finish(
+        if output.stop_reason == StopReason.TIMEOUT:
+            timeout = self.config.service.request_timeout_s
+            job.fail(RequestTimeoutError(f"The story was cut off after {timeout:.0f} s."))
+            return
+        request = job.request
+        job.stream.finish(
             StoryResult(
                 prompt=request.prompt,
                 continuation=output.continuation,
@@ -424,12 +314,6 @@ class ModelService:
                 stop_reason=output.stop_reason,
             )
         )
-
-    def _fail(self, job: _Job, error: TaleweaverError) -> None:
-        if job.story is not None:
-            job.story._finish(None, error)
-        elif job.why is not None and not job.why[2].done():
-            job.why[2].set_exception(error)
 
 
 def _user_error(exc: BaseException) -> TaleweaverError:

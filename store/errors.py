@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from model.errors import TaleweaverError
+from core.errors import TaleweaverError
 
 
 class StoreError(TaleweaverError):

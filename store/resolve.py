@@ -4,7 +4,7 @@ Layers, lowest first: the built-in defaults, `config.yaml`, the server's default
 settings, the options of the single command. Each layer holds only the fields somebody chose.
 Then the limits clamp the result: the bot's `limits.max_new_tokens` and the server's limits,
 whichever is lower. Every value passes `coerce_field` on the way, so the ranges of
-`model.settings` decide here too.
+`core.settings` decide here too.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from model.settings import FIELDS, DecodingSettings, coerce_field
+from core.settings import FIELDS, DecodingSettings, coerce_field
 
 Source = Literal["default", "config", "server", "you", "this command"]
 LimitedBy = Literal["server", "bot"]

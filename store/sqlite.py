@@ -23,8 +23,8 @@ from typing import Any
 
 import aiosqlite
 
-from model.errors import SettingsError
-from model.settings import FIELDS, DecodingSettings, coerce_field
+from core.errors import SettingsError
+from core.settings import FIELDS, DecodingSettings, coerce_field
 from store import migrations
 from store.errors import (
     SQLITE_BUSY,

@@ -12,8 +12,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from model.errors import SettingsError
-from model.settings import FIELDS, coerce_field
+from core.errors import SettingsError
+from core.settings import FIELDS, coerce_field
 from store.interface import Scope
 from store.resolve import LIMIT_FIELDS, Limit, effective_limits
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from model.api import WordImportance
-from model.bars import FULL, MARK, bar, display_width, pad, render_bars, render_predictions
+from core.bars import FULL, MARK, bar, display_width, pad, render_bars, render_predictions
+from core.service import WordImportance
 
 
 def _word(text: str, importance: float, sigma: float = 0.5) -> WordImportance:
@@ -80,8 +80,8 @@ def test_render_predictions_shows_visible_spaces_and_percentages() -> None:
 
 
 def test_bars_module_does_not_import_torch() -> None:
-    """The cogs import model.bars, and cogs must never pull in torch."""
-    code = "import sys, model.bars; print('torch' in sys.modules)"
+    """The cogs import core.bars, and cogs must never pull in torch."""
+    code = "import sys, core.bars; print('torch' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=__file__.rsplit("/tests/", 1)[0]
     )

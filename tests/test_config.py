@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
+from pydantic import BaseModel
 
-from appconfig import ROOT, ConfigError, load_config
+from core.config import ROOT, Config, ConfigError, DiscordConfig, load_config, render_yaml
+from core.settings import FIELDS
 
 
 def test_shipped_config_is_valid() -> None:
@@ -60,3 +63,41 @@ def test_model_source_is_local_when_its_folder_exists(tmp_path: Path) -> None:
     assert load_config(path, env={}).model_source == str(ROOT / "tests" / "no-such-model")
     path.write_text("model: {source: gpt2}")
     assert load_config(path, env={}).model_source == "gpt2"
+
+
+def _keys(mapping: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in mapping.items():
+        keys.add(prefix + key)
+        if isinstance(value, dict):
+            keys |= _keys(value, f"{prefix}{key}.")
+    return keys
+
+
+def _fields(model: type[BaseModel], prefix: str = "") -> set[str]:
+    keys = set()
+    for name, field in model.model_fields.items():
+        keys.add(prefix + name)
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            keys |= _fields(field.annotation, f"{prefix}{name}.")
+    return keys | ({f"{prefix}defaults.{name}" for name in FIELDS} if model is Config else set())
+
+
+def test_every_key_of_config_yaml_is_a_field_and_every_field_is_in_config_yaml() -> None:
+    shipped = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
+    assert _keys(shipped) == _fields(Config)
+
+
+def test_config_yaml_comments_are_the_fields_descriptions() -> None:
+    """One place per key: the comments are written from the models (`python -m core.config --write`)."""
+    shipped = (ROOT / "config.yaml").read_text(encoding="utf-8")
+    assert shipped == render_yaml(load_config(ROOT / "config.yaml", env={}))
+
+
+def test_rendered_yaml_reads_back_as_the_same_config(tmp_path: Path) -> None:
+    changed = load_config(None, env={}).model_copy(
+        update={"discord": DiscordConfig(guild_ids=(123, 456), api_base="http://127.0.0.1:9")}
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(render_yaml(changed))
+    assert load_config(path, env={}) == changed

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from model.corpus import (
+from model.training.corpus import (
     IGNORE_INDEX,
     SEPARATOR,
     BlockDataset,
@@ -17,7 +17,7 @@ from model.corpus import (
     read_corpus,
     split_documents,
 )
-from model.train_errors import TrainingError
+from model.training.errors import TrainingError
 
 STORIES = [
     "The Fox and the Crow\n\nA fox saw a crow with a piece of cheese.",

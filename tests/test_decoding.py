@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from core.settings import DecodingSettings
 from model.decoding import NUCLEUS_CANDIDATES, SeededSampling, batch_key, row_warpers, to_generation_config
 from model.generation import RowJob, generate_batch
-from model.settings import DecodingSettings
 
 PROMPT = "Once upon a time there lived"
 

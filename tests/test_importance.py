@@ -7,7 +7,6 @@ only it, decides the prediction.
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import struct
 import threading
@@ -19,12 +18,13 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
-from appconfig import WhyConfig
-from model import importance
-from model.attention import last_token_attention
-from model.charts import attention_png, importance_png
-from model.errors import PromptError
-from model.importance import (
+from core.config import WhyConfig
+from core.errors import PromptError
+from model.explain import importance
+from model.explain.attention import last_token_attention
+from model.explain.charts import attention_png, importance_png
+from model.explain.cli import main_why
+from model.explain.importance import (
     build_objective,
     explain,
     next_token_logits,
@@ -34,7 +34,6 @@ from model.importance import (
     sigmas_reference,
 )
 from model.loading import LoadedModel, load_model
-from model.why_cli import main_why
 from tests.tiny_model import build_tiny_model
 
 COPY_POSITION, COPY_LENGTH, COPY_VOCAB, COPY_PROMPTS = 2, 6, 16, 3
@@ -173,7 +172,7 @@ def test_weights_untouched_and_no_gradients_after_runs(tiny_loaded) -> None:
     explain(
         tiny_loaded,
         "The king had three daughters",
-        config=dataclasses.replace(FAST, max_steps=20),
+        config=FAST.model_copy(update={"max_steps": 20}),
         max_prompt_tokens=200,
         seed=0,
     )
@@ -207,7 +206,9 @@ def test_trainable_model_is_frozen_during_the_run_and_restored_after(tiny_model_
 def test_explain_returns_words_tokens_predictions_and_chart(tiny_loaded) -> None:
     """Words as typed, σ of a word = smallest σ of its tokens, importance 1 at the top, 5 predictions, a PNG."""
     prompt = "Holmes looked at the astonished mermaid,"
-    result = explain(tiny_loaded, prompt, config=dataclasses.replace(FAST, max_steps=30), max_prompt_tokens=200, seed=0)
+    result = explain(
+        tiny_loaded, prompt, config=FAST.model_copy(update={"max_steps": 30}), max_prompt_tokens=200, seed=0
+    )
     assert [w.word for w in result.words] == prompt.split()
     assert len(result.token_sigmas) == len(tiny_loaded.tokenizer(prompt)["input_ids"])
     sigmas = iter(sigma for _, sigma in result.token_sigmas)
@@ -226,7 +227,7 @@ def test_explain_attention_view_attaches_the_attention_picture(tiny_loaded) -> N
     result = explain(
         tiny_loaded,
         "The fox said nothing",
-        config=dataclasses.replace(FAST, max_steps=3),
+        config=FAST.model_copy(update={"max_steps": 3}),
         max_prompt_tokens=200,
         seed=0,
         view="attention",
@@ -240,7 +241,7 @@ def test_explain_attention_view_attaches_the_attention_picture(tiny_loaded) -> N
         ("", 200, "empty"),
         ("   \n", 200, "empty"),
         ("The", 200, "single token"),
-        ("Once upon a time there lived a king", 5, "at most 5"),
+        ("Once upon a time there lived a king", 5, "the limit is 5 tokens"),
     ],
 )
 def test_explain_rejects_unusable_prompts_with_a_clear_message(
@@ -357,7 +358,7 @@ def _png_size(data: bytes) -> tuple[int, int]:
 
 def test_pictures_of_a_longest_prompt_stay_within_discord_limits() -> None:
     """200 words and a 12×12 attention grid over 200 tokens: valid PNGs under 8 MB and 10,000 px a side."""
-    from model.api import WordImportance
+    from core.service import WordImportance
 
     words = [
         WordImportance(word=f"word{i}", tokens=(f" word{i}",), sigma=0.1 + i / 250, importance=1 - i / 200)
@@ -374,7 +375,7 @@ def test_pictures_of_a_longest_prompt_stay_within_discord_limits() -> None:
 
 def test_chart_draws_dollar_signs_and_unusual_text_literally() -> None:
     """Prompt text never reaches mathtext: "$5 and $6" renders instead of failing to parse."""
-    from model.api import WordImportance
+    from core.service import WordImportance
 
     words = [WordImportance(word=w, tokens=(w,), sigma=0.5, importance=0.5) for w in ["$5", "and", "$6", "王子", "🦊"]]
     assert importance_png(words, scale=1.0).startswith(PNG_MAGIC)

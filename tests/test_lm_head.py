@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from core.settings import DecodingSettings
 from model import lm_head
 from model.generation import RowJob, generate_batch
 from model.lm_head import slice_lm_head, sliced_linear
-from model.settings import DecodingSettings
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 8, 33])

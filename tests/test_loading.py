@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.errors import ModelLoadError
+from core.errors import ModelLoadError
 from model.loading import load_model, pick_device, pick_dtype
 
 

@@ -1,4 +1,4 @@
-"""Property-based tests: the settings type, splitting of long output and streamed decoding."""
+"""Property-based tests: the settings type, cleaning of untrusted text and streamed decoding."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cogs.utils.formats import clean_text, split_message
-from model.errors import SettingsError
+from cogs.utils.formats import clean_text
+from core.errors import SettingsError
+from core.prompts import clean_prompt
+from core.settings import FIELDS, DecodingSettings, coerce_field
 from model.generation import RowJob, _RowState
-from model.settings import FIELDS, DecodingSettings, coerce_field
-from model.text import clean_prompt
 
 ANY_VALUE = st.one_of(
     st.none(),
@@ -42,22 +42,15 @@ def test_any_value_is_either_accepted_in_range_or_rejected_naming_the_field(name
 
 
 @given(st.dictionaries(st.sampled_from(list(FIELDS)), ANY_VALUE, max_size=5))
-def test_a_mapping_round_trips_through_to_dict(values: dict) -> None:
+def test_a_mapping_round_trips_through_its_fields(values: dict) -> None:
     try:
         settings = DecodingSettings.from_mapping(values)
     except SettingsError:
         return
-    assert DecodingSettings.from_mapping(settings.to_dict()) == settings
-    for name, value in settings.to_dict().items():
+    stored = {name: getattr(settings, name) for name in FIELDS}  # what the store writes
+    assert DecodingSettings.from_mapping(stored) == settings
+    for name, value in stored.items():
         assert coerce_field(name, value) == value
-
-
-@given(text=st.text(max_size=5000), limit=st.integers(min_value=1, max_value=2000))
-def test_split_message_loses_nothing_and_respects_the_limit(text: str, limit: int) -> None:
-    chunks = split_message(text, limit)
-    assert "".join(chunks) == text
-    assert all(len(chunk) <= limit for chunk in chunks)
-    assert all(chunks) or chunks == [""]
 
 
 @given(st.text())

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 import model.service as service_module
-from appconfig import Config, LimitsConfig, ServiceConfig
-from model.api import StoryRequest
-from model.errors import GenerationFailedError, PromptError, QueueFullError, RequestTimeoutError, UserBusyError
+from core.config import Config, LimitsConfig, ServiceConfig, WhyConfig
+from core.errors import GenerationFailedError, PromptError, QueueFullError, RequestTimeoutError, UserBusyError
+from core.service import StoryRequest, WhyProgress, WhyRequest
+from core.settings import DecodingSettings
 from model.generation import RowJob, generate_batch
 from model.service import ModelService
-from model.settings import DecodingSettings
 
 GREEDY = DecodingSettings(strategy="greedy", max_new_tokens=20)
 SAMPLE = DecodingSettings(strategy="sampling", max_new_tokens=20, temperature=1.0, top_k=0)
@@ -91,7 +91,7 @@ async def test_streamed_text_is_the_result(make_service) -> None:
     result = await stream.result()
     assert len(deltas) > 1
     assert "".join(deltas) == result.continuation
-    assert result.text == "The fox said" + result.continuation
+    assert result.prompt == "The fox said"
 
 
 async def test_text_reaches_the_loop_in_a_few_handovers_first_piece_at_once(make_service) -> None:
@@ -287,3 +287,91 @@ async def test_a_request_that_cannot_join_the_batch_is_not_starved(make_service,
     )
     assert finished.index("beam") < min(finished.index(f"later{i}") for i in range(4))
     assert svc.batches_run == [1, 1, 4]
+
+
+# /why through the service: a stream of progress events ending in the result ---------------------
+
+
+def why_config(**why: object) -> Config:
+    return make_config(batch_window_ms=0.0).model_copy(
+        update={"why": WhyConfig(**{"time_budget_s": 30.0, "max_steps": 6, "starts": 2, "patience": 100, **why})}
+    )
+
+
+@pytest.fixture
+async def why_service(tiny_loaded):
+    services: list[ModelService] = []
+
+    async def make(**why: object) -> ModelService:
+        svc = ModelService(tiny_loaded, why_config(**why))
+        await svc.start()
+        services.append(svc)
+        return svc
+
+    yield make
+    for svc in services:
+        await svc.close()
+
+
+async def test_why_streams_progress_then_its_result(why_service, monkeypatch) -> None:
+    monkeypatch.setattr("model.explain.importance.PROGRESS_INTERVAL_S", 0.0)
+    svc = await why_service()
+    stream = await svc.why(WhyRequest(1, "The fox said to the crow"))
+    events = [event async for event in stream]
+    result = await stream.result()
+    assert all(isinstance(e, WhyProgress) for e in events) and len(events) >= 3
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+    assert [w.word for w in result.words] == ["The", "fox", "said", "to", "the", "crow"]
+    assert result.iterations == 6
+
+
+async def test_stopping_a_why_ends_it_early_with_its_best_estimate(why_service, monkeypatch) -> None:
+    monkeypatch.setattr("model.explain.importance.PROGRESS_INTERVAL_S", 0.0)
+    svc = await why_service(max_steps=10**6, time_budget_s=60.0)
+    stream = await svc.why(WhyRequest(1, "The fox said to the crow"))
+    async for event in stream:
+        if event.fraction > 0:
+            stream.stop()
+    result = await stream.result()
+    assert "Cancelled" in result.notes[0] and result.iterations < 10**6
+
+
+async def test_why_prompts_are_checked_before_they_are_queued(why_service) -> None:
+    svc = await why_service()
+    with pytest.raises(PromptError, match="single token"):
+        await svc.why(WhyRequest(1, "a"))
+    with pytest.raises(PromptError, match="it was empty"):
+        await svc.why(WhyRequest(1, " \n\x00 "))
+    with pytest.raises(PromptError, match="limit is 64 tokens"):
+        await svc.why(WhyRequest(1, "word " * 70))
+    assert svc.batches_run == [] and svc.queue_length == 0
+
+
+async def test_a_why_waits_for_a_running_story_and_runs_alone(why_service, slow_model) -> None:
+    svc = await why_service()
+    story = await svc.story(StoryRequest(1, "Once", GREEDY, seed=0))
+    await _until(lambda: svc._running)
+    why = await svc.why(WhyRequest(2, "The fox said"))
+    other = await svc.story(StoryRequest(3, "Once", GREEDY, seed=0))
+    assert why.queue_position == 1
+    slow_model.set()
+    await story.result()
+    assert (await why.result()).words
+    await other.result()
+    assert svc.batches_run == [1, 1, 1]
+
+
+async def test_a_failing_why_reports_an_error_and_the_service_keeps_serving(why_service, monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("model.explain.importance.sigmas_fast", broken)
+    svc = await why_service()
+    stream = await svc.why(WhyRequest(1, "The fox said"))
+    async for event in stream:  # the first progress report comes before the failure
+        assert isinstance(event, WhyProgress)
+    with pytest.raises(GenerationFailedError):
+        await stream.result()
+    monkeypatch.undo()
+    assert (await (await svc.story(StoryRequest(1, "Once", GREEDY, seed=0))).result()).new_tokens > 0

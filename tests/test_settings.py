@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from model.errors import SettingsError
-from model.settings import FIELDS, PRESETS, DecodingSettings, coerce_field
+from core.errors import SettingsError
+from core.settings import FIELDS, PRESETS, DecodingSettings, coerce_field
 
 OUT_OF_RANGE = [
     ("max_new_tokens", 0),

@@ -1,4 +1,4 @@
-"""`python -m model.train`: it learns, resumes, refuses bad input, and writes a loadable model."""
+"""`python -m model.training`: it learns, resumes, refuses bad input, and writes a loadable model."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import torch
 from huggingface_hub.errors import LocalEntryNotFoundError
 from transformers import AutoModelForCausalLM, TrainerCallback
 
-from model.corpus import build_blocks, read_corpus
-from model.loading import load_model
-from model.perplexity import evaluate
-from model.tokenizer_training import train_bpe_tokenizer
-from model.train import TrainResult, build_parser, explain_base_failure, main, run, work_dir_for
+from model.loading import explain_load_failure, load_model
+from model.training.corpus import build_blocks, read_corpus
+from model.training.perplexity import evaluate
+from model.training.tokenizer import train_bpe_tokenizer
+from model.training.train import TrainResult, build_parser, main, run, work_dir_for
 
 SENTENCES = [
     "Once upon a time there lived a king who had three daughters.",
@@ -211,7 +211,7 @@ BAD_INPUTS = {
         lambda t, e, d: ["--base", str(_mkdir(d / "not-a-model"))],
         "Could not load the base model",
     ),
-    "hub switched off": (lambda t, e, d: ["--base", "gpt2"], "hub is switched off"),
+    "hub switched off": (lambda t, e, d: ["--base", "gpt2"], "hub is off"),
 }
 
 
@@ -266,8 +266,8 @@ def test_unreachable_hub_is_named_as_the_cause(monkeypatch: pytest.MonkeyPatch) 
     except LocalEntryNotFoundError as error:
         wrapped = OSError("We couldn't connect to 'https://huggingface.co' to load the files")
         wrapped.__cause__ = error
-    assert "hub is unreachable" in explain_base_failure("distilgpt2", wrapped)
-    assert "hub is unreachable" not in explain_base_failure("distilgpt2", OSError("401 Unauthorized"))
+    assert "hub is unreachable" in explain_load_failure("distilgpt2", wrapped)
+    assert "hub is unreachable" not in explain_load_failure("distilgpt2", OSError("401 Unauthorized"))
 
 
 def test_bpe_tokenizer_round_trips_any_text() -> None:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from model.words import group_tokens, importances, word_sigma
+from model.explain.words import group_tokens, importances, word_sigma
 
 
 def _texts(prompt: str, offsets: list[tuple[int, int]]) -> list[tuple[str, tuple[int, ...]]]:

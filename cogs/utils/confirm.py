@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 import discord
 
 from cogs.utils.replies import NO_MENTIONS, send_error
-from model.errors import TaleweaverError
+from core.errors import TaleweaverError
 
 ConfirmAction = Callable[[discord.Interaction], Awaitable[str]]
 """Does the work when confirmed (with the button's interaction) and returns the text to show."""

@@ -11,12 +11,9 @@ import unicodedata
 
 import discord
 
-MESSAGE_LIMIT = 2000
 EMBED_DESCRIPTION_LIMIT = 4096
-EMBED_TITLE_LIMIT = 256
 EMBED_FIELD_VALUE_LIMIT = 1024
 EMBED_FOOTER_LIMIT = 2048
-EMBED_TOTAL_LIMIT = 6000
 ELLIPSIS = "…"
 _KEEP_CONTROLS = {"\n", "\t"}
 
@@ -44,23 +41,3 @@ def tail(text: str, limit: int, marker: str = ELLIPSIS) -> str:
     if len(text) <= limit:
         return text
     return marker + text[-(limit - len(marker)) :]
-
-
-def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
-    """Split into chunks of at most `limit` characters, preferring paragraph, line, then word breaks.
-
-    Joining the chunks gives back the text exactly, so nothing is lost or duplicated.
-    """
-    if limit < 1:
-        raise ValueError("limit must be positive")
-    chunks: list[str] = []
-    rest = text
-    while len(rest) > limit:
-        window = rest[:limit]
-        cut = max(window.rfind("\n\n"), window.rfind("\n"), window.rfind(" "))
-        cut = cut + 1 if cut > 0 else limit
-        chunks.append(rest[:cut])
-        rest = rest[cut:]
-    if rest or not chunks:
-        chunks.append(rest)
-    return chunks

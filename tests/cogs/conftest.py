@@ -6,10 +6,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from appconfig import Config, DiscordConfig, LimitsConfig, ServiceConfig
 from cogs.story import StoryCog
+from core.config import Config, DiscordConfig, LimitsConfig, ServiceConfig
+from core.settings import DecodingSettings
 from model.service import ModelService
-from model.settings import DecodingSettings
 from store import SqlitePreferencesStore
 
 OWNER, STRANGER = 1001, 2002

@@ -12,10 +12,10 @@ import pytest
 from discord import app_commands
 from discord.ext import commands
 
-from appconfig import Config, LimitsConfig
 from cogs.settings import PRESET_CHOICES, SettingsCog, setup
 from cogs.utils.confirm import ConfirmView
-from model.settings import FIELDS, PRESETS, DecodingSettings
+from core.config import Config, LimitsConfig
+from core.settings import FIELDS, PRESETS, DecodingSettings
 from store import LIMIT_FIELDS, Scope, SqlitePreferencesStore
 from tests.discord_fakes import FakeInteraction
 

@@ -10,7 +10,7 @@ import pytest
 
 from cogs.story import StoryCog, StoryState, StoryView, render_story
 from cogs.utils.formats import EMBED_DESCRIPTION_LIMIT
-from model.settings import DecodingSettings
+from core.settings import DecodingSettings
 from tests.cogs.conftest import OWNER, STRANGER
 from tests.discord_fakes import FakeInteraction
 

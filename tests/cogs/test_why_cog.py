@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import discord
 import pytest
 
-from appconfig import Config, DiscordConfig, LimitsConfig, ServiceConfig, WhyConfig
 from cogs.why import WhyCog, render_why
-from model.api import WhyResult, WordImportance
+from core.config import Config, DiscordConfig, LimitsConfig, ServiceConfig, WhyConfig
+from core.service import WhyResult, WordImportance
 from model.service import ModelService
 from tests.discord_fakes import FakeInteraction
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from model.settings import DecodingSettings
+from core.settings import DecodingSettings
 from store import SqlitePreferencesStore
 
 CAP = 300

@@ -12,7 +12,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from model.settings import DecodingSettings
+from core.settings import DecodingSettings
 from store import Scope, SqlitePreferencesStore
 
 USER = 1001

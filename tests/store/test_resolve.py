@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from model.errors import SettingsError
-from model.settings import FIELDS, DecodingSettings
+from core.errors import SettingsError
+from core.settings import FIELDS, DecodingSettings
 from store.resolve import Limit, effective_limits, resolve_settings
 
 CONFIG = DecodingSettings(temperature=0.9, top_k=40)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from model.settings import FIELDS, DecodingSettings
+from core.settings import FIELDS, DecodingSettings
 from store import PreferencesStore, Scope, SqlitePreferencesStore, StoreUnavailableError
 from tests.store.conftest import OpenStore
 
@@ -89,7 +89,7 @@ async def test_reset_all_forgets_every_field_of_that_owner_only(store: SqlitePre
 
 async def test_reset_of_an_unknown_setting_is_refused(store: SqlitePreferencesStore) -> None:
     """A name that is not a setting is an error naming it, not a silent no-op."""
-    from model.errors import SettingsError
+    from core.errors import SettingsError
 
     with pytest.raises(SettingsError, match="colour"):
         await store.reset(Scope.USER, USER, ["colour"])

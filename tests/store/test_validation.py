@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from model.errors import SettingsError
-from model.settings import FIELDS, coerce_field
+from core.errors import SettingsError
+from core.settings import FIELDS, coerce_field
 from store import Scope, SqlitePreferencesStore
 from tests.store.conftest import CAP
 

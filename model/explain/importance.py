@@ -22,7 +22,7 @@ improving or the time budget runs out. Neither changes the objective, so both es
 σ; `bench/why.py` measures how close each gets to a converged answer.
 
 Model weights are always frozen while this runs: the backward pass then only reaches the
-ratios, and nothing piles up in the weights' `.grad` (PERFORMANCE.md: 2.6× faster).
+ratios, and nothing piles up in the weights' `.grad`.
 """
 
 from __future__ import annotations
@@ -45,13 +45,16 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from appconfig import WhyConfig
-from model.api import ProgressCallback, WhyResult, WordImportance
-from model.errors import PromptError
+from core.config import WhyConfig
+from core.prompts import PromptKind, check_text, check_token_count
+from core.service import WhyResult, WordImportance
+from model.explain.words import group_tokens, importances, word_sigma
 from model.loading import LoadedModel
-from model.words import group_tokens, importances, word_sigma
 
 log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[float, str], None]
+"""Called from the worker thread with a fraction done (0–1) and a short status line."""
 
 SCALE_FACTOR = 10.0
 """scale = SCALE_FACTOR × std(word embeddings): the largest noise σ can reach, as published."""
@@ -151,7 +154,7 @@ def next_token_logits(model: PreTrainedModel, embeds: torch.Tensor) -> torch.Ten
 
     The LM head is applied to the last position only, as a plain 2-D matmul: `logits_to_keep=1`
     would do the same through a `bmm` that, with bf16 weights and a backward pass, copies the
-    whole vocabulary matrix every call (PERFORMANCE.md: 4–20× slower).
+    whole vocabulary matrix every call, several times slower on the CPU.
     """
     hidden = model.base_model(inputs_embeds=embeds, use_cache=False).last_hidden_state[:, -1]
     head = model.get_output_embeddings()
@@ -515,23 +518,18 @@ class _Progress:
 def tokenize_prompt(
     loaded: LoadedModel, prompt: str, max_prompt_tokens: int
 ) -> tuple[list[int], list[tuple[int, int]]]:
-    """Token ids and character offsets of a prompt, or a PromptError a user can act on."""
-    if not prompt.strip():
-        raise PromptError("The prompt is empty: give me a sentence and I'll show which words drive the next one.")
+    """Token ids and character offsets of a prompt, or the PromptError of `core.prompts`."""
+    limit = why_token_limit(loaded, max_prompt_tokens)
+    check_text(prompt, PromptKind.WHY, limit)
     encoded = loaded.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = list(encoded["input_ids"]), [tuple(o) for o in encoded["offset_mapping"]]
-    limit = min(max_prompt_tokens, getattr(loaded.model.config, "n_positions", max_prompt_tokens))
-    if len(ids) > limit:
-        raise PromptError(
-            f"That prompt is {len(ids)} tokens long; /why takes at most {limit}. "
-            "Try a shorter passage (the last sentence or two is usually what matters)."
-        )
-    if len(ids) < 2:
-        raise PromptError(
-            "That prompt is a single token, so there is nothing to compare: /why ranks the "
-            "words of a prompt against each other. Give it at least two words."
-        )
+    check_token_count(len(ids), limit, PromptKind.WHY)
     return ids, offsets
+
+
+def why_token_limit(loaded: LoadedModel, max_prompt_tokens: int) -> int:
+    """The bot's prompt limit, or the model's context when that is shorter (a tiny test model)."""
+    return min(max_prompt_tokens, getattr(loaded.model.config, "n_positions", max_prompt_tokens))
 
 
 def explain(
@@ -552,7 +550,7 @@ def explain(
     optimisation after the current step and returns what it has (noted in `notes`).
     Raises PromptError for an empty, one-token or too-long prompt.
     """
-    from model import charts  # matplotlib is imported only when a picture is drawn
+    from model.explain import charts  # matplotlib is imported only when a picture is drawn
 
     start = time.monotonic()
     ids, offsets = tokenize_prompt(loaded, prompt, max_prompt_tokens)
@@ -582,7 +580,7 @@ def explain(
         predictions = top_predictions(loaded, objective.target)
         attention_png = None
         if view == "attention":
-            from model.attention import last_token_attention
+            from model.explain.attention import last_token_attention
 
             attention_png = charts.attention_png(
                 last_token_attention(loaded.model, torch.tensor(ids)), _token_texts(loaded, ids)

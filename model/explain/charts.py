@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
-from model.api import WordImportance
+from core.service import WordImportance
 
 ROWS_PER_COLUMN = 40
 """Long prompts wrap into more columns of bars instead of one unreadably tall strip."""

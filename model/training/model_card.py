@@ -15,13 +15,13 @@ import tokenizers
 import torch
 import transformers
 
-from model.corpus import CorpusFile
-from model.perplexity import EvalResult
+from model.training.corpus import CorpusFile
+from model.training.perplexity import EvalResult
 
 
 @dataclass(frozen=True)
 class CardFacts:
-    """Everything the card states; filled in by `model.train` at the end of a run."""
+    """Everything the card states; filled in by `model.training.train` at the end of a run."""
 
     name: str
     base: str | None
@@ -78,7 +78,7 @@ def render_model_card(f: CardFacts) -> str:
         "",
         f"# {f.name}",
         "",
-        f"A GPT-2-architecture story model, {origin}, made with Taleweaver's `python -m model.train`.",
+        f"A GPT-2-architecture story model, {origin}, made with Taleweaver's `python -m model.training`.",
         "",
         "| | |",
         "| --- | --- |",

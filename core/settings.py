@@ -2,7 +2,6 @@
 
 Everything that reads or writes decoding settings — `/settings`, the preferences store, the model,
 the command line — goes through `DecodingSettings` and `FIELDS`, so a range is written once.
-This module is pure Python (no torch) because the cogs import it.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from model.errors import SettingsError
+from core.errors import SettingsError
 
 Strategy = Literal["greedy", "beam", "sampling"]
 STRATEGIES: tuple[str, ...] = ("greedy", "beam", "sampling")
@@ -186,14 +185,6 @@ class DecodingSettings:
             if name not in FIELDS:
                 coerce_field(name, None)
         return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @property
-    def is_deterministic(self) -> bool:
-        """Greedy and beam search ignore the seed."""
-        return self.strategy != "sampling"
 
     def relevant_fields(self) -> tuple[str, ...]:
         """The fields that change this strategy's output, for display."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
-from model.corpus import IGNORE_INDEX, BlockDataset
+from model.training.corpus import IGNORE_INDEX, BlockDataset
 
 
 @dataclass(frozen=True)

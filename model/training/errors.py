@@ -1,8 +1,8 @@
-"""The error type of `python -m model.train`: bad input that the user can fix."""
+"""The error type of `python -m model.training`: bad input that the user can fix."""
 
 from __future__ import annotations
 
-from model.errors import TaleweaverError
+from core.errors import TaleweaverError
 
 
 class TrainingError(TaleweaverError):

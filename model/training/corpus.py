@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from model.train_errors import TrainingError
+from model.training.errors import TrainingError
 
 SEPARATOR = "<|endoftext|>"
 IGNORE_INDEX = -100

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from tokenizers import ByteLevelBPETokenizer
 from transformers import GPT2TokenizerFast
 
-from model.corpus import SEPARATOR
+from model.training.corpus import SEPARATOR
 
 
 def train_bpe_tokenizer(

@@ -1,22 +1,20 @@
 """`python -m model why "prompt"`: the `/why` explanation as bars in the terminal.
 
-Same computation and same text bars as the Discord reply (`model.bars`), with the PNGs optionally
+Same computation and same text bars as the Discord reply (`core.bars`), with the PNGs optionally
 written to files. Exit status: 0 done, 2 a user error (bad prompt, model not found).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from appconfig import ROOT, ConfigError, load_config
-from model.api import ProgressCallback
-from model.bars import render_bars, render_predictions
-from model.errors import TaleweaverError
+from core.bars import render_bars, render_predictions
+from core.config import ROOT, ConfigError, load_config
+from core.errors import TaleweaverError
 
 
 def main_why(argv: Sequence[str] | None = None) -> int:
@@ -43,12 +41,12 @@ def main_why(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     import torch  # after argument parsing, so `--help` is instant
 
-    from model.importance import explain
+    from model.explain.importance import explain
     from model.loading import load_model
 
     config = load_config(args.config if args.config.exists() else None)
     torch.set_num_threads(config.model.cpu_threads)
-    why = config.why if args.budget is None else dataclasses.replace(config.why, time_budget_s=args.budget)
+    why = config.why if args.budget is None else config.why.model_copy(update={"time_budget_s": args.budget})
     loaded = load_model(args.model or config.model_source, config.model.device, config.model.dtype)
     result = explain(
         loaded,
@@ -81,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_printer() -> ProgressCallback:
+def _progress_printer() -> Callable[[float, str], None]:
     interactive = sys.stderr.isatty()
 
     def show(fraction: float, status: str) -> None:

@@ -1,7 +1,7 @@
-"""`python -m model.train`: fine-tune GPT-2, or train a GPT-2-architecture model from scratch.
+"""`python -m model.training`: fine-tune GPT-2, or train a GPT-2-architecture model from scratch.
 
-    python -m model.train --base gpt2 --train train.txt --eval eval.txt --out models/my-gpt2
-    python -m model.train --from-scratch --size small --train train.txt --eval eval.txt --out models/tales
+    python -m model.training --base gpt2 --train train.txt --eval eval.txt --out models/my-gpt2
+    python -m model.training --from-scratch --size small --train train.txt --eval eval.txt --out models/tales
 
 The Hugging Face `Trainer` does the work (progress bar, periodic evaluation, checkpoints, early
 stopping on eval loss, mixed precision, several GPUs under `accelerate launch` or `torchrun`).
@@ -17,7 +17,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -42,14 +41,15 @@ from transformers import (
 from transformers import logging as hf_logging
 from transformers.trainer_utils import get_last_checkpoint
 
-from model.corpus import BlockDataset, CorpusFile, build_blocks, read_corpus, separator_id
-from model.model_card import CardFacts, write_model_card
-from model.perplexity import EvalResult, evaluate
-from model.sizes import SIZES
-from model.tokenizer_training import train_bpe_tokenizer
-from model.train_errors import TrainingError
+from model.loading import DTYPES, explain_load_failure
+from model.training.corpus import BlockDataset, CorpusFile, build_blocks, read_corpus, separator_id
+from model.training.errors import TrainingError
+from model.training.model_card import CardFacts, write_model_card
+from model.training.perplexity import EvalResult, evaluate
+from model.training.sizes import SIZES
+from model.training.tokenizer import train_bpe_tokenizer
 
-SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+BASE_ADVICE = "Give a local GPT-2 directory, or train without a base (--from-scratch)."
 DEFAULT_SIZE = "small"
 DEFAULT_VOCAB_SIZE = 8192
 RUN_FILE = "run.json"
@@ -71,7 +71,7 @@ class TrainResult:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m model.train",
+        prog="python -m model.training",
         description="Fine-tune GPT-2 (--base) or train a GPT-2-architecture model from scratch "
         "(--from-scratch) on a text file; documents are separated by lines holding "
         "only <|endoftext|>.",
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--save-dtype",
-        choices=sorted(SAVE_DTYPES),
+        choices=sorted(DTYPES),
         default="float32",
         help="dtype of the saved weights (float16 halves the file; loads back as float32)",
     )
@@ -304,7 +304,7 @@ def _save(trainer: Trainer, plan: _Plan, options: argparse.Namespace, result: Tr
     model = trainer.model
     model.config.use_cache = True  # the Trainer turns the KV cache off for training; generation needs it
     n_parameters = sum(p.numel() for p in model.parameters())
-    save_dtype = SAVE_DTYPES[options.save_dtype]
+    save_dtype = DTYPES[options.save_dtype]
     model.to(save_dtype).save_pretrained(final)
     if save_dtype != torch.float32:
         _ask_for_float32_on_load(final)
@@ -338,7 +338,7 @@ def _save(trainer: Trainer, plan: _Plan, options: argparse.Namespace, result: Tr
             precision=plan.precision,
             saved_dtype=options.save_dtype,
             weights_mb=sum(p.stat().st_size for p in final.glob("*.safetensors")) / 1e6,
-            command=command or "python -m model.train",
+            command=command or "python -m model.training",
         ),
     )
     _move_into_place(final, plan.out)
@@ -472,56 +472,13 @@ def _load_base(base: str) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
         tokenizer = AutoTokenizer.from_pretrained(base)
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     except (OSError, ValueError) as exc:
-        raise TrainingError(explain_base_failure(base, exc)) from exc
+        raise TrainingError(explain_load_failure(base, exc, role="base model", advice=BASE_ADVICE)) from exc
     if model.config.model_type != "gpt2":
         raise TrainingError(
             f"`{base}` is a `{model.config.model_type}` model; Taleweaver trains GPT-2-architecture "
             "models only (gpt2, distilgpt2 or a local GPT-2 directory)."
         )
     return tokenizer, model
-
-
-def explain_base_failure(base: str, exc: BaseException) -> str:
-    """A message that says whether the base is missing locally, or the hub is off or unreachable."""
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if Path(base).exists():
-        return f"Could not load the base model in `{base}`: {detail}"
-    advice = "Give a local GPT-2 directory, or train without a base (--from-scratch)."
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return (
-            f"`{base}` is not a local directory, and the Hugging Face hub is switched off "
-            f"(HF_HUB_OFFLINE=1), so it cannot be downloaded. {advice}"
-        )
-    if _is_connection_failure(exc):
-        return (
-            f"`{base}` is not a local directory, and the Hugging Face hub is unreachable from this "
-            f"machine, so it cannot be downloaded. {advice}"
-        )
-    return (
-        f"Could not load `{base}`: it is not a local directory, and the Hugging Face hub could not "
-        f"provide it ({detail})."
-    )
-
-
-def _is_connection_failure(exc: BaseException) -> bool:
-    network_names = {
-        "ConnectError",
-        "ConnectTimeout",
-        "ConnectionError",
-        "LocalEntryNotFoundError",
-        "OfflineModeIsEnabled",
-        "ProxyError",
-    }
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, (ConnectionError, TimeoutError, socket.gaierror)):
-            return True
-        if type(current).__name__ in network_names or "couldn't connect" in str(current):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
 
 
 def _block_size(options: argparse.Namespace, model: PreTrainedModel) -> int:
@@ -654,7 +611,7 @@ def _print_eval(label: str, result: EvalResult) -> None:
 
 
 def _command_line(argv: Sequence[str]) -> str:
-    return "python -m model.train " + shlex.join(argv)
+    return "python -m model.training " + shlex.join(argv)
 
 
 if __name__ == "__main__":

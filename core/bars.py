@@ -11,7 +11,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Sequence
 
-from model.api import WordImportance
+from core.service import WordImportance
 
 FULL = "█"
 PARTIALS = " ▏▎▍▌▋▊▉"

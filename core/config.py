@@ -1,0 +1,292 @@
+"""`config.yaml`, read and validated by pydantic models: each key is declared once, here.
+
+A key's type, constraint, default and description live on its field; `config.yaml` carries the
+same descriptions as comments, written from these models (`python -m core.config --write`), and a
+test keeps the two equal. A wrong key or value stops the bot at start-up with a message that
+names the key and what is allowed, rather than failing later in the middle of someone's story.
+Secrets never live here: the Discord token comes from the `DISCORD_TOKEN` environment variable only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    Strict,
+    ValidationError,
+    model_validator,
+)
+
+from core.errors import SettingsError
+from core.settings import DecodingSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+"""The project folder: relative paths in the config are relative to it."""
+API_BASE_ENV = "TALEWEAVER_DISCORD_API_BASE"
+
+
+class ConfigError(Exception):
+    """config.yaml is wrong; the message names the key and what is allowed."""
+
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are mistakes, values keep their YAML type (no "3" for 3)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ModelConfig(Section):
+    source: str = Field(
+        "models/tales",
+        min_length=1,
+        description="A local model directory (relative to this file) or a Hugging Face hub id such as gpt2.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto (GPU when CUDA is available), cpu, cuda.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto (bf16/fp16 on GPU, float32 on CPU), float32, bfloat16, float16."
+    )
+    cpu_threads: PositiveInt = Field(
+        1, description="Torch threads on CPU; 1 is as fast as 2 at batch 1 and robust to contention."
+    )
+    compile: bool = Field(
+        False, description="torch.compile the model: a little faster on CPU for a slow start; off until proven."
+    )
+
+
+class LimitsConfig(Section):
+    max_prompt_tokens: PositiveInt = Field(200, description="Longest prompt accepted, in tokens.")
+    max_new_tokens: PositiveInt = Field(
+        300, description="Most tokens one request may generate (caps everyone's setting)."
+    )
+
+
+class ServiceConfig(Section):
+    queue_size: PositiveInt = Field(32, description='Requests waiting for the model at most; more get a polite "busy".')
+    per_user_in_flight: PositiveInt = Field(1, description="Requests one user may have queued or running at once.")
+    per_user_per_minute: PositiveInt = Field(
+        10, description="Model requests (story, continue, regenerate, why) one user may start per minute."
+    )
+    request_timeout_s: PositiveFloat = Field(
+        120.0, description="A request running longer is cut off, and its user told."
+    )
+    batch_window_ms: NonNegativeFloat = Field(
+        5.0, description="How long the worker waits to batch more requests with the first."
+    )
+    max_batch_size: PositiveInt = Field(8, description="Most requests generated together.")
+
+
+class WhyConfig(Section):
+    time_budget_s: PositiveFloat = Field(20.0, description="Wall-clock budget of one /why explanation, in seconds.")
+    max_steps: PositiveInt = Field(20, description="Most optimisation steps of the fast perturbation method.")
+    starts: PositiveInt = Field(8, description="Independent random starts, optimised as one batch and averaged.")
+    samples_per_step: PositiveInt = Field(1, description="Noise samples per start and step.")
+    patience: PositiveInt = Field(10, description="Stop after this many steps without a lower loss.")
+
+
+GuildIds = Annotated[tuple[Annotated[PositiveInt, Strict()], ...], Strict(False)]
+"""A YAML list of server ids; strict on each id (no "123", no true), lax on list-to-tuple."""
+
+
+class DiscordConfig(Section):
+    guild_ids: GuildIds = Field(
+        (), description="Servers (ids) to sync commands to at once; empty = global sync, slow to appear."
+    )
+    api_base: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Base URL of a Discord API stand-in; null = real Discord (the playground sets it).",
+    )
+    edit_interval_s: NonNegativeFloat = Field(1.0, description="Least time between two edits of a streaming reply.")
+
+
+class DatabaseConfig(Section):
+    path: str = Field(
+        "data/taleweaver.db",
+        min_length=1,
+        description="SQLite file of user and server preferences (relative to this file).",
+    )
+
+
+def _decoding_settings(value: Any) -> DecodingSettings:
+    """The `defaults` section goes through `DecodingSettings`, whose ranges are written in `core.settings`."""
+    if isinstance(value, DecodingSettings):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError("must be a mapping of decoding settings")
+    return DecodingSettings.from_mapping(value)  # SettingsError is a ValueError naming its field
+
+
+Defaults = Annotated[DecodingSettings, BeforeValidator(_decoding_settings)]
+
+
+class Config(Section):
+    """The whole file. Sections are optional; a missing key takes its default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, arbitrary_types_allowed=True)
+
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The language model.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Limits on every request.")
+    service: ServiceConfig = Field(default_factory=ServiceConfig, description="The model service's queue and batches.")
+    why: WhyConfig = Field(default_factory=WhyConfig, description="The /why optimisation.")
+    discord: DiscordConfig = Field(default_factory=DiscordConfig, description="The Discord connection.")
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig, description="The preferences database.")
+    defaults: Defaults = Field(
+        default_factory=DecodingSettings,
+        description="Decoding defaults for everyone, below server and user preferences (see /settings).",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="DEBUG, INFO, WARNING, ERROR.")
+
+    @model_validator(mode="after")
+    def _defaults_within_limits(self) -> Config:
+        if self.defaults.max_new_tokens > self.limits.max_new_tokens:
+            raise ValueError(
+                f"`defaults.max_new_tokens` ({self.defaults.max_new_tokens}) must be at most "
+                f"`limits.max_new_tokens` ({self.limits.max_new_tokens})"
+            )
+        return self
+
+    def resolve_path(self, path: str) -> Path:
+        """Relative paths in the config are relative to the project, not the working directory."""
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else ROOT / candidate
+
+    @property
+    def model_source(self) -> str:
+        """A local path when one exists there (or its folder does: then it is a missing local
+        model, not a hub id, and loading should fail at once instead of asking the hub)."""
+        local = self.resolve_path(self.model.source)
+        is_local = local.exists() or (local.parent != ROOT and local.parent.exists())
+        return str(local) if is_local else self.model.source
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file; `None` gives the built-in defaults."""
+    env = os.environ if env is None else env
+    raw = _read_yaml(path) if path is not None else {}
+    if env.get(API_BASE_ENV):
+        discord = raw.get("discord")
+        raw = {**raw, "discord": {**(discord if isinstance(discord, dict) else {}), "api_base": env[API_BASE_ENV]}}
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_first_problem(exc)) from None
+
+
+def _read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError("config.yaml must be a mapping of sections (model, limits, service, ...)")
+    return raw
+
+
+def _first_problem(exc: ValidationError) -> str:
+    """One line naming the key (`section.key`) and what is wrong with it, from pydantic's report."""
+    error = exc.errors(include_url=False)[0]
+    loc = [str(part) for part in error["loc"] if not isinstance(part, int)]
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, SettingsError):
+        loc.append(cause.field)
+        message = cause.message.split(": ", 1)[-1]
+    elif error["type"] == "extra_forbidden":
+        section = _section_of(loc[:-1])
+        message = f"unknown key; allowed: {', '.join(section.model_fields)}"
+    elif error["type"] == "model_type":
+        message = "must be a section (a mapping of keys)"
+    else:
+        message = error["msg"].removeprefix("Value error, ").replace("Input should be", "should be")
+    if not loc:
+        return message
+    shown = repr(error["input"])
+    suffix = "" if error["type"] in ("extra_forbidden", "value_error") else f", not {shown[:60]}"
+    return f"`{'.'.join(loc)}`: {message}{suffix}"
+
+
+def _section_of(loc: list[str]) -> type[BaseModel]:
+    model: type[BaseModel] = Config
+    for part in loc:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return model
+
+
+HEADER = """\
+# Taleweaver configuration. Every key is optional; a missing key takes its default.
+# A wrong key or value stops the bot at start-up with a message naming it.
+# Secrets never go here: the bot reads its token from the DISCORD_TOKEN environment variable.
+# The comments come from core/config.py: after changing a key there, run
+#   python -m core.config --write config.yaml   (keeps the values set here)
+"""
+
+
+def render_yaml(config: Config) -> str:
+    """`config` as commented YAML: every section and key, each with its description above it."""
+    lines = [HEADER.rstrip("\n")]
+    for name, info in Config.model_fields.items():
+        value = getattr(config, name)
+        lines += ["", f"# {info.description}"]
+        if isinstance(value, BaseModel):
+            lines.append(f"{name}:")
+            for key, field in type(value).model_fields.items():
+                lines += [f"  # {field.description}", f"  {key}: {_yaml_scalar(getattr(value, key))}"]
+        elif isinstance(value, DecodingSettings):
+            from core.settings import FIELDS
+
+            lines.append(f"{name}:")
+            for key, spec in FIELDS.items():
+                help_line = f"  # {spec.help} Allowed: {spec.describe_range()}.".replace("`", "")
+                lines += [help_line, f"  {key}: {_yaml_scalar(getattr(value, key))}"]
+        else:
+            lines.append(f"{name}: {_yaml_scalar(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _yaml_scalar(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_yaml_scalar(v) for v in value) + "]"
+    return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n").removesuffix("\n...")
+
+
+def _main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m core.config", description="Check or rewrite config.yaml.")
+    parser.add_argument("path", nargs="?", default=str(ROOT / "config.yaml"))
+    parser.add_argument("--write", action="store_true", help="rewrite the file's comments from core/config.py")
+    args = parser.parse_args(argv)
+    path = Path(args.path)
+    try:
+        config = load_config(path if path.exists() or not args.write else None, env={})
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    if args.write:
+        path.write_text(render_yaml(config), encoding="utf-8")
+        print(f"wrote {path}")
+    else:
+        print(f"{path} is valid; model: {config.model_source}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
