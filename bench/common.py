@@ -9,7 +9,6 @@ within one run; absolute numbers are only a rough guide.
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import functools
 import importlib.util
 import json
@@ -108,14 +107,15 @@ def service_config(*, max_batch_size: int | None = None, queue_size: int = 32) -
     """The bot's config with room for a benchmark: a long timeout, a queue for every user, and no
     per-user rate limit (one benchmark user asks for dozens of stories a minute)."""
     base = config()
-    service = dataclasses.replace(
-        base.service,
-        request_timeout_s=600.0,
-        queue_size=max(queue_size, base.service.queue_size),
-        max_batch_size=max_batch_size or base.service.max_batch_size,
-        per_user_per_minute=1_000_000,
+    service = base.service.model_copy(
+        update={
+            "request_timeout_s": 600.0,
+            "queue_size": max(queue_size, base.service.queue_size),
+            "max_batch_size": max_batch_size or base.service.max_batch_size,
+            "per_user_per_minute": 1_000_000,
+        }
     )
-    return dataclasses.replace(base, service=service)
+    return base.model_copy(update={"service": service})
 
 
 @functools.cache
