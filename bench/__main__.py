@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 import time
 import traceback
 
@@ -24,6 +25,8 @@ def run_one(name: str, quick: bool) -> bool:
         status = module.main(["--quick"] if quick else [])
     except SystemExit as exit_:
         status = exit_.code
+        if isinstance(status, str):
+            print(status, file=sys.stderr)
     except Exception:
         traceback.print_exc()
         status = 1

@@ -18,6 +18,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.utils.confirm import ConfirmAction, ConfirmView
+from cogs.utils.options import narrow_option
 from cogs.utils.replies import send_ephemeral, send_error
 from core.errors import SettingsError, TaleweaverError
 from core.settings import FIELDS, PRESETS, FieldSpec
@@ -42,6 +43,10 @@ SERVER_ONLY = "Server settings exist only inside a server. In DMs, `/settings` i
 NOT_ALLOWED = (
     "Only members with the **Manage Server** permission can change this server's settings. "
     "Your own settings are under `/settings`."
+)
+MANAGERS_ONLY = (
+    "This server's defaults and limits are set by members with **Manage Server** (`/server-settings`), "
+    "which is why you may not see that command."
 )
 ResetPart = Literal["defaults", "limits", "defaults and limits"]
 RESET_SCOPES: dict[str, tuple[Scope, ...]] = {
@@ -101,6 +106,9 @@ class SettingsCog(commands.Cog):
 
     def __init__(self, bot: TaleweaverBot) -> None:
         self.bot = bot
+        for command in self.walk_app_commands():  # the bot's own cap, so Discord refuses more
+            if isinstance(command, app_commands.Command) and "max_new_tokens" in command._params:
+                narrow_option(command, "max_new_tokens", max_value=bot.config.limits.max_new_tokens)
 
     @property
     def store(self) -> PreferencesStore:
@@ -118,6 +126,8 @@ class SettingsCog(commands.Cog):
             return
         where = "in this server" if interaction.guild_id is not None else "in DMs"
         footer = "Change them with `/settings set`, `/settings preset` or `/settings reset`."
+        if interaction.guild_id is not None and not interaction.permissions.manage_guild:
+            footer += "\n" + MANAGERS_ONLY
         await send_ephemeral(interaction, render_settings(f"**Your settings** {where}", resolved, footer))
 
     @settings.command(name="set")

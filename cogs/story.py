@@ -14,7 +14,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.errors import on_app_command_error
-from cogs.utils.formats import EMBED_DESCRIPTION_LIMIT, EMBED_FOOTER_LIMIT, clean_text, tail, truncate
+from cogs.utils.formats import EMBED_DESCRIPTION_LIMIT, EMBED_FOOTER_LIMIT, clean_text, plain, tail, truncate
+from cogs.utils.options import narrow_option, prompt_chars, prompt_help
 from cogs.utils.replies import NO_MENTIONS, send_error, withdraw
 from cogs.utils.throttle import EditThrottle
 from core.errors import RequestTimeoutError, TaleweaverError
@@ -40,6 +41,7 @@ VIEW_TIMEOUT_S = 14 * 60
 STORY_COLOUR = discord.Colour(0x8E6CBF)
 STOP_STATUS = {StopReason.STOPPED: "⏹️ stopped", StopReason.EOS: "the end", StopReason.LENGTH: ""}
 _LEN, _TEMP = FIELDS["max_new_tokens"], FIELDS["temperature"]
+PROMPT_HELP = "The opening line of the story."
 
 
 @dataclass
@@ -74,15 +76,10 @@ def render_story(
         attachment = discord.File(_as_bytes(state.text), filename="story.txt")
     embed = discord.Embed(description=text or "…", colour=STORY_COLOUR)
     used = state.settings.replace(seed=state.seeds[-1]) if state.seeds else state.settings
-    footer = [used.summary()]
-    if result is not None:
-        footer.append(f"{result.new_tokens} tokens in {result.elapsed_s:.1f} s")
-    if status:
-        footer.append(status)
-    footer.extend(state.notes)
-    embed.set_footer(
-        text=truncate(" · ".join(footer[:1]) + ("\n" + "\n".join(footer[1:]) if footer[1:] else ""), EMBED_FOOTER_LIMIT)
-    )
+    outcome = [f"{result.new_tokens} tokens in {result.elapsed_s:.1f} s"] if result is not None else []
+    outcome += [status] if status else []
+    lines = [used.summary(), " · ".join(outcome), *state.notes]
+    embed.set_footer(text=truncate(plain("\n".join(line for line in lines if line)), EMBED_FOOTER_LIMIT))
     return embed, attachment
 
 
@@ -164,6 +161,16 @@ class StoryCog(commands.Cog):
 
     def __init__(self, bot: TaleweaverBot) -> None:
         self.bot = bot
+        config, cap = bot.config, bot.config.limits.max_new_tokens
+        narrow_option(
+            self.story, "prompt", max_value=prompt_chars(config), description=prompt_help(config, PROMPT_HELP)
+        )
+        narrow_option(
+            self.story,
+            "length",
+            max_value=cap,
+            description=f"How many tokens to write (1-{cap}); default: your setting.",
+        )
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction) -> None:
@@ -178,7 +185,7 @@ class StoryCog(commands.Cog):
 
     @app_commands.command(name="story", description="Write a story that starts with your opening line.")
     @app_commands.describe(
-        prompt="The opening line of the story.",
+        prompt=PROMPT_HELP,
         length=f"How many tokens to write ({_LEN.minimum}-{_LEN.maximum}); default: your setting.",
         strategy="How words are chosen, for this story only; default: your setting.",
         temperature=f"Sampling temperature ({_TEMP.minimum}-{_TEMP.maximum}), for this story only.",

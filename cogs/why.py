@@ -10,7 +10,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.utils.formats import EMBED_DESCRIPTION_LIMIT, EMBED_FIELD_VALUE_LIMIT, EMBED_FOOTER_LIMIT, truncate
+from cogs.utils.formats import EMBED_DESCRIPTION_LIMIT, EMBED_FIELD_VALUE_LIMIT, EMBED_FOOTER_LIMIT, plain, truncate
+from cogs.utils.options import narrow_option, prompt_chars, prompt_help
 from cogs.utils.replies import NO_MENTIONS, send_error, withdraw
 from cogs.utils.throttle import EditThrottle
 from core.bars import bar, render_bars, render_predictions
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WHY_COLOUR = discord.Colour(0x2F6DB5)
+PROMPT_HELP = "The text whose next word to explain."
 BAR_WIDTH = 16
 _FENCE = "```"
 
@@ -69,7 +71,7 @@ def render_why(result: WhyResult) -> tuple[discord.Embed, list[discord.File]]:
         + (" (stopped when the loss stopped improving)" if result.stopped_early else ""),
         *result.notes,
     ]
-    embed.set_footer(text=truncate(" · ".join(footer), EMBED_FOOTER_LIMIT))
+    embed.set_footer(text=truncate(plain(" · ".join(footer)), EMBED_FOOTER_LIMIT))
     files = []
     if result.image_png:
         files.append(discord.File(io.BytesIO(result.image_png), filename="why.png"))
@@ -94,10 +96,13 @@ class WhyCog(commands.Cog):
 
     def __init__(self, bot: TaleweaverBot) -> None:
         self.bot = bot
+        narrow_option(
+            self.why, "prompt", max_value=prompt_chars(bot.config), description=prompt_help(bot.config, PROMPT_HELP)
+        )
 
     @app_commands.command(name="why", description="Show which words of a prompt drive the model's next word.")
     @app_commands.describe(
-        prompt="The text whose next word to explain (at least two words).",
+        prompt=PROMPT_HELP,
         view="bars: importance per word (default); attention: the attention of each head too.",
     )
     @app_commands.choices(view=[app_commands.Choice(name=name, value=name) for name in WHY_VIEWS])

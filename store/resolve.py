@@ -58,7 +58,8 @@ class ResolvedSettings:
     sources: Mapping[str, Source]
     """Field → the layer its value came from (before any clamping)."""
     notes: tuple[str, ...] = ()
-    """Lines to show the user: values they chose that a limit lowered."""
+    """Lines to show the user: values they chose that a limit lowered (where the strategy uses them),
+    and values they chose that the strategy does not use."""
     clamps: Mapping[str, Clamp] = field(default_factory=lambda: _EMPTY)
     """Every value a limit lowered, including defaults the user never chose (not in `notes`)."""
     limits: Mapping[str, Limit] = field(default_factory=lambda: _EMPTY)
@@ -111,11 +112,46 @@ def resolve_settings(
         if values[name] > limit.value:
             clamps[name] = Clamp(name, values[name], limit)
             values[name] = limit.value
-    notes = tuple(clamp.note() for name, clamp in clamps.items() if sources[name] in _CHOSEN_BY_USER)
+    settings = DecodingSettings(**values)
+    used = set(settings.relevant_fields())
+    notes = tuple(
+        clamp.note() for name, clamp in clamps.items() if sources[name] in _CHOSEN_BY_USER and name in used
+    ) + _unused_choices(settings, sources)
     return ResolvedSettings(
-        settings=DecodingSettings(**values),
+        settings=settings,
         sources=MappingProxyType(sources),
         notes=notes,
         clamps=MappingProxyType(clamps),
         limits=MappingProxyType(limits),
     )
+
+
+_USED_BY = {
+    "temperature": "sampling",
+    "top_k": "sampling",
+    "top_p": "sampling",
+    "seed": "sampling",
+    "num_beams": "beam",
+}
+_STRATEGY_OWNER = {"default": "the built-in default", "config": "the bot's default", "server": "this server's default"}
+
+
+def _unused_choices(settings: DecodingSettings, sources: Mapping[str, Source]) -> tuple[str, ...]:
+    """Say when a value the user chose does nothing: the strategy in force does not use it.
+
+    Values given with this command are always reported. Saved ones only when the strategy is not
+    the user's own choice (a server default overrode it): someone who saved a temperature and then
+    chose beam search knows, and should not read it under every story.
+    """
+    strategy_chosen = sources["strategy"] in _CHOSEN_BY_USER
+    used = set(settings.relevant_fields())
+    notes = []
+    for name, needs in _USED_BY.items():
+        if name in used or not (sources[name] == "this command" or sources[name] == "you" and not strategy_chosen):
+            continue
+        whose = "" if strategy_chosen else f" ({_STRATEGY_OWNER[sources['strategy']]})"
+        notes.append(
+            f"`{name}` {getattr(settings, name)} is not used: this story is {settings.strategy}{whose}, "
+            f"and `{name}` applies to {needs} only."
+        )
+    return tuple(notes)

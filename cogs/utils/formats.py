@@ -41,3 +41,9 @@ def tail(text: str, limit: int, marker: str = ELLIPSIS) -> str:
     if len(text) <= limit:
         return text
     return marker + text[-(limit - len(marker)) :]
+
+
+def plain(text: str) -> str:
+    """Text for a place where Discord shows Markdown literally (embed footers, author names):
+    code spans and bold lose their marks instead of showing backticks and asterisks."""
+    return text.replace("**", "").replace("`", "")

@@ -119,9 +119,19 @@ const Render = (() => {
     return link;
   }
 
+  // Buttons' emoji as text symbols that every font has: a machine without an emoji font would
+  // show empty boxes. An emoji not listed here is left out (the label says what the button does).
+  const BUTTON_SYMBOLS = { "➕": "+", "🔄": "↻", "⏹️": "■", "⏹": "■", "◀️": "◀", "▶️": "▶", "❓": "?", "🧵": "#" };
+
+  function buttonSymbol(emoji) {
+    if (!emoji || !emoji.name) return "";
+    const symbol = BUTTON_SYMBOLS[emoji.name];
+    return symbol ? symbol + " " : "";
+  }
+
   function button(data, onComponent) {
     const style = BUTTON_STYLES[data.style] || "secondary";
-    const label = `${data.emoji && data.emoji.name ? data.emoji.name + " " : ""}${data.label || ""}`.trim();
+    const label = `${buttonSymbol(data.emoji)}${data.label || ""}`.trim();
     if (style === "link") {
       const link = el("a", "button secondary", `${label} ↗`);
       link.href = data.url;

@@ -93,7 +93,8 @@ async def test_setup_registers_both_groups_with_their_subcommands(cog: SettingsC
 
 @pytest.mark.parametrize("command_name", ["settings_set", "server_set"])
 async def test_set_has_one_option_per_setting_with_the_types_ranges(cog: SettingsCog, command_name: str) -> None:
-    """Each option's range or choices are the settings type's, so Discord's client enforces them."""
+    """Each option's range or choices are the settings type's (length: the bot's cap), so Discord's
+    client enforces them."""
     options = options_of(getattr(cog, command_name))
     assert list(options) == list(FIELDS)
     for name, spec in FIELDS.items():
@@ -103,7 +104,8 @@ async def test_set_has_one_option_per_setting_with_the_types_ranges(cog: Setting
         if spec.choices is not None:
             assert [choice.value for choice in option.choices] == list(spec.choices)
         else:
-            assert (option.min_value, option.max_value) == (spec.minimum, spec.maximum)
+            maximum = min(spec.maximum, CAP) if name == "max_new_tokens" else spec.maximum  # the bot's cap
+            assert (option.min_value, option.max_value) == (spec.minimum, maximum)
             expected = discord.AppCommandOptionType.integer if spec.kind is int else discord.AppCommandOptionType.number
             assert option.type == expected
 
@@ -112,7 +114,7 @@ async def test_limit_has_an_option_per_limitable_setting(cog: SettingsCog) -> No
     """Servers can cap exactly the limitable settings, within their ranges."""
     options = options_of(cog.server_limit)
     assert list(options) == list(LIMIT_FIELDS)
-    assert options["max_new_tokens"].max_value == FIELDS["max_new_tokens"].maximum
+    assert options["max_new_tokens"].max_value == CAP
 
 
 async def test_presets_are_offered_with_a_one_line_description(cog: SettingsCog) -> None:
@@ -493,3 +495,14 @@ async def test_an_unavailable_store_gives_a_private_message(cog: SettingsCog, st
         interaction = member()
         await command.callback(cog, interaction, **options)
         assert "Preferences are unavailable" in reply(interaction)
+
+
+async def test_show_tells_a_member_without_manage_server_who_sets_the_server_settings(cog: SettingsCog) -> None:
+    plain_member, manager = member(), admin()
+    await cog.settings_show.callback(cog, plain_member)
+    await cog.settings_show.callback(cog, manager)
+    assert "Manage Server" in reply(plain_member) and "/server-settings" in reply(plain_member)
+    assert "Manage Server" not in reply(manager)
+    direct = member(guild_id=None)
+    await cog.settings_show.callback(cog, direct)
+    assert "Manage Server" not in reply(direct)

@@ -95,3 +95,28 @@ async def test_story_and_why_in_the_page_are_shown_and_screenshotted(page):
     await page.screenshot(path=str(SCREENSHOT))
     assert SCREENSHOT.stat().st_size > 10_000
     print(f"\nscreenshot: {SCREENSHOT}")
+
+
+NARROW_SCREENSHOT = ROOT / "artifacts" / "playground-420.png"
+
+
+async def test_page_at_420_px_keeps_a_readable_story_column_and_text_buttons(page):
+    """At a phone's width the sidebar folds above the channel, the story is not one word wide,
+    and the buttons show text symbols rather than emoji (which need an emoji font)."""
+    await page.set_viewport_size({"width": 420, "height": 900})
+    await run(page, "/story prompt: Once upon a time there lived a king strategy: greedy length: 20")
+    story = page.locator(FINISHED_STORY)
+    await story.wait_for()
+    sidebar = await page.locator(".sidebar").bounding_box()
+    channel = await page.locator(".channel").bounding_box()
+    description = await story.locator(".embed-description").bounding_box()
+    assert sidebar["y"] + sidebar["height"] <= channel["y"] + 1  # above, not beside
+    assert channel["width"] >= 400 and description["width"] >= 300
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 420  # nothing sticks out
+    overflowing = await story.locator(".embed-description").evaluate("node => node.scrollWidth > node.clientWidth")
+    assert not overflowing  # a story without spaces wraps too
+    labels = [text.strip() for text in await story.locator("button").all_inner_texts()]
+    assert labels == ["+ Continue", "↻ Regenerate", "■ Stop"]
+    NARROW_SCREENSHOT.parent.mkdir(exist_ok=True)
+    await page.screenshot(path=str(NARROW_SCREENSHOT), full_page=True)
+    print(f"\nscreenshot: {NARROW_SCREENSHOT}")

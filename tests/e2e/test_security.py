@@ -105,7 +105,7 @@ async def test_token_never_appears_in_the_bots_debug_log(driver, rig, reader):
     """After stories, an explanation, an error and a gateway resume, the DEBUG log holds no trace of the token."""
     story = await story_started(driver, reader, PROMPT, length=4)
     await finished(driver, story["original_message_id"])
-    await driver.command(reader, "settings set", {"max_new_tokens": 1024})
+    await private_reply(driver, (await story_started(driver, reader, "a" * 300))["id"])  # an error
     mark = (await driver.state())["last_event_seq"]
     await driver.reconnect_gateway()
     await driver.wait_for_event(lambda e: e["kind"] == "gateway" and e["data"]["state"] == "resumed", after=mark)

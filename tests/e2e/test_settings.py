@@ -64,11 +64,12 @@ async def test_settings_reset_of_everything_asks_first_then_resets(driver, reade
     assert "• `top_p` **1.0** — built-in default" in (await answer(driver, reader, "settings show"))["content"]
 
 
-async def test_a_value_above_the_bots_cap_is_refused_and_nothing_is_saved(driver, rig, reader):
-    """The client allows up to 1024 tokens; the bot's cap from config.yaml is lower, so it refuses."""
+async def test_a_value_above_the_bots_cap_is_refused_by_the_client_and_nothing_is_saved(driver, rig, reader):
+    """The option declares the bot's cap from config.yaml, so Discord's client refuses more before sending."""
     cap = rig.config["limits"]["max_new_tokens"]
-    reply = await answer(driver, reader, "settings set", {"max_new_tokens": 1024})
-    assert f"from 1 to {cap}" in reply["content"] and reply["content"].endswith("Nothing was saved.")
+    with pytest.raises(DriverRefused) as refused:
+        await driver.command(reader, "settings set", {"max_new_tokens": cap + 1})
+    assert refused.value.status == 400 and f"between 1 and {cap}" in str(refused.value)
     assert "• `max_new_tokens` **16** — bot default" in (await answer(driver, reader, "settings show"))["content"]
 
 
@@ -148,4 +149,4 @@ async def test_server_limit_caps_a_members_story_and_tells_them(driver, moderato
     interaction = await story_started(driver, reader, "The fox said to the crow", length=20)
     text = footer(await finished(driver, interaction["original_message_id"]))
     assert "max_new_tokens=5" in text
-    assert "`max_new_tokens` 20 was capped to 5 by this server's limit." in text
+    assert "\nmax_new_tokens 20 was capped to 5 by this server's limit." in text  # a footer shows no Markdown

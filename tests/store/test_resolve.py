@@ -115,3 +115,46 @@ def test_the_result_cannot_be_changed_by_its_reader() -> None:
     resolved = resolve()
     with pytest.raises(TypeError):
         resolved.sources["top_k"] = "you"  # type: ignore[index]
+
+
+# Notes name only what applies -------------------------------------------------------------------
+
+
+def test_a_cap_on_a_setting_the_strategy_ignores_is_not_reported() -> None:
+    """A temperature capped by the server says nothing on a greedy story: greedy does not sample."""
+    resolved = resolve(command={"strategy": "greedy", "temperature": 1.5}, server_limits={"temperature": 1.0})
+    assert resolved.clamps["temperature"].requested == 1.5  # still capped, for /settings show
+    assert not any("capped" in note for note in resolved.notes)
+
+
+def test_a_choice_overridden_by_the_servers_strategy_is_said() -> None:
+    """A member asks for a temperature; the server's default strategy is greedy: the story says so."""
+    resolved = resolve(server={"strategy": "greedy"}, command={"temperature": 1.2})
+    assert resolved.settings.strategy == "greedy"
+    assert resolved.notes == (
+        "`temperature` 1.2 is not used: this story is greedy (this server's default), "
+        "and `temperature` applies to sampling only.",
+    )
+
+
+def test_a_seed_given_with_beam_search_is_said_to_be_unused() -> None:
+    resolved = resolve(command={"strategy": "beam", "seed": 5})
+    assert resolved.notes == ("`seed` 5 is not used: this story is beam, and `seed` applies to sampling only.",)
+
+
+def test_saved_values_the_users_own_strategy_ignores_are_not_repeated_on_every_story() -> None:
+    """Someone who saved a temperature and then chose beam search knows; nothing to say."""
+    assert resolve(user={"temperature": 1.2, "strategy": "beam"}).notes == ()
+    assert resolve(user={"temperature": 1.2}, server={"strategy": "beam"}).notes != ()
+
+
+def test_every_note_names_only_settings_the_strategy_uses_or_says_they_are_unused() -> None:
+    for strategy in ("greedy", "beam", "sampling"):
+        resolved = resolve(
+            command={"strategy": strategy, "temperature": 1.9, "num_beams": 8, "max_new_tokens": 900},
+            server_limits={"temperature": 1.0, "num_beams": 3},
+        )
+        used = set(resolved.settings.relevant_fields())
+        for note in resolved.notes:
+            field = note.split("`")[1]
+            assert field in used or "is not used" in note, note
