@@ -15,9 +15,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $(STAMP)
 
-## run: the bot on Discord when DISCORD_TOKEN is set, else the local playground
+PORT ?= 8765
+
+## run: the bot on Discord when DISCORD_TOKEN is set, else the local playground (make run PORT=9000)
 run: $(STAMP)
-	@if [ -n "$$DISCORD_TOKEN" ]; then exec $(PY) bot.py; else exec $(PY) -m playground; fi
+	@if [ -n "$$DISCORD_TOKEN" ]; then exec $(PY) bot.py; else exec $(PY) -m playground --port $(PORT); fi
 
 ## browser: Debian's Chromium for the browser test (skipped when it is already there)
 browser:

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -19,32 +20,27 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import discord  # noqa: E402
 from discord.ext import commands  # noqa: E402
 
+from cogs.errors import Refused  # noqa: E402
 from core.config import Config, ConfigError, load_config  # noqa: E402
 from core.errors import TaleweaverError  # noqa: E402
+from core.metrics import COMMANDS, DISCORD_HTTP_ERRORS  # noqa: E402
 from core.service import ModelServiceAPI  # noqa: E402
+from ops.logs import configure_logging  # noqa: E402
+from ops.loop_lag import watch_loop_lag  # noqa: E402
+from ops.server import OpsServer  # noqa: E402
 from store import PreferencesStore  # noqa: E402
+
+# Taleweaver speaks no voice: discord.py's warnings about missing voice libraries are noise.
+discord.VoiceClient.warn_nacl = False
+discord.VoiceClient.warn_dave = False
 
 log = logging.getLogger("taleweaver")
 
 INITIAL_EXTENSIONS = ("cogs.errors", "cogs.story", "cogs.settings", "cogs.why")
 TOKEN_ENV = "DISCORD_TOKEN"
-
-
-class RedactSecrets(logging.Filter):
-    """Replaces the token wherever it would appear in a log record (a second line of defence:
-    nothing logs it on purpose)."""
-
-    def __init__(self, *secrets: str) -> None:
-        super().__init__()
-        self.secrets = [s for s in secrets if s]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if any(secret in message for secret in self.secrets):
-            for secret in self.secrets:
-                message = message.replace(secret, "[redacted]")
-            record.msg, record.args = message, None
-        return True
+SHUTDOWN_TIMEOUT_S = 10.0
+"""The longest running stories get to tell their users about a restart before the bot closes."""
+RESTARTING = "I'm restarting right now; please try again in a minute."
 
 
 class TaleweaverBot(commands.Bot):
@@ -60,11 +56,56 @@ class TaleweaverBot(commands.Bot):
         self.config = config
         self.service = service
         self.preferences = preferences
+        self.shutting_down = False
+        self._shutdown_task: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
+        self.tree.interaction_check = self._accepting_commands
+        self._count_http_errors()
         for extension in INITIAL_EXTENSIONS:
             await self.load_extension(extension)
         await self.sync_commands()
+
+    async def _accepting_commands(self, interaction: discord.Interaction) -> bool:
+        if self.shutting_down:
+            raise Refused(RESTARTING)
+        return True
+
+    def _count_http_errors(self) -> None:
+        """Every failed Discord API call, by status, in `taleweaver_discord_http_errors_total`."""
+        request = self.http.request
+
+        async def counted(*args, **kwargs):
+            try:
+                return await request(*args, **kwargs)
+            except discord.HTTPException as exc:
+                DISCORD_HTTP_ERRORS.labels(status=str(exc.status)).inc()
+                raise
+
+        self.http.request = counted
+
+    async def on_app_command_completion(self, interaction: discord.Interaction, command) -> None:
+        COMMANDS.labels(command=command.qualified_name, outcome="ok").inc()
+
+    async def gateway_ready(self) -> bool:
+        """Readiness: logged in, the gateway connected, and not on the way out."""
+        return self.is_ready() and not self.is_closed() and not self.shutting_down
+
+    def begin_shutdown(self, reason: str) -> None:
+        """Stop taking commands, let running stories tell their users, then close (once)."""
+        if self._shutdown_task is not None:
+            return
+        log.info("%s received: shutting down", reason)
+        self.shutting_down = True
+        self._shutdown_task = asyncio.create_task(self._shutdown(), name="shutdown")
+
+    async def _shutdown(self) -> None:
+        endings = [cog.shutdown() for cog in self.cogs.values() if hasattr(cog, "shutdown")]
+        try:
+            await asyncio.wait_for(asyncio.gather(*endings, return_exceptions=True), timeout=SHUTDOWN_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("cogs took longer than %.0f s to wind down; closing anyway", SHUTDOWN_TIMEOUT_S)
+        await self.close()
 
     async def sync_commands(self) -> None:
         """Guild sync is instant, so configured test servers get it; otherwise sync globally."""
@@ -80,13 +121,6 @@ class TaleweaverBot(commands.Bot):
 
     async def on_ready(self) -> None:
         log.info("ready as %s in %d servers", self.user, len(self.guilds))
-
-
-def configure_logging(level: str, token: str) -> None:
-    discord.utils.setup_logging(level=getattr(logging, level), root=True)
-    redact = RedactSecrets(token)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(redact)
 
 
 async def run(config: Config, token: str) -> None:
@@ -110,12 +144,40 @@ async def run(config: Config, token: str) -> None:
     service = ModelService(loaded, config)
     await service.start()
     bot = TaleweaverBot(config, service, preferences)
+    ops = await start_ops(config, bot)
+    lag = asyncio.create_task(watch_loop_lag(), name="loop-lag")
+    stop_on_signals(bot)
     try:
         async with bot:
             await bot.start(token)
     finally:
+        lag.cancel()
+        if ops is not None:
+            await ops.stop()
         await service.close()
         await preferences.close()
+        log.info("stopped cleanly")
+
+
+async def start_ops(config: Config, bot: TaleweaverBot) -> OpsServer | None:
+    """The health and metrics endpoint; a port that is taken is logged, and the bot serves on without it."""
+    if not config.ops.enabled:
+        return None
+    checks = {"discord": bot.gateway_ready, "model": bot.service.ready, "database": bot.preferences.ping}
+    server = OpsServer(checks, config.ops.host, config.ops.port)
+    try:
+        await server.start()
+    except OSError as exc:
+        log.error("cannot serve the operations endpoint on %s:%d (%s)", config.ops.host, config.ops.port, exc.strerror)
+        return None
+    return server
+
+
+def stop_on_signals(bot: TaleweaverBot) -> None:
+    """SIGTERM (docker stop, systemd, the playground) and SIGINT (Ctrl-C) both shut down cleanly."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, lambda name=signal.Signals(signum).name: bot.begin_shutdown(name))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    configure_logging(config.log_level, token)
+    configure_logging(config.log_level, config.log_format, token)
     try:
         asyncio.run(run(config, token))
     except discord.LoginFailure:

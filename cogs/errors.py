@@ -22,6 +22,7 @@ from discord.ext import commands
 
 from cogs.utils.replies import send_error
 from core.errors import TaleweaverError
+from core.metrics import COMMANDS
 
 if TYPE_CHECKING:
     from bot import TaleweaverBot
@@ -30,11 +31,25 @@ log = logging.getLogger(__name__)
 APOLOGY = "Sorry, something went wrong on my side. It has been logged; please try again."
 
 
+class Refused(app_commands.CheckFailure):
+    """A check that says why it refused (the bot is restarting, say): the user reads `message`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 async def on_app_command_error(interaction: discord.Interaction, error: Exception) -> None:
     """Also used by views (buttons), whose errors do not pass through the tree."""
     original = getattr(error, "original", error)
+    command = getattr(interaction, "command", None)
+    name = command.qualified_name if command else "button"
+    bug = not isinstance(original, (TaleweaverError, app_commands.CheckFailure, app_commands.TransformerError))
+    COMMANDS.labels(command=name, outcome="error" if bug else "refused").inc()
     if isinstance(original, TaleweaverError):
         await send_error(interaction, original.message)
+    elif isinstance(error, Refused):
+        await send_error(interaction, error.message)
     elif isinstance(error, app_commands.MissingPermissions):
         await send_error(interaction, "You need the Manage Server permission for that.")
     elif isinstance(error, app_commands.CheckFailure):
@@ -45,9 +60,7 @@ async def on_app_command_error(interaction: discord.Interaction, error: Exceptio
     elif isinstance(error, app_commands.CommandSignatureMismatch):
         await send_error(interaction, "This command changed since your client loaded it; please try again in a minute.")
     else:
-        command = getattr(interaction, "command", None)
-        name = f"/{command.qualified_name}" if command else "a button"
-        log.error("unexpected error in %s", name, exc_info=original)
+        log.error("unexpected error in %s", f"/{name}" if command else "a button", exc_info=original)
         await send_error(interaction, APOLOGY)
 
 

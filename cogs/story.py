@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import secrets
@@ -39,6 +40,9 @@ TOKEN_LIFETIME_S = 15 * 60
 VIEW_TIMEOUT_S = 14 * 60
 """Buttons outlive the interaction token only by editing with it, and that token dies at 15 min."""
 STORY_COLOUR = discord.Colour(0x8E6CBF)
+RESTARTING = "I'm restarting right now; please try again in a minute."
+CUT_BY_RESTART = "⚠️ Cut short: the bot is restarting. Start a new story with /story in a minute."
+SHUTDOWN_GRACE_S = 8.0
 STOP_STATUS = {StopReason.STOPPED: "⏹️ stopped", StopReason.EOS: "the end", StopReason.LENGTH: ""}
 _LEN, _TEMP = FIELDS["max_new_tokens"], FIELDS["temperature"]
 PROMPT_HELP = "The opening line of the story."
@@ -161,6 +165,9 @@ class StoryCog(commands.Cog):
 
     def __init__(self, bot: TaleweaverBot) -> None:
         self.bot = bot
+        self.restarting = False
+        self._writing: dict[StoryView, asyncio.Task] = {}
+        """Stories being written now, so a shutdown can end them and tell their users."""
         config, cap = bot.config, bot.config.limits.max_new_tokens
         narrow_option(
             self.story, "prompt", max_value=prompt_chars(config), description=prompt_help(config, PROMPT_HELP)
@@ -249,6 +256,9 @@ class StoryCog(commands.Cog):
         (Regenerate), which would otherwise repeat itself word for word.
         """
         state = view.state
+        if self.restarting:
+            await (withdraw(interaction, RESTARTING) if first else send_error(interaction, RESTARTING))
+            return
         fixed = state.settings.seed is not None and not fresh_seed
         seed = state.settings.seed if fixed else random.randrange(SEED_MAX)
         prompt = state.text if continuing else state.opening
@@ -274,6 +284,7 @@ class StoryCog(commands.Cog):
         await self._edit(interaction, state, view, running=True, status=status)
         result: StoryResult | None = None
         error: TaleweaverError | None = None
+        self._writing[view] = asyncio.current_task()
         try:
             async for delta in stream:
                 state.text += delta
@@ -285,10 +296,26 @@ class StoryCog(commands.Cog):
         finally:
             state.stream = None
             view.set_running(False)
+            self._writing.pop(view, None)
         if error is not None and not isinstance(error, RequestTimeoutError) and state.text == prompt:
             state.text = previous_text
         status = STOP_STATUS.get(result.stop_reason, "") if result else f"⚠️ {error.message}"
+        if self.restarting:
+            status = CUT_BY_RESTART
+            for item in view.children:  # its buttons die with this process
+                item.disabled = True
         await self._edit(interaction, state, view, running=False, status=status, result=result)
+
+    async def shutdown(self) -> None:
+        """The bot is going down: stop every story being written, and wait while each tells its user."""
+        self.restarting = True
+        writes = list(self._writing.items())
+        for view, _ in writes:
+            if view.state.stream is not None:
+                view.state.stream.stop()
+        if writes:
+            log.info("shutting down: ending %d stories being written", len(writes))
+            await asyncio.wait([task for _, task in writes], timeout=SHUTDOWN_GRACE_S)
 
     async def _edit(
         self,

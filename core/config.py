@@ -120,6 +120,14 @@ class DatabaseConfig(Section):
     )
 
 
+class OpsConfig(Section):
+    enabled: bool = Field(True, description="Serve /healthz, /readyz and /metrics (Prometheus) over HTTP.")
+    host: str = Field(
+        "127.0.0.1", min_length=1, description="Address to listen on; 0.0.0.0 exposes it beyond this machine."
+    )
+    port: int = Field(9108, ge=0, le=65535, description="Port to listen on; 0 picks a free one (logged).")
+
+
 def _decoding_settings(value: Any) -> DecodingSettings:
     """The `defaults` section goes through `DecodingSettings`, whose ranges are written in `core.settings`."""
     if isinstance(value, DecodingSettings):
@@ -143,11 +151,15 @@ class Config(Section):
     why: WhyConfig = Field(default_factory=WhyConfig, description="The /why optimisation.")
     discord: DiscordConfig = Field(default_factory=DiscordConfig, description="The Discord connection.")
     database: DatabaseConfig = Field(default_factory=DatabaseConfig, description="The preferences database.")
+    ops: OpsConfig = Field(default_factory=OpsConfig, description="The operations endpoint: health and metrics.")
     defaults: Defaults = Field(
         default_factory=DecodingSettings,
         description="Decoding defaults for everyone, below server and user preferences (see /settings).",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="DEBUG, INFO, WARNING, ERROR.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text (coloured only on a terminal) or json (one object a line, for log collectors)."
+    )
 
     @model_validator(mode="after")
     def _defaults_within_limits(self) -> Config:

@@ -137,6 +137,10 @@ class ModelServiceAPI(Protocol):
 
     async def start(self) -> None: ...
 
+    async def ready(self) -> bool:
+        """Whether it can take work now (loaded, running; for a remote service: reachable)."""
+        ...
+
     async def close(self) -> None:
         """Stop taking work; requests still waiting fail with a message for their users."""
         ...

@@ -30,6 +30,8 @@ class JobStream(Generic[EventT, ResultT]):
 
     def __init__(self, queue_position: int) -> None:
         self.queue_position = queue_position
+        self.first_event_at: float | None = None
+        """time.monotonic() of the first event (for the time-to-first-text metric)."""
         self.stop_event = threading.Event()
         self._events: asyncio.Queue[EventT | None] = asyncio.Queue()
         self._result: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
@@ -51,6 +53,8 @@ class JobStream(Generic[EventT, ResultT]):
     def push(self, event: EventT) -> None:
         """On the loop: one more event for the caller (ignored once the stream has ended)."""
         if not self._result.done():
+            if self.first_event_at is None:
+                self.first_event_at = time.monotonic()
             self._events.put_nowait(event)
 
     def finish(self, result: ResultT | None, error: BaseException | None = None) -> None:

@@ -23,10 +23,20 @@ import torch
 from core.config import Config
 from core.errors import (
     GenerationFailedError,
+    PromptError,
     QueueFullError,
     RequestTimeoutError,
     TaleweaverError,
     UserBusyError,
+)
+from core.metrics import (
+    BATCH_SIZE,
+    QUEUE_LENGTH,
+    REJECTIONS,
+    STORY_DURATION,
+    TIME_TO_FIRST_TEXT,
+    TOKENS_WRITTEN,
+    WHY_DURATION,
 )
 from core.prompts import PromptKind, check_text, check_token_count
 from core.service import StopReason, StoryRequest, StoryResult, WhyProgress, WhyRequest, WhyResult
@@ -80,6 +90,11 @@ class ModelService:
         if self.loaded.device.type == "cpu":
             torch.set_num_threads(self.config.model.cpu_threads)
         self._scheduler = asyncio.create_task(self._schedule(), name="model-scheduler")
+        QUEUE_LENGTH.set_function(lambda: self.queue_length)
+
+    async def ready(self) -> bool:
+        """Readiness: the model is loaded and the scheduler runs (a crashed one would serve nobody)."""
+        return self._scheduler is not None and not self._scheduler.done() and not self._closing
 
     async def close(self) -> None:
         # The flag as well as the cancel: `asyncio.wait_for` (Python 3.11) swallows a cancellation
@@ -97,13 +112,11 @@ class ModelService:
 
     # Public API -------------------------------------------------------------------------------
     async def count_tokens(self, text: str) -> int:
-        return len(self.loaded.tokenizer(text, split_special_tokens=True)["input_ids"])
+        # verbose=False: counting a text longer than the model's context is the point, not a mistake.
+        return len(self.loaded.tokenizer(text, split_special_tokens=True, verbose=False)["input_ids"])
 
     async def story(self, request: StoryRequest) -> StoryStream:
-        prompt = check_text(request.prompt, PromptKind.STORY)
-        if request.keep_tail:
-            prompt = self._tail(prompt)
-        await self._check_length(prompt, PromptKind.STORY)
+        prompt = await self._checked_prompt(request.prompt, PromptKind.STORY, keep_tail=request.keep_tail)
         self._admit(request.user_id)
         request = StoryRequest(request.user_id, prompt, request.settings, request.seed, request.keep_tail)
         stream: StoryStream = JobStream(queue_position=self.queue_length)
@@ -111,8 +124,7 @@ class ModelService:
         return stream
 
     async def why(self, request: WhyRequest) -> WhyStream:
-        prompt = check_text(request.prompt, PromptKind.WHY)
-        await self._check_length(prompt, PromptKind.WHY)
+        prompt = await self._checked_prompt(request.prompt, PromptKind.WHY)
         self._admit(request.user_id)
         request = WhyRequest(request.user_id, prompt, request.seed, request.view)
         stream: WhyStream = JobStream(queue_position=self.queue_length)
@@ -127,19 +139,29 @@ class ModelService:
     def _tail(self, text: str) -> str:
         """The end of `text` that fits the prompt limit, cut at a token boundary."""
         limit = self.max_prompt_tokens
-        ids = self.loaded.tokenizer(text[-limit * 16 :], split_special_tokens=True)["input_ids"]
+        ids = self.loaded.tokenizer(text[-limit * 16 :], split_special_tokens=True, verbose=False)["input_ids"]
         if len(text) <= limit * 16 and len(ids) <= limit:
             return text
         return self.loaded.tokenizer.decode(ids[-limit:])
 
     # Admission --------------------------------------------------------------------------------
-    async def _check_length(self, prompt: str, kind: PromptKind) -> None:
-        check_text(prompt, kind, self.max_prompt_tokens)  # refuses a huge prompt before tokenising it
-        check_token_count(await self.count_tokens(prompt), self.max_prompt_tokens, kind)
+    async def _checked_prompt(self, prompt: str, kind: PromptKind, *, keep_tail: bool = False) -> str:
+        """The cleaned prompt (its tail, for a continuation) once it passes every check of `core.prompts`."""
+        try:
+            prompt = check_text(prompt, kind)
+            if keep_tail:
+                prompt = self._tail(prompt)
+            check_text(prompt, kind, self.max_prompt_tokens)  # refuses a huge prompt before tokenising it
+            check_token_count(await self.count_tokens(prompt), self.max_prompt_tokens, kind)
+        except PromptError:
+            REJECTIONS.labels(reason="prompt").inc()
+            raise
+        return prompt
 
     def _admit(self, user_id: int) -> None:
         service = self.config.service
         if self._in_flight[user_id] >= service.per_user_in_flight:
+            REJECTIONS.labels(reason="user_busy").inc()
             raise UserBusyError("You already have a request running; wait for it to finish (or press Stop).")
         now = time.monotonic()
         recent = self._recent.setdefault(user_id, deque())
@@ -147,12 +169,14 @@ class ModelService:
             recent.popleft()
         if len(recent) >= service.per_user_per_minute:
             wait = recent[0] + RATE_WINDOW_S - now
+            REJECTIONS.labels(reason="rate_limited").inc()
             raise UserBusyError(
                 f"You've started {len(recent)} requests in the last minute, the most allowed. "
                 f"Please try again in {math.ceil(wait)} s.",
                 retry_after=wait,
             )
         if len(self._pending) >= service.queue_size:
+            REJECTIONS.labels(reason="queue_full").inc()
             raise QueueFullError(
                 f"I'm busy: {len(self._pending)} requests are waiting, the most I queue. Please try again in a minute.",
                 retry_after=60.0,
@@ -192,6 +216,7 @@ class ModelService:
             batch = self._take_batch()
             self._running = batch
             self.batches_run.append(len(batch))
+            BATCH_SIZE.observe(len(batch))
             try:
                 if isinstance(batch[0], WhyJob):
                     await self._run_why(batch[0])
@@ -293,6 +318,7 @@ class ModelService:
 
         result = await self._execute([job], work)
         if result is not None:
+            WHY_DURATION.observe(time.monotonic() - job.enqueued_at)
             job.stream.finish(result)
 
     def _finish_story(self, job: StoryJob, output: RowOutput, elapsed: float) -> None:
@@ -303,6 +329,10 @@ class ModelService:
             job.fail(RequestTimeoutError(f"The story was cut off after {timeout:.0f} s."))
             return
         request = job.request
+        TOKENS_WRITTEN.inc(output.new_tokens)
+        STORY_DURATION.observe(time.monotonic() - job.enqueued_at)
+        if job.stream.first_event_at is not None:
+            TIME_TO_FIRST_TEXT.observe(job.stream.first_event_at - job.enqueued_at)
         job.stream.finish(
             StoryResult(
                 prompt=request.prompt,

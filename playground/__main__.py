@@ -26,7 +26,12 @@ BOT_STOP_GRACE_S = 10.0
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m playground", description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free port; default 8765)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=8765,
+        help="port on 127.0.0.1 (0: any free port; default 8765, or a free one when it is taken)",
+    )
     parser.add_argument("--bot-config", metavar="PATH", help="config file for the bot (default: the bot's own default)")
     parser.add_argument(
         "--no-bot", action="store_true", help="start only the stand-in and the page; run a bot yourself"
@@ -57,8 +62,13 @@ async def run(args: argparse.Namespace) -> int:
     try:
         await standin.start()
     except OSError as error:
-        print(f"cannot listen on 127.0.0.1:{args.port} ({error.strerror}); try --port 0", file=sys.stderr)
-        return 1
+        if args.port == 0:
+            print(f"cannot listen on 127.0.0.1 ({error.strerror})", file=sys.stderr)
+            return 1
+        # Another playground (a second `make run`) has the port: take any free one and say which.
+        print(f"127.0.0.1:{args.port} is taken ({error.strerror}); using a free port instead", file=sys.stderr)
+        standin = StandIn(StandInConfig(port=0))
+        await standin.start()
     print(f"Taleweaver playground: {standin.url}", flush=True)
     if args.no_bot:
         print(f"Run your bot with {API_BASE_ENV}={standin.api_base} and any DISCORD_TOKEN.", flush=True)

@@ -126,6 +126,16 @@ class SqlitePreferencesStore:
             raise
         return cls(db, path, config_defaults=config_defaults, max_new_tokens_cap=max_new_tokens_cap)
 
+    async def ping(self) -> bool:
+        """A trivial read: True while the file is open and readable."""
+        if self._closed:
+            return False
+        try:
+            await self._read("SELECT 1", ())
+        except StoreUnavailableError:
+            return False
+        return True
+
     async def close(self) -> None:
         async with self._lock:
             if not self._closed:

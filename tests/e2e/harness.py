@@ -111,6 +111,7 @@ def bot_config(model_dir: Path, database: Path) -> dict[str, Any]:
         "database": {"path": str(database)},
         "defaults": {"strategy": "sampling", "max_new_tokens": 16},
         "log_level": "DEBUG",
+        "ops": {"port": 0},
     }
 
 
