@@ -183,7 +183,7 @@ def generate_batch(loaded: LoadedModel, jobs: Sequence[RowJob]) -> list[RowOutpu
     prompt_length = inputs["input_ids"].shape[1]
     beam = jobs[0].settings.strategy == "beam"
     rows = [_RowState(job, tokenizer, streaming=not beam) for job in jobs]
-    room = _context_room(model, prompt_length)
+    room = context_room(model, prompt_length)
     if room < 1:
         raise ValueError(f"a prompt of {prompt_length} tokens leaves no room in the model's context")
     for row in rows:
@@ -212,7 +212,7 @@ def generate_batch(loaded: LoadedModel, jobs: Sequence[RowJob]) -> list[RowOutpu
     return [row.output() for row in rows]
 
 
-def _context_room(model, prompt_length: int) -> int:
+def context_room(model, prompt_length: int) -> int:
     """New tokens that fit after the prompt in the model's context window (1024 for GPT-2)."""
     limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     return (limit - prompt_length) if limit else 1 << 30

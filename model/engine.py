@@ -1,0 +1,268 @@
+"""Continuous batching: stories join and leave one shared batch at every decoding step.
+
+Text-generation servers (Orca, vLLM, TGI) schedule per iteration rather than per request: a
+request that arrives while others are being written is prefilled on its own and joins the
+running batch at the next step, and a row that ends leaves at once, so nobody waits for the
+longest story of a batch they were not even in. This is that loop, over Hugging Face's
+`DynamicCache`, for the greedy and sampling rows of the model service (beam search keeps the
+static path in `model.generation`: its beams are a batch of their own).
+
+How rows share a step. The batch's key/value cache is left-padded: each row's past sits at the
+right end, and an attention mask hides the padding. A new row's cache (from its own prefill) is
+padded to the batch's length, or the batch's to the row's, and concatenated; a finished row is
+selected out; padding columns that no row needs any more are cut from the left. Positions are
+per row (GPT-2's position embeddings are absolute), so a row's numbers are the ones it would
+get alone: the same prefill, the same steps, its own seed and its own settings (temperature,
+top-k, top-p, repetition penalty, n-gram ban), whoever shares the step.
+
+Hugging Face's own continuous batching (`generate_batch`, `ContinuousBatchingManager` in
+transformers 5.x) was evaluated first and is not used: it samples with `torch.multinomial` on
+the global generator (no per-request seed, so a story could not be reproduced), takes one
+generation config per manager, and switches the model to paged attention, which `/why`'s
+gradients through the same model do not go through.
+
+Everything here is blocking torch code for the service's single worker thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor
+
+from core.service import StopReason
+from core.settings import DecodingSettings
+from model.decoding import _SamplingGroup
+from model.generation import RowJob, _RowState, context_room
+from model.loading import LoadedModel
+
+
+@dataclass(eq=False)
+class _Row:
+    """One story in the running batch: its tokens so far (prompt included) and its own state."""
+
+    job: RowJob
+    state: _RowState
+    ids: list[int]
+    """Prompt and generated tokens: what the repetition controls look at."""
+    generator: torch.Generator
+    max_new_tokens: int
+    next_token: int = -1
+    """The token to feed at the next step (sampled at the end of the previous one)."""
+    generated: int = 0
+
+    @property
+    def settings(self) -> DecodingSettings:
+        return self.job.settings
+
+
+@dataclass
+class EngineStats:
+    steps: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+    """Rows in each decoding step (for tests and the benchmark)."""
+
+
+class ContinuousBatch:
+    """The rows being written and their shared cache. Owned by the worker thread.
+
+    `submit` (any thread) queues a job; the worker's `run` admits queued jobs between steps,
+    prefilling each on its own, and returns when no row is left and nothing is queued. A job
+    whose prefill fails reports through `on_error` and never joins; the rest carry on.
+    """
+
+    def __init__(self, loaded: LoadedModel, on_error, stats: EngineStats | None = None) -> None:
+        self.loaded = loaded
+        self.on_error = on_error
+        """Called from the worker with (job, exception) when one job fails alone."""
+        self.stats = stats or EngineStats()
+        self._inbox: list[RowJob] = []
+        self._lock = threading.Lock()
+        self._running = False
+        self.rows: list[_Row] = []
+        self._kv: DynamicCache | None = None
+        """The batch's cache, kept from step to step (the model appends to it in place); rows joining
+        and leaving replace its layers' tensors."""
+        self._mask: torch.Tensor | None = None
+        self._eos = loaded.tokenizer.eos_token_id
+
+    # Any thread ---------------------------------------------------------------------------------
+    def submit(self, job: RowJob) -> bool:
+        """Queue a job for the next step; False when no run is going (start one with `run`)."""
+        with self._lock:
+            if not self._running:
+                return False
+            self._inbox.append(job)
+            return True
+
+    def start(self, jobs: list[RowJob]) -> None:
+        """Mark a run as going, with its first jobs, before `run` is handed to the worker."""
+        with self._lock:
+            self._running = True
+            self._inbox.extend(jobs)
+
+    # Worker thread ------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Step until every row has ended and nothing is queued."""
+        with torch.inference_mode():
+            while True:
+                with self._lock:
+                    joining, self._inbox = self._inbox, []
+                    if not joining and not self.rows:
+                        self._running = False
+                        return
+                for job in joining:
+                    self._join(job)
+                self._end_rows(self._stopped_rows())
+                if self.rows:
+                    self._step()
+
+    def _join(self, job: RowJob) -> None:
+        tokenizer = self.loaded.tokenizer
+        try:
+            ids = tokenizer(job.prompt, split_special_tokens=True, verbose=False)["input_ids"]
+            room = context_room(self.loaded.model, len(ids))
+            if room < 1:
+                raise ValueError(f"a prompt of {len(ids)} tokens leaves no room in the model's context")
+            row = _Row(
+                job=job,
+                state=_RowState(job, tokenizer),
+                ids=list(ids),
+                generator=torch.Generator(device=self.loaded.device).manual_seed(job.seed),
+                max_new_tokens=min(job.settings.max_new_tokens, room),
+            )
+            input_ids = torch.tensor([ids], device=self.loaded.device)
+            output = self.loaded.model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
+            cache = output.cache
+            logits = output.logits[:, -1, :]
+        except Exception as exc:  # this job alone fails; the running rows are untouched
+            self.on_error(job, exc)
+            return
+        self._add_to_batch(row, cache)
+        self._choose([row], logits)
+
+    def _add_to_batch(self, row: _Row, cache: DynamicCache) -> None:
+        length = cache.get_seq_length()
+        mask = torch.ones(1, length, dtype=torch.long, device=self.loaded.device)
+        if not self.rows:
+            self._kv, self._mask = cache, mask
+        else:
+            width = max(length, self._mask.shape[1])
+            for layer, new in zip(self._kv.layers, cache.layers, strict=True):
+                layer.keys = torch.cat([_pad_left(layer.keys, width), _pad_left(new.keys, width)])
+                layer.values = torch.cat([_pad_left(layer.values, width), _pad_left(new.values, width)])
+            self._mask = torch.cat([_pad_left(self._mask, width, dim=1), _pad_left(mask, width, dim=1)])
+        self.rows.append(row)
+
+    def _step(self) -> None:
+        """One token for every row: a forward pass over the last tokens, then each row's choice."""
+        device = self.loaded.device
+        self.stats.steps += 1
+        self.stats.batch_sizes.append(len(self.rows))
+        input_ids = torch.tensor([[row.next_token] for row in self.rows], device=device)
+        positions = self._mask.sum(dim=1, keepdim=True)
+        mask = torch.cat([self._mask, torch.ones(len(self.rows), 1, dtype=self._mask.dtype, device=device)], dim=1)
+        try:
+            output = self.loaded.model(
+                input_ids=input_ids,
+                cache=self._kv,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+            )
+        except Exception as exc:  # a step serves every row: each is told, and the batch starts afresh
+            rows, self.rows, self._kv, self._mask = self.rows, [], None, None
+            for row in rows:
+                self.on_error(row.job, exc)
+            return
+        self._mask = mask
+        self._choose(self.rows, output.logits[:, -1, :])
+
+    def _choose(self, rows: list[_Row], logits: torch.Tensor) -> None:
+        """Each row's next token, by its own settings and generator; then stream it or end the row."""
+        scores = logits.float()
+        for index, row in enumerate(rows):
+            scores[index] = self._repetition_controls(row, scores[index : index + 1])[0]
+        tokens = scores.argmax(dim=-1)
+        sampling: dict[tuple[float, int, float], list[int]] = {}
+        for index, row in enumerate(rows):
+            if row.settings.strategy == "sampling":
+                key = (row.settings.temperature, row.settings.top_k, row.settings.top_p)
+                sampling.setdefault(key, []).append(index)
+        for members in sampling.values():
+            indices = torch.tensor(members, device=scores.device)
+            group = _SamplingGroup(rows[members[0]].settings, indices, [rows[i].generator for i in members])
+            # Hugging Face's warpers take input ids but do not read them.
+            tokens[indices] = group.draw(torch.zeros(len(members), 1, dtype=torch.long), scores)
+        ended = []
+        for row, token in zip(rows, tokens.tolist(), strict=True):
+            if token == self._eos:
+                row.state.finished_by = StopReason.EOS
+                ended.append(row)
+                continue
+            row.ids.append(token)
+            row.generated += 1
+            row.next_token = token
+            row.state.add(token)
+            if row.generated >= row.max_new_tokens:
+                row.state.finished_by = StopReason.LENGTH
+                ended.append(row)
+        self._end_rows(ended)
+
+    def _repetition_controls(self, row: _Row, scores: torch.Tensor) -> torch.Tensor:
+        """Hugging Face's repetition penalty and n-gram ban, on this row's own tokens."""
+        settings = row.settings
+        if settings.repetition_penalty == 1.0 and not settings.no_repeat_ngram_size:
+            return scores
+        ids = torch.tensor([row.ids], device=scores.device)
+        if settings.repetition_penalty != 1.0:
+            scores = RepetitionPenaltyLogitsProcessor(settings.repetition_penalty)(ids, scores)
+        if settings.no_repeat_ngram_size:
+            scores = NoRepeatNGramLogitsProcessor(settings.no_repeat_ngram_size)(ids, scores)
+        return scores
+
+    def _stopped_rows(self) -> list[_Row]:
+        """Rows whose user pressed Stop or whose time ran out, checked before each step."""
+        now = time.monotonic()
+        ended = []
+        for row in self.rows:
+            if row.job.stop_event.is_set():
+                row.state.finished_by = StopReason.STOPPED
+            elif now >= row.job.deadline:
+                row.state.finished_by = StopReason.TIMEOUT
+            else:
+                continue
+            ended.append(row)
+        return ended
+
+    def _end_rows(self, ended: list[_Row]) -> None:
+        """Answer the ended rows at once, and take them (and padding nobody needs) out of the batch."""
+        if not ended:
+            return
+        for row in ended:
+            row.state.complete()
+        keep = [i for i, row in enumerate(self.rows) if row not in ended]
+        self.rows = [self.rows[i] for i in keep]
+        if not self.rows:
+            self._kv, self._mask = None, None
+            return
+        index = torch.tensor(keep, device=self.loaded.device)
+        mask = self._mask[index]
+        start = int((mask.sum(dim=0) > 0).nonzero()[0])  # the first column some row still uses
+        self._mask = mask[:, start:]
+        for layer in self._kv.layers:
+            layer.keys = layer.keys[index, :, start:]
+            layer.values = layer.values[index, :, start:]
+
+
+def _pad_left(tensor: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:
+    missing = width - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
