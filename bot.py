@@ -99,22 +99,26 @@ async def run(config: Config, token: str) -> None:
 
         point_discordpy_at(config.discord.api_base)
         log.info("using the Discord API stand-in at %s", config.discord.api_base)
+    # The model first: it is the likelier to fail, and nothing is open yet to keep the process
+    # alive when it does (the store's database thread would).
+    loaded = await asyncio.to_thread(
+        load_model, config.model_source, config.model.device, config.model.dtype, config.model.compile
+    )
     preferences = await SqlitePreferencesStore.open(
         config.resolve_path(config.database.path),
         config_defaults=config.defaults,
         max_new_tokens_cap=config.limits.max_new_tokens,
     )
-    loaded = await asyncio.to_thread(
-        load_model, config.model_source, config.model.device, config.model.dtype, config.model.compile
-    )
-    service = ModelService(loaded, config)
-    await service.start()
-    bot = TaleweaverBot(config, service, preferences)
     try:
-        async with bot:
-            await bot.start(token)
+        service = ModelService(loaded, config)
+        await service.start()
+        try:
+            bot = TaleweaverBot(config, service, preferences)
+            async with bot:
+                await bot.start(token)
+        finally:
+            await service.close()
     finally:
-        await service.close()
         await preferences.close()
 
 
