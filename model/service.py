@@ -220,8 +220,11 @@ class ModelService:
                 batch.append(job)
         return batch
 
-    async def _execute(self, batch: list[Job], work: Callable[[], T]) -> T | None:
-        """Run `work` on the worker thread; on a failure or a hang, fail the batch and return None."""
+    async def _execute(self, batch: list[Job], work: Callable[[], T], *, fail_batch: bool = True) -> T | None:
+        """Run `work` on the worker thread; on a failure or a hang, fail the batch and return None.
+
+        With `fail_batch=False` a failure (not a hang) is raised instead, for the caller to retry.
+        """
         timeout = self.config.service.request_timeout_s
         future = asyncio.get_running_loop().run_in_executor(self._executor, work)
         try:
@@ -233,42 +236,95 @@ class ModelService:
             for job in batch:
                 job.fail(RequestTimeoutError(f"That took longer than {timeout:.0f} s and was cut off."))
         except Exception as exc:
+            if not fail_batch:
+                raise
             log.error("model failed on a batch of %d", len(batch), exc_info=exc)
             for job in batch:
                 job.fail(_user_error(exc))
         return None
 
     async def _run_stories(self, batch: list[StoryJob]) -> None:
+        """Run a batch; if the batch itself fails, run each unfinished row again alone.
+
+        One row can break a whole `generate` call (a fault in its prompt, out of memory on its
+        length), and the exception does not say which row it was. Rather than fail every story that
+        shared the forward pass, each row still running is retried on its own, so only the row that
+        fails alone ends with an error. A retried row goes on from the text it had already streamed
+        (its prompt plus that text, with the tokens left), so its reader sees one story, not a
+        second one pasted after the first.
+        """
         loop = asyncio.get_running_loop()
         relay = TextRelay(loop)
         started = time.monotonic()
         deadline = started + self.config.service.request_timeout_s
+        streamed: list[list[str]] = [[] for _ in batch]
+        """Text each row has sent to its stream (appended to on the worker thread only)."""
+        prefixes = [""] * len(batch)
+        """Text a retried row had streamed before its batch failed, and its length in tokens."""
+        prefix_tokens = [0] * len(batch)
 
-        def finish_early(job: StoryJob, output: RowOutput) -> None:
+        def output_of(index: int, output: RowOutput) -> RowOutput:
+            if not prefixes[index]:
+                return output
+            return RowOutput(
+                prefixes[index] + output.continuation, prefix_tokens[index] + output.new_tokens, output.stop_reason
+            )
+
+        def finish_early(index: int, output: RowOutput) -> None:
             """On the loop: a row has ended inside a running batch; its text first, then its result."""
             relay.flush()
-            self._finish_story(job, output, time.monotonic() - started)
-            self._release(job)
+            self._finish_story(batch[index], output_of(index, output), time.monotonic() - started)
+            self._release(batch[index])
 
-        rows = [
-            RowJob(
-                prompt=job.request.prompt,
-                settings=job.request.settings,
-                seed=job.request.seed,
-                on_text=lambda delta, s=job.stream: relay.add(s, delta),
+        def on_text(index: int, delta: str) -> None:
+            streamed[index].append(delta)
+            relay.add(batch[index].stream, delta)
+
+        def row_for(index: int) -> RowJob:
+            request = batch[index].request
+            prompt, settings = request.prompt + prefixes[index], request.settings
+            if prefix_tokens[index]:
+                settings = settings.replace(max_new_tokens=max(1, settings.max_new_tokens - prefix_tokens[index]))
+            return RowJob(
+                prompt=prompt,
+                settings=settings,
+                seed=request.seed,
+                on_text=lambda delta: on_text(index, delta),
                 # A short story batched with a long one is answered when it ends, not with the batch.
-                on_done=lambda output, j=job: loop.call_soon_threadsafe(finish_early, j, output),
-                stop_event=job.stream.stop_event,
+                on_done=lambda output: loop.call_soon_threadsafe(finish_early, index, output),
+                stop_event=batch[index].stream.stop_event,
                 deadline=deadline,
             )
-            for job in batch
-        ]
-        outputs = await self._execute(batch, lambda: generate_batch(self.loaded, rows))
+
+        rows = [row_for(index) for index in range(len(batch))]
+        try:
+            outputs = await self._execute(batch, lambda: generate_batch(self.loaded, rows), fail_batch=len(batch) == 1)
+        except Exception as exc:
+            relay.flush()
+            left = [index for index, job in enumerate(batch) if not job.stream.done]
+            log.warning(
+                "a batch of %d failed (%s: %s); retrying its %d unfinished rows one by one",
+                len(batch),
+                type(exc).__name__,
+                exc,
+                len(left),
+            )
+            for index in left:
+                prefixes[index] = "".join(streamed[index])
+                if prefixes[index]:
+                    prefix_tokens[index] = await self.count_tokens(prefixes[index])
+                job, row = batch[index], row_for(index)
+                output = await self._execute([job], lambda row=row: generate_batch(self.loaded, [row]))
+                relay.flush()
+                if output is not None:
+                    self._finish_story(job, output_of(index, output[0]), time.monotonic() - started)
+                self._release(job)
+            return
         if outputs is None:
             return
         relay.flush()
-        for job, output in zip(batch, outputs, strict=True):
-            self._finish_story(job, output, time.monotonic() - started)
+        for index, output in enumerate(outputs):
+            self._finish_story(batch[index], output_of(index, output), time.monotonic() - started)
 
     async def _run_why(self, job: WhyJob) -> None:
         from model.explain.importance import explain  # heavy module, loaded on first use
