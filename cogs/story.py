@@ -171,9 +171,10 @@ class StoryCog(commands.Cog):
         if interaction.type != discord.InteractionType.component:
             return
         parts = str((interaction.data or {}).get("custom_id", "")).split(":")
-        if len(parts) < 3 or parts[0] != "story" or parts[2] == BOOT_ID:
+        if len(parts) < 4 or parts[0] != "story" or parts[2] == BOOT_ID:
             return
-        await interaction.response.edit_message(view=None, allowed_mentions=NO_MENTIONS)
+        if parts[3] == str(interaction.user.id):  # only the story's owner takes its buttons away
+            await interaction.response.edit_message(view=None, allowed_mentions=NO_MENTIONS)
         await send_error(interaction, STALE_BUTTON)
 
     @app_commands.command(name="story", description="Write a story that starts with your opening line.")
