@@ -158,6 +158,11 @@ class Config(Section):
             )
         return self
 
+    @property
+    def cache_dir(self) -> Path:
+        """Where caches go (r of /why): beside the preferences database, under the data folder."""
+        return self.resolve_path(self.database.path).parent / "cache"
+
     def resolve_path(self, path: str) -> Path:
         """Relative paths in the config are relative to the project, not the working directory."""
         candidate = Path(path).expanduser()

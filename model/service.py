@@ -345,6 +345,7 @@ class ModelService:
                 ),
                 cancel=job.stream.stop_event,
                 view=job.request.view,
+                cache_dir=self.config.cache_dir,
             )
 
         result = await self._execute([job], work)
