@@ -32,6 +32,7 @@ from store.errors import (
     SQLITE_LOCKED,
     SQLITE_NOTADB,
     SQLITE_READONLY,
+    StoreBusyError,
     StoreError,
     StoreUnavailableError,
     primary_code,
@@ -44,6 +45,11 @@ from store.validation import check_values
 log = logging.getLogger(__name__)
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
+RUNTIME_BUSY_TIMEOUT_S = 2.0
+"""How long a write waits at run time for another process's lock before it is refused as busy:
+with the wait for this store's own lock, an answer comes well within Discord's limits."""
+LOCK_WAIT_S = 4.0
+"""How long an operation waits for this store's own lock (held by operations queued before it)."""
 _MAX_ID = 2**63 - 1
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -87,10 +93,20 @@ class SqlitePreferencesStore:
     """`PreferencesStore` on SQLite. Create it with `open`, which checks and migrates the file."""
 
     def __init__(
-        self, db: aiosqlite.Connection, path: Path, *, config_defaults: DecodingSettings, max_new_tokens_cap: int
+        self,
+        db: aiosqlite.Connection,
+        path: Path,
+        *,
+        config_defaults: DecodingSettings,
+        max_new_tokens_cap: int,
+        reader: aiosqlite.Connection | None = None,
     ) -> None:
         self._db = db
         self._lock = asyncio.Lock()
+        self._reader = reader or db
+        """Reads go through their own connection (WAL: they see committed data only, and are not
+        held up by a write that waits for another process's lock)."""
+        self._read_lock = asyncio.Lock() if reader is not None else self._lock
         self._closed = False
         self.path = path
         self.config_defaults = config_defaults
@@ -104,6 +120,7 @@ class SqlitePreferencesStore:
         config_defaults: DecodingSettings,
         max_new_tokens_cap: int,
         busy_timeout_s: float = 5.0,
+        runtime_busy_timeout_s: float = RUNTIME_BUSY_TIMEOUT_S,
     ) -> SqlitePreferencesStore:
         """Open (or create) the database, refusing with `StoreError` anything that is not ours.
 
@@ -116,21 +133,27 @@ class SqlitePreferencesStore:
             db = await aiosqlite.connect(path, timeout=busy_timeout_s, isolation_level=None)
         except sqlite3.Error as exc:
             raise _startup_error(path, exc) from exc
+        reader: aiosqlite.Connection | None = None
         try:
             await _prepare(db, path)
+            busy_ms = round(min(busy_timeout_s, runtime_busy_timeout_s) * 1000)
+            await db.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            reader = await aiosqlite.connect(path, timeout=busy_timeout_s, isolation_level=None)
+            await reader.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            await reader.execute("PRAGMA query_only = ON")
         except sqlite3.Error as exc:
-            await db.close()
+            await _close_all(db, reader)
             raise _startup_error(path, exc) from exc
         except BaseException:
-            await db.close()
+            await _close_all(db, reader)
             raise
-        return cls(db, path, config_defaults=config_defaults, max_new_tokens_cap=max_new_tokens_cap)
+        return cls(db, path, config_defaults=config_defaults, max_new_tokens_cap=max_new_tokens_cap, reader=reader)
 
     async def close(self) -> None:
-        async with self._lock:
+        async with self._lock, self._read_lock if self._read_lock is not self._lock else contextlib.nullcontext():
             if not self._closed:
                 self._closed = True
-                await self._db.close()
+                await _close_all(self._db, self._reader if self._reader is not self._db else None)
 
     async def resolve(
         self, user_id: int, guild_id: int | None, overrides: Mapping[str, Any] = _EMPTY
@@ -194,7 +217,7 @@ class SqlitePreferencesStore:
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction, alone on the connection; rolled back on any error."""
-        async with self._lock:
+        async with self._locked():
             self._check_open()
             try:
                 await self._db.execute("BEGIN IMMEDIATE")
@@ -207,11 +230,25 @@ class SqlitePreferencesStore:
                 await self._rollback()
                 raise
 
+    @contextlib.asynccontextmanager
+    async def _locked(self, lock: asyncio.Lock | None = None) -> AsyncIterator[None]:
+        """One of this store's locks, waited for at most LOCK_WAIT_S: a queue behind a slow
+        operation (a database locked by another process) is answered "busy" rather than left waiting."""
+        lock = lock or self._lock
+        try:
+            await asyncio.wait_for(lock.acquire(), LOCK_WAIT_S)
+        except TimeoutError:
+            raise StoreBusyError() from None
+        try:
+            yield
+        finally:
+            lock.release()
+
     async def _read(self, sql: str, parameters: tuple[Any, ...]) -> Iterable[sqlite3.Row]:
-        async with self._lock:
+        async with self._locked(self._read_lock):
             self._check_open()
             try:
-                return await self._db.execute_fetchall(sql, parameters)
+                return await self._reader.execute_fetchall(sql, parameters)
             except sqlite3.Error as exc:
                 raise unavailable(exc) from exc
 
@@ -226,6 +263,12 @@ class SqlitePreferencesStore:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreUnavailableError("Preferences are unavailable: the bot is shutting down. Nothing was changed.")
+
+
+async def _close_all(*connections: aiosqlite.Connection | None) -> None:
+    for connection in connections:
+        if connection is not None:
+            await connection.close()
 
 
 def _check_file(path: Path) -> None:

@@ -3,7 +3,9 @@ invisible prompts and Discord markup in a story's opening."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +16,10 @@ from tests.e2e.replies import (
     PROMPT,
     buttons,
     description,
+    eventually,
     explained,
     finished,
+    private_replies,
     private_reply,
     story_started,
     texts,
@@ -91,3 +95,48 @@ async def test_why_caches_under_the_data_folder_and_writes_nothing_beside_the_mo
     assert sorted(path.name for path in e2e_model_dir.iterdir()) == before
     cache = Path(rig.config["database"]["path"]).parent / "cache"
     assert list(cache.glob("phi_std-*.pt"))
+
+
+HOLD_LOCK = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+db.execute("ROLLBACK")
+"""
+
+
+async def answer_of(driver, interaction_id: str, timeout: float = 30.0) -> str:
+    """The private answer's text, once a deferred "thinking…" has been filled."""
+    replies = await eventually(
+        lambda: private_replies(driver, interaction_id),
+        lambda found: bool(found) and bool(found[0]["content"]),
+        timeout=timeout,
+        what="private answer",
+    )
+    return replies[0]["content"]
+
+
+async def test_settings_answer_in_time_while_another_process_holds_the_database_lock(driver, rig):
+    """Item 2: a 12 s lock held by another process; every /settings is acknowledged in time (no breach),
+    writes say "busy" and change nothing, reads answer; once the lock is gone, writes work again."""
+    users = [rig.new_reader() for _ in range(4)]
+    database = rig.config["database"]["path"]
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HOLD_LOCK, database, "12", stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert await asyncio.wait_for(holder.stdout.readline(), 20) == b"locked\n"
+        sets = [driver.command(user, "settings set", {"temperature": 1.3}) for user in users]
+        shows = [driver.command(user, "settings show") for user in users]
+        interactions = await asyncio.gather(*sets, *shows)
+        assert [i["status"] for i in interactions] == ["acknowledged"] * len(interactions)
+        answers = [await answer_of(driver, i["id"]) for i in interactions]
+        print(f"\nunder a 12 s lock: {answers[0]!r} / {answers[-1][:40]!r}")
+        assert all(a.startswith("Preferences are busy. Please try again in a moment.") for a in answers[: len(users)])
+        assert all(a.startswith("**Your settings**") and "1.3" not in a for a in answers[len(users) :])
+    finally:
+        await holder.wait()
+    again = await driver.command(users[0], "settings set", {"temperature": 1.3})
+    assert (await answer_of(driver, again["id"])).startswith("Saved for you")
