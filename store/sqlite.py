@@ -29,10 +29,12 @@ from store import migrations
 from store.errors import (
     SQLITE_BUSY,
     SQLITE_CANTOPEN,
+    SQLITE_CORRUPT,
     SQLITE_LOCKED,
     SQLITE_NOTADB,
     SQLITE_READONLY,
     StoreBusyError,
+    StoreCorruptError,
     StoreError,
     StoreUnavailableError,
     primary_code,
@@ -52,6 +54,7 @@ LOCK_WAIT_S = 4.0
 """How long an operation waits for this store's own lock (held by operations queued before it)."""
 _MAX_ID = 2**63 - 1
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ class SqlitePreferencesStore:
         held up by a write that waits for another process's lock)."""
         self._read_lock = asyncio.Lock() if reader is not None else self._lock
         self._closed = False
+        self._reported_damage = False
         self.path = path
         self.config_defaults = config_defaults
         self.max_new_tokens_cap = max_new_tokens_cap
@@ -199,6 +203,11 @@ class SqlitePreferencesStore:
                 scope, values, max_new_tokens_cap=self.max_new_tokens_cap, server_limits=server_limits
             )
             await db.executemany(table.upsert, [(owner_id, name, json.dumps(v)) for name, v in checked.items()])
+            # Read back before committing: a damaged page can take a write and fail every read of it,
+            # and a write is acknowledged only if it can be read.
+            stored = _decode(scope, await db.execute_fetchall(table.select, (owner_id,)))
+            if any(stored.get(name, _MISSING) != value for name, value in checked.items()):
+                raise sqlite3.DatabaseError("a written value did not read back")
         return checked
 
     async def reset(self, scope: Scope, owner_id: int, fields: Collection[str] | None = None) -> tuple[str, ...]:
@@ -225,7 +234,7 @@ class SqlitePreferencesStore:
                 await self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 await self._rollback()
-                raise unavailable(exc) from exc
+                raise self._unavailable(exc) from exc
             except BaseException:
                 await self._rollback()
                 raise
@@ -250,7 +259,7 @@ class SqlitePreferencesStore:
             try:
                 return await self._reader.execute_fetchall(sql, parameters)
             except sqlite3.Error as exc:
-                raise unavailable(exc) from exc
+                raise self._unavailable(exc) from exc
 
     async def _rollback(self) -> None:
         try:
@@ -259,6 +268,18 @@ class SqlitePreferencesStore:
         except sqlite3.Error:
             # SQLite rolls back by itself after some errors (a full disk, an I/O error).
             log.warning("rollback of a failed preferences write failed", exc_info=True)
+
+    def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailableError:
+        error = unavailable(exc)
+        if isinstance(error, StoreCorruptError) and not self._reported_damage:
+            self._reported_damage = True
+            log.error(
+                "the preferences database %s is damaged (%s); /story goes on with the defaults. Stop the bot "
+                "and restore the file from a backup.",
+                self.path,
+                exc,
+            )
+        return error
 
     def _check_open(self) -> None:
         if self._closed:
@@ -301,6 +322,8 @@ def _check_file(path: Path) -> None:
 async def _prepare(db: aiosqlite.Connection, path: Path) -> None:
     """Check ownership, then (and only then) switch to WAL, migrate and prove we can write."""
     version = await migrations.schema_version(db, path)
+    if version:
+        await _check_integrity(db, path)  # before WAL or a migration writes to it
     (mode,) = next(iter(await db.execute_fetchall("PRAGMA journal_mode = WAL")))
     if str(mode).lower() != "wal":
         raise StoreError(f"{path} cannot be switched to WAL mode (it stays in {mode!r} mode).")
@@ -310,8 +333,30 @@ async def _prepare(db: aiosqlite.Connection, path: Path) -> None:
     await db.execute("ROLLBACK")
 
 
+QUICK_CHECK_ERRORS_SHOWN = 3
+
+
+async def _check_integrity(db: aiosqlite.Connection, path: Path) -> None:
+    """`PRAGMA quick_check` reads every page: damage found now stops the bot with a message,
+    instead of failing /settings and /story for everyone later."""
+    rows = await db.execute_fetchall(f"PRAGMA quick_check({QUICK_CHECK_ERRORS_SHOWN})")
+    problems = [str(row[0]) for row in rows]
+    if problems != ["ok"]:
+        raise _damaged(path, "; ".join(problems))
+
+
+def _damaged(path: Path, detail: str) -> StoreError:
+    return StoreError(
+        f"{path} is damaged: SQLite's integrity check failed ({detail[:300]}). It was left untouched: "
+        "restore it from a backup, or move it away to start with empty preferences (`sqlite3 FILE .recover` "
+        "may save what is left)."
+    )
+
+
 def _startup_error(path: Path, exc: sqlite3.Error) -> StoreError:
     code = primary_code(exc)
+    if code == SQLITE_CORRUPT:
+        return _damaged(path, str(exc))
     if code in (SQLITE_BUSY, SQLITE_LOCKED):
         return StoreError(
             f"{path} is locked by another process (another Taleweaver, or a tool holding it "

@@ -33,7 +33,7 @@ async def defer_if_slow(interaction: discord.Interaction, *, after: float = DEFE
         if interaction.response.is_done():
             return
         deferring = True
-        if interaction.type == discord.InteractionType.component:
+        if getattr(interaction, "type", None) == discord.InteractionType.component:
             await interaction.response.defer()
         else:
             await interaction.response.defer(ephemeral=True, thinking=True)

@@ -72,3 +72,33 @@ def test_a_broken_model_ends_the_bot_with_one_message_and_status_1(kind, tiny_mo
     errors = [line for line in output.splitlines() if "ERROR" in line]
     assert len(errors) == 1, output
     assert not database.exists(), "the store was opened although the model could not load"
+
+
+def test_a_damaged_database_ends_the_bot_with_one_message_and_status_1_leaving_it_untouched(tiny_model_dir, tmp_path):
+    """Item 3: `dd if=/dev/urandom of=copy.db bs=4096 seek=2 count=2 conv=notrunc`, then start the bot."""
+    import asyncio
+
+    from tests.store.test_corruption import fill, scribble
+
+    database = tmp_path / "data" / "prefs.db"
+    database.parent.mkdir(parents=True)
+    asyncio.run(fill(database))
+    scribble(database, [3, 4])
+    before = database.read_bytes()
+    config_path = write_config(tmp_path, bot_config(tiny_model_dir, database) | {"log_level": "INFO"})
+    env = os.environ | {"DISCORD_TOKEN": "not-a-real-token", "HF_HUB_OFFLINE": "1"}
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bot.py"), "--config", str(config_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=EXIT_WITHIN_S,
+    )
+    elapsed = time.monotonic() - started
+    output = done.stdout + done.stderr
+    print(f"\ndamaged database: exit {done.returncode} in {elapsed:.1f} s: {output.strip().splitlines()[-1]}")
+    assert done.returncode == 1, output
+    assert "is damaged: SQLite's integrity check failed" in output and "Traceback" not in output
+    assert database.read_bytes() == before
