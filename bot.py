@@ -133,28 +133,33 @@ async def run(config: Config, token: str) -> None:
 
         point_discordpy_at(config.discord.api_base)
         log.info("using the Discord API stand-in at %s", config.discord.api_base)
+    # The model first: it is the likelier to fail, and nothing is open yet to keep the process
+    # alive when it does (the store's database thread would).
+    loaded = await asyncio.to_thread(
+        load_model, config.model_source, config.model.device, config.model.dtype, config.model.compile
+    )
     preferences = await SqlitePreferencesStore.open(
         config.resolve_path(config.database.path),
         config_defaults=config.defaults,
         max_new_tokens_cap=config.limits.max_new_tokens,
     )
-    loaded = await asyncio.to_thread(
-        load_model, config.model_source, config.model.device, config.model.dtype, config.model.compile
-    )
-    service = ModelService(loaded, config)
-    await service.start()
-    bot = TaleweaverBot(config, service, preferences)
-    ops = await start_ops(config, bot)
-    lag = asyncio.create_task(watch_loop_lag(), name="loop-lag")
-    stop_on_signals(bot)
+    service, ops, lag = None, None, None
     try:
+        service = ModelService(loaded, config)
+        await service.start()
+        bot = TaleweaverBot(config, service, preferences)
+        ops = await start_ops(config, bot)
+        lag = asyncio.create_task(watch_loop_lag(), name="loop-lag")
+        stop_on_signals(bot)
         async with bot:
             await bot.start(token)
     finally:
-        lag.cancel()
+        if lag is not None:
+            lag.cancel()
         if ops is not None:
             await ops.stop()
-        await service.close()
+        if service is not None:
+            await service.close()
         await preferences.close()
         log.info("stopped cleanly")
 

@@ -157,7 +157,7 @@ def run(loaded: LoadedModel, prompts: list[str], args: argparse.Namespace, model
         settings[f"fast_{steps}steps"] = settings["fast"].model_copy(update={"max_steps": steps})
     rows = []
     with frozen(loaded.model):
-        phi_std = phi_std_for(loaded)
+        phi_std = phi_std_for(loaded, config.cache_dir)
         for index, prompt in enumerate(prompts):
             ids, offsets = tokenize_prompt(loaded, prompt, config.limits.max_prompt_tokens)
             setup_start = time.monotonic()

@@ -19,7 +19,7 @@ from discord.ext import commands
 
 from cogs.utils.confirm import ConfirmAction, ConfirmView
 from cogs.utils.options import narrow_option
-from cogs.utils.replies import send_ephemeral, send_error
+from cogs.utils.replies import defer_if_slow, send_ephemeral, send_error
 from core.errors import SettingsError, TaleweaverError
 from core.settings import FIELDS, PRESETS, FieldSpec
 from store import LIMIT_FIELDS, PreferencesStore, ResolvedSettings, Scope
@@ -120,7 +120,8 @@ class SettingsCog(commands.Cog):
     async def settings_show(self, interaction: discord.Interaction) -> None:
         """See every setting you write with here, and where each value comes from."""
         try:
-            resolved = await self.store.resolve(interaction.user.id, interaction.guild_id, {})
+            async with defer_if_slow(interaction):
+                resolved = await self.store.resolve(interaction.user.id, interaction.guild_id, {})
         except TaleweaverError as exc:
             await send_error(interaction, exc.message)
             return
@@ -203,7 +204,8 @@ class SettingsCog(commands.Cog):
         if not await self._may_manage(interaction):
             return
         try:
-            resolved = await self.store.resolve_server(interaction.guild_id)
+            async with defer_if_slow(interaction):
+                resolved = await self.store.resolve_server(interaction.guild_id)
         except TaleweaverError as exc:
             await send_error(interaction, exc.message)
             return
@@ -332,7 +334,9 @@ class SettingsCog(commands.Cog):
         self, interaction: discord.Interaction, scope: Scope, owner_id: int, values: Mapping[str, Any], headline: str
     ) -> None:
         try:
-            saved = await self.store.set(scope, owner_id, values)
+            async with defer_if_slow(interaction):
+                saved = await self.store.set(scope, owner_id, values)
+                hints = await self._hints(interaction, scope, saved)
         except SettingsError as exc:
             await send_error(interaction, f"{exc.message}\nNothing was saved.")
             return
@@ -340,8 +344,7 @@ class SettingsCog(commands.Cog):
             await send_error(interaction, exc.message)
             return
         lines = [f"{headline}: " + ", ".join(f"`{name}` {_show(value)}" for name, value in saved.items()) + "."]
-        lines += await self._hints(interaction, scope, saved)
-        await send_ephemeral(interaction, "\n".join(lines))
+        await send_ephemeral(interaction, "\n".join(lines + hints))
 
     async def _hints(self, interaction: discord.Interaction, scope: Scope, saved: Mapping[str, Any]) -> list[str]:
         """What the user should know about values just saved: capped here, or unused by the strategy."""
@@ -375,8 +378,9 @@ class SettingsCog(commands.Cog):
         self, interaction: discord.Interaction, scopes: tuple[Scope, ...], owner_id: int, setting: str, *, whose: str
     ) -> None:
         try:
-            removed = [name for scope in scopes for name in await self.store.reset(scope, owner_id, [setting])]
-            resolved = await self._resolved_for(interaction, scopes[0])
+            async with defer_if_slow(interaction):
+                removed = [name for scope in scopes for name in await self.store.reset(scope, owner_id, [setting])]
+                resolved = await self._resolved_for(interaction, scopes[0])
         except TaleweaverError as exc:
             await send_error(interaction, exc.message)
             return

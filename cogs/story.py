@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import secrets
@@ -23,6 +24,7 @@ from core.errors import RequestTimeoutError, TaleweaverError
 from core.prompts import PromptKind, check_text
 from core.service import StopReason, StoryRequest, StoryResult, StoryStream
 from core.settings import FIELDS, SEED_MAX, STRATEGIES, DecodingSettings
+from store import ResolvedSettings, Scope, StoreUnavailableError, resolve_settings
 
 if TYPE_CHECKING:
     from bot import TaleweaverBot
@@ -36,6 +38,7 @@ story is no longer in memory) is recognised and answered instead of failing sile
 STALE_BUTTON = (
     "This story was written before the bot restarted, so its buttons no longer work. Start a new one with `/story`."
 )
+PERSONAL_UNAVAILABLE = "Your personal settings are unavailable right now, so this story uses the defaults."
 TOKEN_LIFETIME_S = 15 * 60
 VIEW_TIMEOUT_S = 14 * 60
 """Buttons outlive the interaction token only by editing with it, and that token dies at 15 min."""
@@ -185,9 +188,10 @@ class StoryCog(commands.Cog):
         if interaction.type != discord.InteractionType.component:
             return
         parts = str((interaction.data or {}).get("custom_id", "")).split(":")
-        if len(parts) < 3 or parts[0] != "story" or parts[2] == BOOT_ID:
+        if len(parts) < 4 or parts[0] != "story" or parts[2] == BOOT_ID:
             return
-        await interaction.response.edit_message(view=None, allowed_mentions=NO_MENTIONS)
+        if parts[3] == str(interaction.user.id):  # only the story's owner takes its buttons away
+            await interaction.response.edit_message(view=None, allowed_mentions=NO_MENTIONS)
         await send_error(interaction, STALE_BUTTON)
 
     @app_commands.command(name="story", description="Write a story that starts with your opening line.")
@@ -225,7 +229,7 @@ class StoryCog(commands.Cog):
         }
         await interaction.response.defer(thinking=True)
         try:
-            resolved = await self.bot.preferences.resolve(interaction.user.id, interaction.guild_id, overrides)
+            resolved = await self._resolve(interaction, overrides)
         except TaleweaverError as exc:
             await withdraw(interaction, exc.message)
             return
@@ -240,6 +244,32 @@ class StoryCog(commands.Cog):
         view = StoryView(self, state)
         view.use_interaction(interaction)
         await self.write(interaction, view, continuing=False, first=True)
+
+    async def _resolve(self, interaction: discord.Interaction, overrides: dict[str, Any]) -> ResolvedSettings:
+        """The user's settings; when the store cannot give them (damaged, busy), the server's and
+        the bot's defaults as far as they can be read, with a note: a story does not depend on it."""
+        store = self.bot.preferences
+        try:
+            return await store.resolve(interaction.user.id, interaction.guild_id, overrides)
+        except StoreUnavailableError as exc:
+            log.warning("writing a story on default settings: %s", exc.message)
+        server: dict[str, Any] = {}
+        limits: dict[str, Any] = {}
+        if interaction.guild_id is not None:
+            try:
+                server = await store.get(Scope.SERVER, interaction.guild_id)
+                limits = await store.get(Scope.SERVER_LIMIT, interaction.guild_id)
+            except StoreUnavailableError:
+                server, limits = {}, {}
+        config = self.bot.config
+        resolved = resolve_settings(
+            config_defaults=config.defaults,
+            max_new_tokens_cap=config.limits.max_new_tokens,
+            server=server,
+            command=overrides,
+            server_limits=limits,
+        )
+        return dataclasses.replace(resolved, notes=(PERSONAL_UNAVAILABLE, *resolved.notes))
 
     async def write(
         self,

@@ -83,9 +83,15 @@ class ServiceConfig(Section):
         120.0, description="A request running longer is cut off, and its user told."
     )
     batch_window_ms: NonNegativeFloat = Field(
-        5.0, description="How long the worker waits to batch more requests with the first."
+        5.0, description="Beam search: how long the worker waits to batch more beam searches with the first."
     )
-    max_batch_size: PositiveInt = Field(8, description="Most requests generated together.")
+    max_batch_size: PositiveInt = Field(
+        8, description="Most stories written together (they join and leave step by step)."
+    )
+    max_tokens_in_flight: PositiveInt = Field(
+        8192,
+        description='Most tokens (prompt + new) of stories being written or waiting, per replica; more get "busy".',
+    )
 
 
 class WhyConfig(Section):
@@ -162,6 +168,16 @@ class Config(Section):
     )
 
     @model_validator(mode="after")
+    def _one_story_fits_the_token_budget(self) -> Config:
+        needed = self.limits.max_prompt_tokens + self.limits.max_new_tokens
+        if self.service.max_tokens_in_flight < needed:
+            raise ValueError(
+                f"`service.max_tokens_in_flight` ({self.service.max_tokens_in_flight}) must hold at least one "
+                f"story: `limits.max_prompt_tokens` + `limits.max_new_tokens` = {needed}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _defaults_within_limits(self) -> Config:
         if self.defaults.max_new_tokens > self.limits.max_new_tokens:
             raise ValueError(
@@ -169,6 +185,11 @@ class Config(Section):
                 f"`limits.max_new_tokens` ({self.limits.max_new_tokens})"
             )
         return self
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where caches go (r of /why): beside the preferences database, under the data folder."""
+        return self.resolve_path(self.database.path).parent / "cache"
 
     def resolve_path(self, path: str) -> Path:
         """Relative paths in the config are relative to the project, not the working directory."""

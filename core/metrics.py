@@ -19,7 +19,9 @@ QUEUE_LENGTH = Gauge("taleweaver_queue_length", "Model requests waiting or runni
 REJECTIONS = Counter("taleweaver_rejections_total", "Model requests refused at admission, by reason.", ["reason"])
 """reason: prompt, user_busy, rate_limited, queue_full."""
 BATCH_SIZE = Histogram(
-    "taleweaver_batch_size", "Requests generated together per batch.", buckets=(1, 2, 4, 8, 16, 32, 64)
+    "taleweaver_batch_size",
+    "Stories in each decoding step of the continuous batch, and requests in each static batch (beam, /why).",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
 )
 TOKENS_WRITTEN = Counter("taleweaver_tokens_written_total", "Tokens generated for stories.")
 TIME_TO_FIRST_TEXT = Histogram(

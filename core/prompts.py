@@ -31,6 +31,12 @@ _EMPTY = {
 }
 
 
+_INVISIBLE = {
+    PromptKind.STORY: "Please give the story an opening line you can see (that one is only invisible characters).",
+    PromptKind.WHY: "Please give a prompt you can see (that one is only invisible characters).",
+}
+
+
 def clean_prompt(text: str) -> str:
     """Lone surrogates become U+FFFD (the tokenizer cannot encode them) and control characters
     other than newline and tab are dropped; everything else, emoji and right-to-left text
@@ -42,11 +48,28 @@ def clean_prompt(text: str) -> str:
     )
 
 
+_INVISIBLE_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp", "Mn", "Me"}
+"""Controls, format characters (zero-width, direction, tags, BOM), unassigned code points, spaces
+and lone combining marks: none of them shows anything on its own."""
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u17b4\u17b5")
+"""Letters and symbols that render as nothing: the Hangul fillers, Braille blank, Khmer inherent vowels."""
+
+
+def is_visible(ch: str) -> bool:
+    """Whether `ch` shows something on screen by itself."""
+    return ch not in _BLANK_LETTERS and unicodedata.category(ch) not in _INVISIBLE_CATEGORIES
+
+
 def check_text(prompt: str, kind: PromptKind, token_limit: int | None = None) -> str:
-    """The cleaned prompt, or a PromptError when it is blank or far too long to fit `token_limit`."""
+    """The cleaned prompt, or a PromptError when it is not text, blank or invisible, or far too long
+    to fit `token_limit`. (Discord's client always sends text; a modified client may send a number.)"""
+    if not isinstance(prompt, str):
+        raise PromptError(f"The prompt must be text, not {type(prompt).__name__}. Nothing was done.")
     cleaned = clean_prompt(prompt)
     if not cleaned.strip():
         raise PromptError(_EMPTY[kind])
+    if not any(is_visible(ch) for ch in cleaned):
+        raise PromptError(_INVISIBLE[kind])
     if token_limit is not None and len(cleaned) > token_limit * MAX_CHARS_PER_TOKEN:
         raise PromptError(
             f"That prompt is too long: at most {token_limit} tokens (about {token_limit * 4} characters)."

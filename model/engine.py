@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache
 from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor
 
+from core.metrics import BATCH_SIZE
 from core.service import StopReason
 from core.settings import DecodingSettings
 from model.decoding import _SamplingGroup
@@ -63,8 +65,8 @@ class _Row:
 @dataclass
 class EngineStats:
     steps: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
-    """Rows in each decoding step (for tests and the benchmark)."""
+    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=100_000))
+    """Rows in each recent decoding step (for tests and the benchmark)."""
 
 
 class ContinuousBatch:
@@ -160,27 +162,53 @@ class ContinuousBatch:
 
     def _step(self) -> None:
         """One token for every row: a forward pass over the last tokens, then each row's choice."""
-        device = self.loaded.device
         self.stats.steps += 1
         self.stats.batch_sizes.append(len(self.rows))
-        input_ids = torch.tensor([[row.next_token] for row in self.rows], device=device)
-        positions = self._mask.sum(dim=1, keepdim=True)
-        mask = torch.cat([self._mask, torch.ones(len(self.rows), 1, dtype=self._mask.dtype, device=device)], dim=1)
+        BATCH_SIZE.observe(len(self.rows))
         try:
-            output = self.loaded.model(
-                input_ids=input_ids,
-                cache=self._kv,
-                attention_mask=mask,
-                position_ids=positions,
-                use_cache=True,
-            )
-        except Exception as exc:  # a step serves every row: each is told, and the batch starts afresh
-            rows, self.rows, self._kv, self._mask = self.rows, [], None, None
-            for row in rows:
-                self.on_error(row.job, exc)
+            logits = self._forward(self._kv, self._mask, self.rows)
+        except Exception as exc:
+            self._step_rows_alone(exc)
             return
-        self._mask = mask
-        self._choose(self.rows, output.logits[:, -1, :])
+        self._mask = _with_new_column(self._mask)
+        self._choose(self.rows, logits)
+
+    def _forward(self, kv: DynamicCache, mask: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
+        """The next-token logits of `rows` (their last tokens in, their cache and mask); the cache grows."""
+        device = self.loaded.device
+        output = self.loaded.model(
+            input_ids=torch.tensor([[row.next_token] for row in rows], device=device),
+            cache=kv,
+            attention_mask=_with_new_column(mask),
+            position_ids=mask.sum(dim=1, keepdim=True),
+            use_cache=True,
+        )
+        return output.logits[:, -1, :]
+
+    def _step_rows_alone(self, error: Exception) -> None:
+        """A step failed and the exception does not say for which row (a fault in one row's input,
+        memory for one row's length): run this step for each row on its own, so only the row
+        that fails alone ends with an error, and rebuild the batch from the others."""
+        rows, kv, mask = self.rows, self._kv, self._mask
+        self.rows, self._kv, self._mask = [], None, None
+        if len(rows) == 1:
+            self.on_error(rows[0].job, error)
+            return
+        survivors, logits = [], []
+        for index, row in enumerate(rows):
+            start = int(mask[index].nonzero()[0])
+            alone = DynamicCache(
+                [(k[index : index + 1, :, start:], v[index : index + 1, :, start:]) for k, v in _layers(kv)]
+            )
+            try:
+                logits.append(self._forward(alone, mask[index : index + 1, start:], [row]))
+            except Exception as exc:
+                self.on_error(row.job, exc)
+                continue
+            self._add_to_batch(row, alone)
+            survivors.append(row)
+        if survivors:
+            self._choose(survivors, torch.cat(logits))
 
     def _choose(self, rows: list[_Row], logits: torch.Tensor) -> None:
         """Each row's next token, by its own settings and generator; then stream it or end the row."""
@@ -257,6 +285,15 @@ class ContinuousBatch:
         for layer in self._kv.layers:
             layer.keys = layer.keys[index, :, start:]
             layer.values = layer.values[index, :, start:]
+
+
+def _layers(kv: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(layer.keys, layer.values) for layer in kv.layers]
+
+
+def _with_new_column(mask: torch.Tensor) -> torch.Tensor:
+    """The mask of a step: the past, and the token being fed."""
+    return torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
 
 
 def _pad_left(tensor: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:

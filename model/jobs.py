@@ -80,6 +80,8 @@ class _Job:
     user_id: int
     enqueued_at: float = field(default_factory=time.monotonic, init=False)
     released: bool = field(default=False, init=False)
+    tokens: int = field(default=0, init=False)
+    """Prompt and new tokens reserved for it in the service's token budget (stories only)."""
     """Given back once: when the job ends, whether alone, with its batch or by failing."""
 
     def fail(self, error: TaleweaverError) -> None:
@@ -93,6 +95,8 @@ class StoryJob(_Job):
     request: StoryRequest
     key: Hashable
     stream: StoryStream
+    started_at: float = field(default=0.0, init=False)
+    row_id: int = field(default=0, init=False)
 
 
 @dataclass(eq=False)

@@ -71,8 +71,11 @@ def load_model(
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure here is a broken model, said in one message
+        # OSError (missing files), ValueError (wrong architecture, no tokenizer), safetensors'
+        # errors (truncated weights), KeyError/TypeError (a config of another library)…
         raise ModelLoadError(explain_load_failure(source, exc, advice=LOAD_ADVICE)) from exc
+    check_tokenizer(source, len(tokenizer), model.config.vocab_size)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(torch_device).eval().requires_grad_(False)
@@ -88,6 +91,21 @@ def load_model(
         sum(p.numel() for p in model.parameters()) / 1e6,
     )
     return LoadedModel(model=model, tokenizer=tokenizer, device=torch_device, source=source)
+
+
+def check_tokenizer(source: str, tokenizer_size: int, model_vocab_size: int) -> None:
+    """`from_pretrained` builds an empty tokenizer, without a word, when its files are missing;
+    a tokenizer larger than the model's vocabulary would index past its embeddings."""
+    if tokenizer_size < 2:
+        raise ModelLoadError(
+            f"Could not load the model in `{source}`: its tokenizer files (tokenizer.json, or vocab.json "
+            "and merges.txt) are missing."
+        )
+    if tokenizer_size > model_vocab_size:
+        raise ModelLoadError(
+            f"Could not load the model in `{source}`: its tokenizer has {tokenizer_size} tokens but the model "
+            f"only {model_vocab_size}, so they do not belong together."
+        )
 
 
 def explain_load_failure(source: str, exc: BaseException, *, role: str = "model", advice: str = "") -> str:

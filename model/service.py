@@ -41,6 +41,7 @@ from core.metrics import (
 from core.prompts import PromptKind, check_text, check_token_count
 from core.service import StopReason, StoryRequest, StoryResult, WhyProgress, WhyRequest, WhyResult
 from model.decoding import batch_key
+from model.engine import ContinuousBatch
 from model.generation import RowJob, RowOutput, generate_batch
 from model.jobs import JobStream, StoryJob, StoryStream, WhyJob, WhyStream
 from model.loading import LoadedModel
@@ -76,7 +77,14 @@ class ModelService:
         self._scheduler: asyncio.Task[None] | None = None
         self._running: list[Job] = []
         self.batches_run: list[int] = []
-        """Sizes of the batches started so far (for tests and the benchmark)."""
+        """Sizes of the static batches (beam search, /why) started so far (for tests and the benchmark)."""
+        self.engine = ContinuousBatch(loaded, on_error=self._row_failed_in_worker)
+        """Greedy and sampling stories: written together, joining and leaving at every step."""
+        self._writing: dict[int, StoryJob] = {}
+        """Stories in the continuous batch, by the id of their `RowJob`."""
+        self._engine_run: asyncio.Future[None] | None = None
+        self._relay: TextRelay | None = None
+        self._tokens_in_flight = 0
 
     @staticmethod
     def _new_executor() -> concurrent.futures.ThreadPoolExecutor:
@@ -108,6 +116,10 @@ class ModelService:
         for job in list(self._pending):
             job.fail(GenerationFailedError("The bot is shutting down; please try again in a minute."))
         self._pending.clear()
+        for job in self._writing.values():  # they end at the next step, answered "stopped"
+            job.stream.stop()
+        if self._engine_run is not None and not self._engine_run.done():
+            await asyncio.wait([self._engine_run], timeout=HANG_GRACE_S)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # Public API -------------------------------------------------------------------------------
@@ -117,10 +129,14 @@ class ModelService:
 
     async def story(self, request: StoryRequest) -> StoryStream:
         prompt = await self._checked_prompt(request.prompt, PromptKind.STORY, keep_tail=request.keep_tail)
-        self._admit(request.user_id)
+        tokens = await self.count_tokens(prompt) + request.settings.max_new_tokens
+        self._admit(request.user_id, tokens)
         request = StoryRequest(request.user_id, prompt, request.settings, request.seed, request.keep_tail)
         stream: StoryStream = JobStream(queue_position=self.queue_length)
-        self._enqueue(StoryJob(request.user_id, request=request, key=batch_key(request.settings), stream=stream))
+        job = StoryJob(request.user_id, request=request, key=batch_key(request.settings), stream=stream)
+        job.tokens = tokens
+        self._tokens_in_flight += tokens
+        self._enqueue(job)
         return stream
 
     async def why(self, request: WhyRequest) -> WhyStream:
@@ -134,7 +150,7 @@ class ModelService:
     @property
     def queue_length(self) -> int:
         """Requests waiting or running (what a newcomer would wait behind)."""
-        return len(self._pending) + len(self._running)
+        return len(self._pending) + len(self._running) + len(self._writing)
 
     def _tail(self, text: str) -> str:
         """The end of `text` that fits the prompt limit, cut at a token boundary."""
@@ -158,7 +174,7 @@ class ModelService:
             raise
         return prompt
 
-    def _admit(self, user_id: int) -> None:
+    def _admit(self, user_id: int, tokens: int = 0) -> None:
         service = self.config.service
         if self._in_flight[user_id] >= service.per_user_in_flight:
             REJECTIONS.labels(reason="user_busy").inc()
@@ -181,6 +197,13 @@ class ModelService:
                 f"I'm busy: {len(self._pending)} requests are waiting, the most I queue. Please try again in a minute.",
                 retry_after=60.0,
             )
+        if self._tokens_in_flight + tokens > service.max_tokens_in_flight:
+            REJECTIONS.labels(reason="token_budget").inc()
+            raise QueueFullError(
+                "I'm busy: the stories being written or waiting already hold as many tokens as I keep in "
+                "memory at once. Please try again in a minute.",
+                retry_after=30.0,
+            )
         recent.append(now)
         if len(self._recent) > RATE_TABLE_MAX:
             self._forget_idle_users(now)
@@ -199,37 +222,122 @@ class ModelService:
         if job.released:
             return
         job.released = True
+        self._tokens_in_flight -= job.tokens
         self._in_flight[job.user_id] -= 1
         if self._in_flight[job.user_id] <= 0:
             del self._in_flight[job.user_id]
 
     # Scheduling -------------------------------------------------------------------------------
     async def _schedule(self) -> None:
+        """Oldest first. A greedy or sampling story joins the continuous batch while it has room; a
+        beam search or an explanation at the head runs alone once the rows being written have ended
+        (rows that arrive after it wait behind it, so it is not starved)."""
         while not self._closing:
+            self._wakeup.clear()
             if not self._pending:
-                self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            window = self.config.service.batch_window_ms / 1000
-            if window and len(self._pending) < self.config.service.max_batch_size:
-                await asyncio.sleep(window)
-            batch = self._take_batch()
-            self._running = batch
-            self.batches_run.append(len(batch))
-            BATCH_SIZE.observe(len(batch))
-            try:
-                if isinstance(batch[0], WhyJob):
-                    await self._run_why(batch[0])
-                else:
-                    await self._run_stories(batch)
-            except Exception:  # never let one batch kill the scheduler
-                log.exception("batch failed outside the worker")
-                for job in batch:
-                    job.fail(GenerationFailedError("Something went wrong on my side; please try again."))
-            finally:
-                self._running = []
-                for job in batch:
-                    self._release(job)
+            head = self._pending[0]
+            if _continuous(head):
+                if len(self._writing) >= self.config.service.max_batch_size:
+                    await self._wakeup.wait()
+                    continue
+                self._pending.popleft()
+                try:
+                    self._join(head)
+                except Exception:  # never let one story kill the scheduler
+                    log.exception("a story could not join the batch")
+                    head.fail(GenerationFailedError("Something went wrong on my side; please try again."))
+                    self._writing.pop(head.row_id, None)
+                    self._release(head)
+                continue
+            if self._writing:
+                await self._wakeup.wait()
+                continue
+            await self._run_alone()
+
+    async def _run_alone(self) -> None:
+        window = self.config.service.batch_window_ms / 1000
+        if window and len(self._pending) < self.config.service.max_batch_size:
+            await asyncio.sleep(window)
+        batch = self._take_batch()
+        self._running = batch
+        self.batches_run.append(len(batch))
+        BATCH_SIZE.observe(len(batch))
+        try:
+            if isinstance(batch[0], WhyJob):
+                await self._run_why(batch[0])
+            else:
+                await self._run_stories(batch)
+        except Exception:  # never let one batch kill the scheduler
+            log.exception("batch failed outside the worker")
+            for job in batch:
+                job.fail(GenerationFailedError("Something went wrong on my side; please try again."))
+        finally:
+            self._running = []
+            for job in batch:
+                self._release(job)
+
+    # The continuous batch ---------------------------------------------------------------------
+    def _join(self, job: StoryJob) -> None:
+        """Hand a story to the continuous batch: it is prefilled and joins at the next step."""
+        loop = asyncio.get_running_loop()
+        if self._relay is None:
+            self._relay = TextRelay(loop)
+        relay, request = self._relay, job.request
+        job.started_at = time.monotonic()
+        row = RowJob(
+            prompt=request.prompt,
+            settings=request.settings,
+            seed=request.seed,
+            on_text=lambda delta: relay.add(job.stream, delta),
+            on_done=lambda output: loop.call_soon_threadsafe(self._row_done, job, output),
+            stop_event=job.stream.stop_event,
+            deadline=job.started_at + self.config.service.request_timeout_s,
+        )
+        self._writing[id(row)] = job
+        job.row_id = id(row)
+        if not self.engine.submit(row):
+            self.engine.start([row])
+            self._engine_run = loop.run_in_executor(self._executor, self.engine.run)
+            self._engine_run.add_done_callback(self._engine_stopped)
+
+    def _row_done(self, job: StoryJob, output: RowOutput) -> None:
+        """On the loop: a row has its last token; its text first, then its result."""
+        self._relay.flush()
+        self._finish_story(job, output, time.monotonic() - job.started_at)
+        self._leave(job)
+
+    def _row_failed_in_worker(self, row: RowJob, exc: BaseException) -> None:
+        job = self._writing.get(id(row))
+        if job is not None:
+            log.error("a story failed in the continuous batch", exc_info=exc)
+            self._loop_call(self._row_failed, job, _user_error(exc))
+
+    def _row_failed(self, job: StoryJob, error: TaleweaverError) -> None:
+        self._relay.flush()
+        job.fail(error)
+        self._leave(job)
+
+    def _leave(self, job: StoryJob) -> None:
+        self._writing.pop(job.row_id, None)
+        self._release(job)
+        self._wakeup.set()
+
+    def _engine_stopped(self, run: asyncio.Future[None]) -> None:
+        """The worker's loop returned: normally with no row left; after a crash, fail what is left."""
+        if run.cancelled() or run.exception() is not None:
+            if not run.cancelled():
+                log.error("the continuous batch stopped", exc_info=run.exception())
+            for job in list(self._writing.values()):
+                self._row_failed(job, GenerationFailedError("Something went wrong on my side; please try again."))
+        self._wakeup.set()
+
+    def _loop_call(self, callback: Callable[..., object], *args: object) -> None:
+        try:
+            self._scheduler.get_loop().call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop is closed: the bot is gone, nobody to tell
+            pass
 
     def _take_batch(self) -> list[Job]:
         """The oldest job, plus the next stories that can share its forward pass (FIFO among them)."""
@@ -245,8 +353,11 @@ class ModelService:
                 batch.append(job)
         return batch
 
-    async def _execute(self, batch: list[Job], work: Callable[[], T]) -> T | None:
-        """Run `work` on the worker thread; on a failure or a hang, fail the batch and return None."""
+    async def _execute(self, batch: list[Job], work: Callable[[], T], *, fail_batch: bool = True) -> T | None:
+        """Run `work` on the worker thread; on a failure or a hang, fail the batch and return None.
+
+        With `fail_batch=False` a failure (not a hang) is raised instead, for the caller to retry.
+        """
         timeout = self.config.service.request_timeout_s
         future = asyncio.get_running_loop().run_in_executor(self._executor, work)
         try:
@@ -258,42 +369,95 @@ class ModelService:
             for job in batch:
                 job.fail(RequestTimeoutError(f"That took longer than {timeout:.0f} s and was cut off."))
         except Exception as exc:
+            if not fail_batch:
+                raise
             log.error("model failed on a batch of %d", len(batch), exc_info=exc)
             for job in batch:
                 job.fail(_user_error(exc))
         return None
 
     async def _run_stories(self, batch: list[StoryJob]) -> None:
+        """Run a batch; if the batch itself fails, run each unfinished row again alone.
+
+        One row can break a whole `generate` call (a fault in its prompt, out of memory on its
+        length), and the exception does not say which row it was. Rather than fail every story that
+        shared the forward pass, each row still running is retried on its own, so only the row that
+        fails alone ends with an error. A retried row goes on from the text it had already streamed
+        (its prompt plus that text, with the tokens left), so its reader sees one story, not a
+        second one pasted after the first.
+        """
         loop = asyncio.get_running_loop()
         relay = TextRelay(loop)
         started = time.monotonic()
         deadline = started + self.config.service.request_timeout_s
+        streamed: list[list[str]] = [[] for _ in batch]
+        """Text each row has sent to its stream (appended to on the worker thread only)."""
+        prefixes = [""] * len(batch)
+        """Text a retried row had streamed before its batch failed, and its length in tokens."""
+        prefix_tokens = [0] * len(batch)
 
-        def finish_early(job: StoryJob, output: RowOutput) -> None:
+        def output_of(index: int, output: RowOutput) -> RowOutput:
+            if not prefixes[index]:
+                return output
+            return RowOutput(
+                prefixes[index] + output.continuation, prefix_tokens[index] + output.new_tokens, output.stop_reason
+            )
+
+        def finish_early(index: int, output: RowOutput) -> None:
             """On the loop: a row has ended inside a running batch; its text first, then its result."""
             relay.flush()
-            self._finish_story(job, output, time.monotonic() - started)
-            self._release(job)
+            self._finish_story(batch[index], output_of(index, output), time.monotonic() - started)
+            self._release(batch[index])
 
-        rows = [
-            RowJob(
-                prompt=job.request.prompt,
-                settings=job.request.settings,
-                seed=job.request.seed,
-                on_text=lambda delta, s=job.stream: relay.add(s, delta),
+        def on_text(index: int, delta: str) -> None:
+            streamed[index].append(delta)
+            relay.add(batch[index].stream, delta)
+
+        def row_for(index: int) -> RowJob:
+            request = batch[index].request
+            prompt, settings = request.prompt + prefixes[index], request.settings
+            if prefix_tokens[index]:
+                settings = settings.replace(max_new_tokens=max(1, settings.max_new_tokens - prefix_tokens[index]))
+            return RowJob(
+                prompt=prompt,
+                settings=settings,
+                seed=request.seed,
+                on_text=lambda delta: on_text(index, delta),
                 # A short story batched with a long one is answered when it ends, not with the batch.
-                on_done=lambda output, j=job: loop.call_soon_threadsafe(finish_early, j, output),
-                stop_event=job.stream.stop_event,
+                on_done=lambda output: loop.call_soon_threadsafe(finish_early, index, output),
+                stop_event=batch[index].stream.stop_event,
                 deadline=deadline,
             )
-            for job in batch
-        ]
-        outputs = await self._execute(batch, lambda: generate_batch(self.loaded, rows))
+
+        rows = [row_for(index) for index in range(len(batch))]
+        try:
+            outputs = await self._execute(batch, lambda: generate_batch(self.loaded, rows), fail_batch=len(batch) == 1)
+        except Exception as exc:
+            relay.flush()
+            left = [index for index, job in enumerate(batch) if not job.stream.done]
+            log.warning(
+                "a batch of %d failed (%s: %s); retrying its %d unfinished rows one by one",
+                len(batch),
+                type(exc).__name__,
+                exc,
+                len(left),
+            )
+            for index in left:
+                prefixes[index] = "".join(streamed[index])
+                if prefixes[index]:
+                    prefix_tokens[index] = await self.count_tokens(prefixes[index])
+                job, row = batch[index], row_for(index)
+                output = await self._execute([job], lambda row=row: generate_batch(self.loaded, [row]))
+                relay.flush()
+                if output is not None:
+                    self._finish_story(job, output_of(index, output[0]), time.monotonic() - started)
+                self._release(job)
+            return
         if outputs is None:
             return
         relay.flush()
-        for job, output in zip(batch, outputs, strict=True):
-            self._finish_story(job, output, time.monotonic() - started)
+        for index, output in enumerate(outputs):
+            self._finish_story(batch[index], output_of(index, output), time.monotonic() - started)
 
     async def _run_why(self, job: WhyJob) -> None:
         from model.explain.importance import explain  # heavy module, loaded on first use
@@ -314,6 +478,7 @@ class ModelService:
                 ),
                 cancel=job.stream.stop_event,
                 view=job.request.view,
+                cache_dir=self.config.cache_dir,
             )
 
         result = await self._execute([job], work)
@@ -353,3 +518,8 @@ def _user_error(exc: BaseException) -> TaleweaverError:
     if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
         return GenerationFailedError("The model ran out of memory on that request. Try fewer tokens or beams.")
     return GenerationFailedError("Something went wrong while writing; please try again.")
+
+
+def _continuous(job: StoryJob | WhyJob) -> bool:
+    """Greedy and sampling stories share the continuous batch; beam search and /why run alone."""
+    return isinstance(job, StoryJob) and job.request.settings.strategy != "beam"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from typing import TextIO
 
@@ -13,18 +14,29 @@ TEXT_FORMAT = "%(asctime)s %(levelname)-8s %(name)s: %(message)s"
 
 
 class RedactSecrets(logging.Filter):
-    """Replaces secrets wherever they would appear in a log record (a second line of defence:
-    nothing logs them on purpose)."""
+    """Replaces the bot token, and every interaction token, wherever they would appear in a log
+    record (a second line of defence: nothing logs them on purpose, but discord.py logs gateway
+    events and request URLs at DEBUG). An interaction token lets whoever holds it edit the bot's
+    replies for 15 minutes."""
+
+    INTERACTION_TOKENS = (
+        # In URLs: /interactions/<id>/<token>/callback and /webhooks/<application id>/<token>/…
+        (re.compile(r"(/(?:interactions|webhooks)/\d+/)[^/\s?'\"]+"), r"\1[redacted]"),
+        # In gateway payloads, printed as a dict or as JSON: 'token': '…' or "token": "…"
+        (re.compile(r"""(['"]token['"]\s*:\s*)(['"])[^'"]*\2"""), r"\1\2[redacted]\2"),
+    )
 
     def __init__(self, *secrets: str) -> None:
         super().__init__()
         self.secrets = [s for s in secrets if s]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if any(secret in message for secret in self.secrets):
-            for secret in self.secrets:
-                message = message.replace(secret, "[redacted]")
+        message = original = record.getMessage()
+        for secret in self.secrets:
+            message = message.replace(secret, "[redacted]")
+        for pattern, replacement in self.INTERACTION_TOKENS:
+            message = pattern.sub(replacement, message)
+        if message != original:
             record.msg, record.args = message, None
         return True
 

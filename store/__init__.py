@@ -3,7 +3,7 @@
 The cogs see `PreferencesStore` (and `Scope`, `ResolvedSettings`); `bot.py` opens the SQLite one.
 """
 
-from store.errors import StoreError, StoreUnavailableError
+from store.errors import StoreBusyError, StoreCorruptError, StoreError, StoreUnavailableError
 from store.interface import PreferencesStore, Scope
 from store.resolve import LIMIT_FIELDS, Clamp, Limit, ResolvedSettings, resolve_settings
 from store.sqlite import SqlitePreferencesStore
@@ -16,6 +16,8 @@ __all__ = [
     "ResolvedSettings",
     "Scope",
     "SqlitePreferencesStore",
+    "StoreBusyError",
+    "StoreCorruptError",
     "StoreError",
     "StoreUnavailableError",
     "resolve_settings",

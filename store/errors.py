@@ -20,6 +20,20 @@ class StoreUnavailableError(TaleweaverError):
     """A read or write failed at run time (busy, read-only, disk full, I/O error)."""
 
 
+BUSY_MESSAGE = "Preferences are busy. Please try again in a moment. Nothing was changed."
+
+
+class StoreBusyError(StoreUnavailableError):
+    """Another process (or a queue of this bot's own requests) held the database past the bound."""
+
+    def __init__(self, message: str = BUSY_MESSAGE) -> None:
+        super().__init__(message)
+
+
+class StoreCorruptError(StoreUnavailableError):
+    """SQLite found damaged pages while the bot was running."""
+
+
 # Primary SQLite result codes (https://www.sqlite.org/rescode.html).
 SQLITE_BUSY = 5
 SQLITE_LOCKED = 6
@@ -41,8 +55,13 @@ def unavailable(exc: sqlite3.Error) -> StoreUnavailableError:
     """The user-facing error for a failure at run time; the transaction has been rolled back."""
     code = primary_code(exc)
     if code in (SQLITE_BUSY, SQLITE_LOCKED):
-        reason = "the preferences database is busy. Please try again in a moment"
-    elif code == SQLITE_READONLY:
+        return StoreBusyError()
+    if code in (SQLITE_CORRUPT, SQLITE_NOTADB):
+        return StoreCorruptError(
+            "Preferences are unavailable right now: the preferences database could not be reached (it is "
+            "damaged). Please tell the bot's owner. Nothing was changed."
+        )
+    if code == SQLITE_READONLY:
         reason = "the preferences database is read-only. Please tell the bot's owner"
     elif code == SQLITE_FULL:
         reason = "the bot's disk is full. Please tell the bot's owner"

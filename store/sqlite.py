@@ -29,9 +29,12 @@ from store import migrations
 from store.errors import (
     SQLITE_BUSY,
     SQLITE_CANTOPEN,
+    SQLITE_CORRUPT,
     SQLITE_LOCKED,
     SQLITE_NOTADB,
     SQLITE_READONLY,
+    StoreBusyError,
+    StoreCorruptError,
     StoreError,
     StoreUnavailableError,
     primary_code,
@@ -44,8 +47,14 @@ from store.validation import check_values
 log = logging.getLogger(__name__)
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
+RUNTIME_BUSY_TIMEOUT_S = 2.0
+"""How long a write waits at run time for another process's lock before it is refused as busy:
+with the wait for this store's own lock, an answer comes well within Discord's limits."""
+LOCK_WAIT_S = 4.0
+"""How long an operation waits for this store's own lock (held by operations queued before it)."""
 _MAX_ID = 2**63 - 1
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -87,11 +96,22 @@ class SqlitePreferencesStore:
     """`PreferencesStore` on SQLite. Create it with `open`, which checks and migrates the file."""
 
     def __init__(
-        self, db: aiosqlite.Connection, path: Path, *, config_defaults: DecodingSettings, max_new_tokens_cap: int
+        self,
+        db: aiosqlite.Connection,
+        path: Path,
+        *,
+        config_defaults: DecodingSettings,
+        max_new_tokens_cap: int,
+        reader: aiosqlite.Connection | None = None,
     ) -> None:
         self._db = db
         self._lock = asyncio.Lock()
+        self._reader = reader or db
+        """Reads go through their own connection (WAL: they see committed data only, and are not
+        held up by a write that waits for another process's lock)."""
+        self._read_lock = asyncio.Lock() if reader is not None else self._lock
         self._closed = False
+        self._reported_damage = False
         self.path = path
         self.config_defaults = config_defaults
         self.max_new_tokens_cap = max_new_tokens_cap
@@ -104,6 +124,7 @@ class SqlitePreferencesStore:
         config_defaults: DecodingSettings,
         max_new_tokens_cap: int,
         busy_timeout_s: float = 5.0,
+        runtime_busy_timeout_s: float = RUNTIME_BUSY_TIMEOUT_S,
     ) -> SqlitePreferencesStore:
         """Open (or create) the database, refusing with `StoreError` anything that is not ours.
 
@@ -116,15 +137,21 @@ class SqlitePreferencesStore:
             db = await aiosqlite.connect(path, timeout=busy_timeout_s, isolation_level=None)
         except sqlite3.Error as exc:
             raise _startup_error(path, exc) from exc
+        reader: aiosqlite.Connection | None = None
         try:
             await _prepare(db, path)
+            busy_ms = round(min(busy_timeout_s, runtime_busy_timeout_s) * 1000)
+            await db.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            reader = await aiosqlite.connect(path, timeout=busy_timeout_s, isolation_level=None)
+            await reader.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            await reader.execute("PRAGMA query_only = ON")
         except sqlite3.Error as exc:
-            await db.close()
+            await _close_all(db, reader)
             raise _startup_error(path, exc) from exc
         except BaseException:
-            await db.close()
+            await _close_all(db, reader)
             raise
-        return cls(db, path, config_defaults=config_defaults, max_new_tokens_cap=max_new_tokens_cap)
+        return cls(db, path, config_defaults=config_defaults, max_new_tokens_cap=max_new_tokens_cap, reader=reader)
 
     async def ping(self) -> bool:
         """A trivial read: True while the file is open and readable."""
@@ -137,10 +164,10 @@ class SqlitePreferencesStore:
         return True
 
     async def close(self) -> None:
-        async with self._lock:
+        async with self._lock, self._read_lock if self._read_lock is not self._lock else contextlib.nullcontext():
             if not self._closed:
                 self._closed = True
-                await self._db.close()
+                await _close_all(self._db, self._reader if self._reader is not self._db else None)
 
     async def resolve(
         self, user_id: int, guild_id: int | None, overrides: Mapping[str, Any] = _EMPTY
@@ -186,6 +213,11 @@ class SqlitePreferencesStore:
                 scope, values, max_new_tokens_cap=self.max_new_tokens_cap, server_limits=server_limits
             )
             await db.executemany(table.upsert, [(owner_id, name, json.dumps(v)) for name, v in checked.items()])
+            # Read back before committing: a damaged page can take a write and fail every read of it,
+            # and a write is acknowledged only if it can be read.
+            stored = _decode(scope, await db.execute_fetchall(table.select, (owner_id,)))
+            if any(stored.get(name, _MISSING) != value for name, value in checked.items()):
+                raise sqlite3.DatabaseError("a written value did not read back")
         return checked
 
     async def reset(self, scope: Scope, owner_id: int, fields: Collection[str] | None = None) -> tuple[str, ...]:
@@ -204,7 +236,7 @@ class SqlitePreferencesStore:
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction, alone on the connection; rolled back on any error."""
-        async with self._lock:
+        async with self._locked():
             self._check_open()
             try:
                 await self._db.execute("BEGIN IMMEDIATE")
@@ -212,18 +244,32 @@ class SqlitePreferencesStore:
                 await self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 await self._rollback()
-                raise unavailable(exc) from exc
+                raise self._unavailable(exc) from exc
             except BaseException:
                 await self._rollback()
                 raise
 
+    @contextlib.asynccontextmanager
+    async def _locked(self, lock: asyncio.Lock | None = None) -> AsyncIterator[None]:
+        """One of this store's locks, waited for at most LOCK_WAIT_S: a queue behind a slow
+        operation (a database locked by another process) is answered "busy" rather than left waiting."""
+        lock = lock or self._lock
+        try:
+            await asyncio.wait_for(lock.acquire(), LOCK_WAIT_S)
+        except TimeoutError:
+            raise StoreBusyError() from None
+        try:
+            yield
+        finally:
+            lock.release()
+
     async def _read(self, sql: str, parameters: tuple[Any, ...]) -> Iterable[sqlite3.Row]:
-        async with self._lock:
+        async with self._locked(self._read_lock):
             self._check_open()
             try:
-                return await self._db.execute_fetchall(sql, parameters)
+                return await self._reader.execute_fetchall(sql, parameters)
             except sqlite3.Error as exc:
-                raise unavailable(exc) from exc
+                raise self._unavailable(exc) from exc
 
     async def _rollback(self) -> None:
         try:
@@ -233,9 +279,27 @@ class SqlitePreferencesStore:
             # SQLite rolls back by itself after some errors (a full disk, an I/O error).
             log.warning("rollback of a failed preferences write failed", exc_info=True)
 
+    def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailableError:
+        error = unavailable(exc)
+        if isinstance(error, StoreCorruptError) and not self._reported_damage:
+            self._reported_damage = True
+            log.error(
+                "the preferences database %s is damaged (%s); /story goes on with the defaults. Stop the bot "
+                "and restore the file from a backup.",
+                self.path,
+                exc,
+            )
+        return error
+
     def _check_open(self) -> None:
         if self._closed:
             raise StoreUnavailableError("Preferences are unavailable: the bot is shutting down. Nothing was changed.")
+
+
+async def _close_all(*connections: aiosqlite.Connection | None) -> None:
+    for connection in connections:
+        if connection is not None:
+            await connection.close()
 
 
 def _check_file(path: Path) -> None:
@@ -268,6 +332,8 @@ def _check_file(path: Path) -> None:
 async def _prepare(db: aiosqlite.Connection, path: Path) -> None:
     """Check ownership, then (and only then) switch to WAL, migrate and prove we can write."""
     version = await migrations.schema_version(db, path)
+    if version:
+        await _check_integrity(db, path)  # before WAL or a migration writes to it
     (mode,) = next(iter(await db.execute_fetchall("PRAGMA journal_mode = WAL")))
     if str(mode).lower() != "wal":
         raise StoreError(f"{path} cannot be switched to WAL mode (it stays in {mode!r} mode).")
@@ -277,8 +343,30 @@ async def _prepare(db: aiosqlite.Connection, path: Path) -> None:
     await db.execute("ROLLBACK")
 
 
+QUICK_CHECK_ERRORS_SHOWN = 3
+
+
+async def _check_integrity(db: aiosqlite.Connection, path: Path) -> None:
+    """`PRAGMA quick_check` reads every page: damage found now stops the bot with a message,
+    instead of failing /settings and /story for everyone later."""
+    rows = await db.execute_fetchall(f"PRAGMA quick_check({QUICK_CHECK_ERRORS_SHOWN})")
+    problems = [str(row[0]) for row in rows]
+    if problems != ["ok"]:
+        raise _damaged(path, "; ".join(problems))
+
+
+def _damaged(path: Path, detail: str) -> StoreError:
+    return StoreError(
+        f"{path} is damaged: SQLite's integrity check failed ({detail[:300]}). It was left untouched: "
+        "restore it from a backup, or move it away to start with empty preferences (`sqlite3 FILE .recover` "
+        "may save what is left)."
+    )
+
+
 def _startup_error(path: Path, exc: sqlite3.Error) -> StoreError:
     code = primary_code(exc)
+    if code == SQLITE_CORRUPT:
+        return _damaged(path, str(exc))
     if code in (SQLITE_BUSY, SQLITE_LOCKED):
         return StoreError(
             f"{path} is locked by another process (another Taleweaver, or a tool holding it "

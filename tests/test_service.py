@@ -121,7 +121,7 @@ async def test_second_request_from_same_user_is_refused(make_service, slow_model
 async def test_full_queue_refuses_with_a_busy_message(make_service, slow_model) -> None:
     svc = await make_service(queue_size=2, batch_window_ms=0.0, max_batch_size=1)
     running = await svc.story(StoryRequest(1, "Once", GREEDY, seed=0))
-    await _until(lambda: svc._running)
+    await _until(lambda: svc._running or svc._writing)
     waiting = [await svc.story(StoryRequest(u, "Once", GREEDY, seed=0)) for u in (2, 3)]
     assert [w.queue_position for w in waiting] == [1, 2]
     with pytest.raises(QueueFullError, match="busy"):
@@ -223,7 +223,7 @@ async def test_batched_requests_match_their_results_alone(make_service, tiny_loa
     svc = await make_service(batch_window_ms=50.0)
     streams = [await svc.story(r) for r in requests]
     batched = [(await s.result()).continuation for s in streams]
-    assert svc.batches_run == [4]
+    assert max(svc.engine.stats.batch_sizes) == 4  # all four were written together
     assert batched == alone
 
 
@@ -239,7 +239,7 @@ async def test_a_short_story_in_a_batch_is_answered_when_it_ends_not_with_the_ba
     again = await svc.story(StoryRequest(2, "The fox", GREEDY.replace(max_new_tokens=5), seed=0))  # slot is free
     assert (await long.result()).new_tokens == 200
     assert (await again.result()).continuation == result.continuation
-    assert svc.batches_run == [2, 1]
+    assert svc.batches_run == [] and max(svc.engine.stats.batch_sizes) == 2
 
 
 async def test_requests_that_cannot_share_a_batch_run_in_turn_in_order(make_service) -> None:
@@ -247,9 +247,16 @@ async def test_requests_that_cannot_share_a_batch_run_in_turn_in_order(make_serv
     beam = DecodingSettings(strategy="beam", max_new_tokens=5)
     order = [("greedy", GREEDY), ("beam", beam), ("sample", SAMPLE), ("beam2", beam.replace(num_beams=2))]
     streams = [await svc.story(StoryRequest(i, "Once", s, seed=i)) for i, (_, s) in enumerate(order)]
-    results = [await s.result() for s in streams]
-    assert all(r.new_tokens > 0 for r in results)
-    assert svc.batches_run == [2, 1, 1]  # greedy+sample together, then each beam search alone
+    ended: list[str] = []
+
+    async def watch(name: str, stream) -> None:
+        assert (await stream.result()).new_tokens > 0
+        ended.append(name)
+
+    await asyncio.gather(*(watch(name, stream) for (name, _), stream in zip(order, streams, strict=True)))
+    # Beam searches run alone, in their turn: the sampling story behind the first waits for it.
+    assert ended == ["greedy", "beam", "sample", "beam2"]
+    assert svc.batches_run == [1, 1]
 
 
 async def _until(condition, timeout: float = 5.0) -> None:
@@ -272,7 +279,7 @@ async def test_per_user_rate_limit_says_when_to_come_back(make_service) -> None:
 async def test_a_request_that_cannot_join_the_batch_is_not_starved(make_service, slow_model) -> None:
     svc = await make_service(batch_window_ms=0.0, per_user_in_flight=1)
     first = await svc.story(StoryRequest(1, "Once", GREEDY, seed=0))
-    await _until(lambda: svc._running)
+    await _until(lambda: svc._running or svc._writing)
     beam = await svc.story(StoryRequest(2, "Once", DecodingSettings(strategy="beam", max_new_tokens=5), seed=0))
     later = [await svc.story(StoryRequest(10 + i, "Once", GREEDY, seed=0)) for i in range(4)]
     finished: list[str] = []
@@ -286,7 +293,8 @@ async def test_a_request_that_cannot_join_the_batch_is_not_starved(make_service,
         watch("first", first), watch("beam", beam), *(watch(f"later{i}", s) for i, s in enumerate(later))
     )
     assert finished.index("beam") < min(finished.index(f"later{i}") for i in range(4))
-    assert svc.batches_run == [1, 1, 4]
+    assert svc.batches_run == [1]  # the beam search, alone
+    assert list(svc.engine.stats.batch_sizes)[-1] <= 4 and max(svc.engine.stats.batch_sizes) == 4
 
 
 # /why through the service: a stream of progress events ending in the result ---------------------
@@ -351,7 +359,7 @@ async def test_why_prompts_are_checked_before_they_are_queued(why_service) -> No
 async def test_a_why_waits_for_a_running_story_and_runs_alone(why_service, slow_model) -> None:
     svc = await why_service()
     story = await svc.story(StoryRequest(1, "Once", GREEDY, seed=0))
-    await _until(lambda: svc._running)
+    await _until(lambda: svc._running or svc._writing)
     why = await svc.why(WhyRequest(2, "The fox said"))
     other = await svc.story(StoryRequest(3, "Once", GREEDY, seed=0))
     assert why.queue_position == 1
@@ -359,7 +367,7 @@ async def test_a_why_waits_for_a_running_story_and_runs_alone(why_service, slow_
     await story.result()
     assert (await why.result()).words
     await other.result()
-    assert svc.batches_run == [1, 1, 1]
+    assert svc.batches_run == [1]  # the explanation, alone; the stories in the continuous batch
 
 
 async def test_a_failing_why_reports_an_error_and_the_service_keeps_serving(why_service, monkeypatch) -> None:
@@ -375,3 +383,65 @@ async def test_a_failing_why_reports_an_error_and_the_service_keeps_serving(why_
         await stream.result()
     monkeypatch.undo()
     assert (await (await svc.story(StoryRequest(1, "Once", GREEDY, seed=0))).result()).new_tokens > 0
+
+
+# Continuous batching: stories join and leave at every step -----------------------------------------
+
+
+async def test_a_story_that_arrives_mid_batch_joins_at_once_and_writes_what_it_would_alone(
+    make_service, tiny_loaded
+) -> None:
+    late = StoryRequest(2, "The fox said to the crow", SAMPLE.replace(max_new_tokens=30), seed=9)
+    alone = generate_batch(tiny_loaded, [RowJob(late.prompt, late.settings, late.seed)])[0].continuation
+    svc = await make_service(batch_window_ms=0.0)
+    long = await svc.story(StoryRequest(1, "Once upon a time", GREEDY.replace(max_new_tokens=200), seed=0))
+    async for _ in long:  # the long story is being written, a few steps in
+        if svc.engine.stats.steps >= 3:
+            break
+    steps_before = svc.engine.stats.steps
+    stream = await svc.story(late)
+    text = await collect(stream)
+    result = await stream.result()
+    assert text == result.continuation == alone
+    assert not long._result.done(), "the late story waited for the long one"
+    assert 2 in svc.engine.stats.batch_sizes and steps_before > 0
+    assert (await long.result()).new_tokens == 200
+
+
+async def test_stopping_one_row_or_its_timeout_leaves_the_others_running(
+    make_service, tiny_loaded, monkeypatch
+) -> None:
+    forward = tiny_loaded.model.forward
+
+    def paced(*args, **kwargs):  # 10 ms a step: 200 tokens cannot fit in the half-second timeout
+        time.sleep(0.01)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_loaded.model, "forward", paced)
+    svc = await make_service(batch_window_ms=0.0, request_timeout_s=0.5)
+    first = await svc.story(StoryRequest(1, "Once upon a time", GREEDY.replace(max_new_tokens=200), seed=0))
+    second = await svc.story(StoryRequest(2, "The fox", SAMPLE.replace(max_new_tokens=200), seed=1))
+    third = await svc.story(StoryRequest(3, "A king", GREEDY.replace(max_new_tokens=10), seed=0))
+    async for _ in second:
+        second.stop()
+        break
+    stopped = await second.result()
+    assert stopped.stop_reason == "stopped" and stopped.new_tokens < 200
+    assert (await third.result()).new_tokens == 10  # finished normally beside them
+    with pytest.raises(RequestTimeoutError):
+        await first.result()
+    assert svc.queue_length == 0 and not svc._in_flight
+
+
+async def test_the_token_budget_refuses_politely_and_frees_what_ends(make_service, slow_model) -> None:
+    svc = await make_service(batch_window_ms=0.0, max_tokens_in_flight=300, per_user_in_flight=1)
+    first = await svc.story(StoryRequest(1, "Once", GREEDY.replace(max_new_tokens=200), seed=0))
+    with pytest.raises(QueueFullError, match="busy") as refused:
+        await svc.story(StoryRequest(2, "Once", GREEDY.replace(max_new_tokens=150), seed=0))
+    assert "tokens" in refused.value.message
+    small = await svc.story(StoryRequest(3, "Once", GREEDY.replace(max_new_tokens=50), seed=0))
+    slow_model.set()
+    await first.result()
+    await small.result()
+    assert svc._tokens_in_flight == 0
+    await (await svc.story(StoryRequest(2, "Once", GREEDY.replace(max_new_tokens=150), seed=0))).result()

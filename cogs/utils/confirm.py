@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 import discord
 
-from cogs.utils.replies import NO_MENTIONS, send_error
+from cogs.utils.replies import NO_MENTIONS, defer_if_slow, send_error
 from core.errors import TaleweaverError
 
 ConfirmAction = Callable[[discord.Interaction], Awaitable[str]]
@@ -41,10 +41,14 @@ class ConfirmView(discord.ui.View):
             return
         self.stop()
         try:
-            outcome = await self.action(interaction)
+            async with defer_if_slow(interaction):
+                outcome = await self.action(interaction)
         except TaleweaverError as exc:
             outcome = exc.message
-        await interaction.response.edit_message(content=outcome, view=None, allowed_mentions=NO_MENTIONS)
+        if interaction.response.is_done():  # deferred while the action was slow
+            await interaction.edit_original_response(content=outcome, view=None, allowed_mentions=NO_MENTIONS)
+        else:
+            await interaction.response.edit_message(content=outcome, view=None, allowed_mentions=NO_MENTIONS)
 
     @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary)
     async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button[ConfirmView]) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import discord
@@ -11,6 +14,38 @@ log = logging.getLogger(__name__)
 
 NO_MENTIONS = discord.AllowedMentions.none()
 """Passed on every message: generated text and user input must never ping anyone."""
+DEFER_AFTER_S = 1.5
+"""Discord wants an answer within 3 s: work still running after this long is deferred first."""
+
+
+@contextlib.asynccontextmanager
+async def defer_if_slow(interaction: discord.Interaction, *, after: float = DEFER_AFTER_S) -> AsyncIterator[None]:
+    """Around work that is usually quick but may not be (the preferences store, when another
+    process holds its database): if it runs past `after`, the interaction is deferred privately
+    (a button press: deferred as an update) so Discord's deadline is kept; `send_ephemeral`
+    then answers as a follow-up. Nothing inside may answer the interaction itself.
+    """
+    deferring = False
+
+    async def defer_later() -> None:
+        nonlocal deferring
+        await asyncio.sleep(after)
+        if interaction.response.is_done():
+            return
+        deferring = True
+        if getattr(interaction, "type", None) == discord.InteractionType.component:
+            await interaction.response.defer()
+        else:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+
+    timer = asyncio.create_task(defer_later())
+    try:
+        yield
+    finally:
+        if deferring:
+            await asyncio.gather(timer, return_exceptions=True)  # never answer while the defer is on its way
+        else:
+            timer.cancel()
 
 
 async def send_ephemeral(interaction: discord.Interaction, content: str, **kwargs: Any) -> None:

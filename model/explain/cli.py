@@ -57,6 +57,7 @@ def _run(args: argparse.Namespace) -> int:
         progress=_progress_printer(),
         cancel=threading.Event(),
         view="attention" if args.attention_png else "bars",
+        cache_dir=config.cache_dir,
     )
     print(file=sys.stderr)
     print(f"Prompt: {args.prompt}")

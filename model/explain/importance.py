@@ -66,7 +66,6 @@ ARTICLE_ITERATIONS = 1000
 """Iterations of the published loop in the source article (the paper's code defaults to 5000)."""
 FAST_LEARNING_RATE = 0.3
 """Adam's starting learning rate in the fast version (cosine-decayed to a tenth); see `sigmas_fast`."""
-PHI_STD_FILE = "phi_std.pt"
 PHI_STD_VERSION = 1
 """Bump when the sample text or the way r is computed changes, so old caches are not reused."""
 TOP_K = 5
@@ -399,13 +398,14 @@ def compute_phi_std(model: PreTrainedModel, passages: Sequence[torch.Tensor]) ->
     return logits.std(dim=0, correction=0).clamp_min(1e-6).cpu()
 
 
-def phi_std_for(loaded: LoadedModel) -> torch.Tensor:
-    """r for this model: from memory, else from the cache file, else computed on SAMPLE_PASSAGES and saved.
+def phi_std_for(loaded: LoadedModel, cache_dir: Path | None = None) -> torch.Tensor:
+    """r for this model: from memory, else from the cache file, else computed on SAMPLE_PASSAGES.
 
-    The cache file lies beside the model (`<model dir>/phi_std.pt`) when that directory is
-    writable, else in the user cache dir; it records a key made from the model's config, a
-    sample of every weight tensor and the tokenized sample text, so a different or retrained
-    model never reuses another's r.
+    The cache file is `<cache_dir>/phi_std-<key>.pt`, where the bot keeps its data (beside the
+    preferences database), never in the model directory: that may be read-only (a container
+    image, a shared volume). The key is made from the model's config, a sample of every weight
+    tensor and the tokenized sample text, so a different or retrained model never reuses another's
+    r. Without `cache_dir`, or when the file cannot be written, r is kept in memory only.
     """
     with _phi_std_lock:
         cached = _phi_std_memory.get(loaded.model)
@@ -413,14 +413,19 @@ def phi_std_for(loaded: LoadedModel) -> torch.Tensor:
             return cached
         passages = _sample_passages(loaded)
         key = _model_key(loaded.model, passages)
-        path = _cache_path(loaded.source, key)
-        phi_std = _read_cache(path, key)
+        path = None if cache_dir is None else Path(cache_dir) / cache_file_name(key)
+        phi_std = None if path is None else _read_cache(path, key)
         if phi_std is None:
             with frozen(loaded.model):
                 phi_std = compute_phi_std(loaded.model, passages)
-            _write_cache(path, key, phi_std)
+            if path is not None:
+                _write_cache(path, key, phi_std)
         _phi_std_memory[loaded.model] = phi_std
         return phi_std
+
+
+def cache_file_name(key: str) -> str:
+    return f"phi_std-{key[:24]}.pt"
 
 
 def _sample_passages(loaded: LoadedModel) -> list[torch.Tensor]:
@@ -455,20 +460,6 @@ def _model_key(model: PreTrainedModel, passages: Sequence[torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def _cache_path(source: str, key: str) -> Path:
-    model_dir = Path(source)
-    if model_dir.is_dir() and os.access(model_dir, os.W_OK):
-        return model_dir / PHI_STD_FILE
-    return _user_cache_dir() / f"phi_std-{key[:24]}.pt"
-
-
-def _user_cache_dir() -> Path:
-    if os.environ.get("TALEWEAVER_CACHE_DIR"):
-        return Path(os.environ["TALEWEAVER_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "taleweaver"
-
-
 def _read_cache(path: Path, key: str) -> torch.Tensor | None:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -489,8 +480,8 @@ def _write_cache(path: Path, key: str, phi_std: torch.Tensor) -> None:
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".phi_std-", suffix=".tmp", delete=False) as tmp:
             torch.save({"key": key, "phi_std": phi_std, "version": PHI_STD_VERSION}, tmp)
         os.replace(tmp.name, path)
-    except OSError:
-        log.warning("could not save r cache to %s; it will be recomputed next start", path, exc_info=True)
+    except OSError as exc:
+        log.warning("could not save r cache to %s (%s); it will be recomputed next start", path, exc)
 
 
 # --- the service entry point -----------------------------------------------------------------------
@@ -542,12 +533,14 @@ def explain(
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     view: str = "bars",
+    cache_dir: Path | None = None,
 ) -> WhyResult:
     """Explain the next-token prediction of `prompt`: σ per word and token, top predictions, a chart.
 
     Runs in the model service's worker thread; blocks for at most about `config.time_budget_s`.
     `view="attention"` also attaches the attention picture. Setting `cancel` ends the
     optimisation after the current step and returns what it has (noted in `notes`).
+    `cache_dir` is where r is cached (see `phi_std_for`).
     Raises PromptError for an empty, one-token or too-long prompt.
     """
     from model.explain import charts  # matplotlib is imported only when a picture is drawn
@@ -565,7 +558,7 @@ def explain(
         report(fraction, f"Perturbing the prompt: step {steps}, loss {best_loss:.3f}")
 
     with frozen(loaded.model):
-        objective = build_objective(loaded.model, torch.tensor(ids), phi_std_for(loaded))
+        objective = build_objective(loaded.model, torch.tensor(ids), phi_std_for(loaded, cache_dir))
         run = sigmas_fast(
             objective,
             starts=config.starts,

@@ -43,6 +43,19 @@ class Actions:
         data = command_data(self._state.world, definition, path, options)
         return await self._send(APPLICATION_COMMAND, person, place, data)
 
+    async def modified_command(
+        self, user: str, channel: str, command: str, options: Sequence[Mapping[str, Any]]
+    ) -> InteractionRecord:
+        """What a modified client can send and Discord's client never would: `/command` (a known
+        command's name) with `options` as raw payload options, unchecked (an unknown subcommand, a
+        number where text belongs)."""
+        person, place = self._user(user), self._channel(channel)
+        definition = self._state.commands.find(command)
+        data: dict[str, Any] = {"id": definition["id"], "name": definition["name"], "type": 1, "options": list(options)}
+        if definition.get("guild_id"):
+            data["guild_id"] = definition["guild_id"]
+        return await self._send(APPLICATION_COMMAND, person, place, data)
+
     async def autocomplete(
         self, user: str, channel: str, command: str, options: Mapping[str, Any], focused: str
     ) -> InteractionRecord:

@@ -66,6 +66,20 @@ class DriverClient:
         }
         return (await self._call("POST", "/interactions", body))["interaction"]
 
+    async def modified_command(
+        self, user: str, command: str, raw_options: Sequence[Mapping[str, Any]], *, channel: str = "general"
+    ) -> dict[str, Any]:
+        """`/command` with raw payload options no real client would send (a modified client)."""
+        body = {
+            "type": "modified command",
+            "user": user,
+            "channel": channel,
+            "command": command,
+            "raw_options": [dict(option) for option in raw_options],
+            "wait": True,
+        }
+        return (await self._call("POST", "/interactions", body))["interaction"]
+
     async def autocomplete(
         self, user: str, command: str, options: Mapping[str, Any], focused: str, *, channel: str = "general"
     ) -> list[dict[str, Any]]:

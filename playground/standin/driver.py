@@ -88,6 +88,10 @@ class DriverApi:
         channel = str(body.get("channel", "general"))
         if kind == "command":
             return await self._actions.command(user, channel, _required(body, "command"), body.get("options") or {})
+        if kind == "modified command":
+            return await self._actions.modified_command(
+                user, channel, _required(body, "command"), body.get("raw_options") or []
+            )
         if kind == "autocomplete":
             return await self._actions.autocomplete(
                 user, channel, _required(body, "command"), body.get("options") or {}, _required(body, "focused")
@@ -98,7 +102,7 @@ class DriverApi:
             )
         if kind == "modal":
             return await self._actions.submit_modal(user, _required(body, "custom_id"), body.get("values") or {})
-        raise DriverError(400, "type must be one of command, autocomplete, component, modal")
+        raise DriverError(400, "type must be one of command, modified command, autocomplete, component, modal")
 
     async def _settled(self, record: InteractionRecord) -> None:
         """Wait for the initial response; the deadline timer settles it at the latest."""

@@ -13,7 +13,7 @@ from discord.ext import commands
 from cogs.settings import SettingsCog
 from cogs.story import StoryCog, StoryState, render_story
 from cogs.why import WhyCog
-from core.config import Config, LimitsConfig
+from core.config import Config, LimitsConfig, ServiceConfig
 from core.service import StopReason, StoryResult
 from core.settings import FIELDS, SEED_MAX, DecodingSettings
 
@@ -23,6 +23,7 @@ CAP, PROMPT_TOKENS = 250, 64
 def make_bot(cap: int = CAP, prompt_tokens: int = PROMPT_TOKENS) -> SimpleNamespace:
     config = Config(
         limits=LimitsConfig(max_new_tokens=cap, max_prompt_tokens=prompt_tokens),
+        service=ServiceConfig(max_tokens_in_flight=max(8192, cap + prompt_tokens)),
         defaults=DecodingSettings(max_new_tokens=min(cap, 120)),
     )
     return SimpleNamespace(config=config, service=None, preferences=None)

@@ -107,6 +107,8 @@ class BeforeRestart:
     settings_user: str
     story_user: str
     story: dict
+    second_story: dict | None = None
+    """Another finished story of `story_user`, whose buttons others press after the restart."""
 
 
 async def prepare_restart(rig: Rig) -> BeforeRestart:
@@ -116,7 +118,9 @@ async def prepare_restart(rig: Rig) -> BeforeRestart:
         await driver.command(settings_user, "settings set", {"temperature": 1.7})
         interaction = await story_started(driver, story_user, PROMPT, length=6)
         story = await finished(driver, interaction["original_message_id"])
-    return BeforeRestart(settings_user, story_user, story)
+        second = await story_started(driver, story_user, PROMPT, length=6)
+        second_story = await finished(driver, second["original_message_id"])
+    return BeforeRestart(settings_user, story_user, story, second_story)
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +143,16 @@ async def test_buttons_of_a_story_written_before_a_restart_still_get_an_answer(d
     story = restarted.story
     click = await driver.click(restarted.story_user, story["id"], buttons(story)["Continue"]["custom_id"])
     assert click["status"] == "acknowledged"
+
+
+async def test_only_the_owner_takes_away_the_buttons_of_a_story_from_before_a_restart(driver, rig, restarted):
+    """Issue 18: someone else pressing a dead button is answered privately and the owner's buttons stay."""
+    story = restarted.second_story
+    stranger = rig.new_reader()
+    click = await driver.click(stranger, story["id"], buttons(story)["Continue"]["custom_id"])
+    assert click["status"] == "acknowledged"
+    assert (await private_replies(driver, click["id"]))[0]["content"].startswith("This story was written before")
+    assert buttons(await driver.message(story["id"])), "a stranger's press removed the owner's buttons"
+    await driver.click(restarted.story_user, story["id"], buttons(story)["Continue"]["custom_id"])
+    gone = await eventually(lambda: driver.message(story["id"]), lambda m: not buttons(m), what="buttons removed")
+    assert not buttons(gone)
