@@ -88,6 +88,9 @@ class ServiceConfig(Section):
     max_batch_size: PositiveInt = Field(
         8, description="Most stories written together (they join and leave step by step)."
     )
+    continuous_batching: bool = Field(
+        True, description="Stories join and leave the running batch at every step; false: whole batches in turn."
+    )
     max_tokens_in_flight: PositiveInt = Field(
         8192,
         description='Most tokens (prompt + new) of stories being written or waiting, per replica; more get "busy".',

@@ -117,27 +117,68 @@ class ContinuousBatch:
                     if not joining and not self.rows:
                         self._running = False
                         return
-                for job in joining:
-                    self._join(job)
+                if len(joining) == 1:
+                    self._join(joining[0])
+                elif joining:
+                    self._join_together(joining)
                 self._end_rows(self._stopped_rows())
                 if self.rows:
                     self._step()
 
-    def _join(self, job: RowJob) -> None:
+    def _new_row(self, job: RowJob) -> _Row:
         tokenizer = self.loaded.tokenizer
+        ids = tokenizer(job.prompt, split_special_tokens=True, verbose=False)["input_ids"]
+        room = context_room(self.loaded.model, len(ids))
+        if room < 1:
+            raise ValueError(f"a prompt of {len(ids)} tokens leaves no room in the model's context")
+        return _Row(
+            job=job,
+            state=_RowState(job, tokenizer),
+            ids=list(ids),
+            generator=torch.Generator(device=self.loaded.device).manual_seed(job.seed),
+            max_new_tokens=min(job.settings.max_new_tokens, room),
+        )
+
+    def _join_together(self, jobs: list[RowJob]) -> None:
+        """Stories arriving at the same step are prefilled as one left-padded batch (one forward
+        pass instead of one each); if that fails, each is prefilled alone, so only a bad one fails."""
+        rows = []
+        for job in jobs:
+            try:
+                rows.append(self._new_row(job))
+            except Exception as exc:
+                self.on_error(job, exc)
+        if not rows:
+            return
+        width = max(len(row.ids) for row in rows)
+        device = self.loaded.device
+        input_ids = torch.tensor([[self._eos] * (width - len(r.ids)) + r.ids for r in rows], device=device)
+        mask = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in rows], device=device)
         try:
-            ids = tokenizer(job.prompt, split_special_tokens=True, verbose=False)["input_ids"]
-            room = context_room(self.loaded.model, len(ids))
-            if room < 1:
-                raise ValueError(f"a prompt of {len(ids)} tokens leaves no room in the model's context")
-            row = _Row(
-                job=job,
-                state=_RowState(job, tokenizer),
-                ids=list(ids),
-                generator=torch.Generator(device=self.loaded.device).manual_seed(job.seed),
-                max_new_tokens=min(job.settings.max_new_tokens, room),
+            output = self.loaded.model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
+                use_cache=True,
+                logits_to_keep=1,
             )
-            input_ids = torch.tensor([ids], device=self.loaded.device)
+        except Exception:
+            for row in rows:
+                self._join(row.job)
+            return
+        layers = _layers(output.cache)
+        for index, row in enumerate(rows):
+            start = width - len(row.ids)
+            alone = DynamicCache(
+                [(k[index : index + 1, :, start:], v[index : index + 1, :, start:]) for k, v in layers]
+            )
+            self._add_to_batch(row, alone)
+        self._choose(rows, output.logits[:, -1, :])
+
+    def _join(self, job: RowJob) -> None:
+        try:
+            row = self._new_row(job)
+            input_ids = torch.tensor([row.ids], device=self.loaded.device)
             output = self.loaded.model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
             cache = output.cache
             logits = output.logits[:, -1, :]

@@ -238,7 +238,7 @@ class ModelService:
                 await self._wakeup.wait()
                 continue
             head = self._pending[0]
-            if _continuous(head):
+            if _continuous(head) and self.config.service.continuous_batching:
                 if len(self._writing) >= self.config.service.max_batch_size:
                     await self._wakeup.wait()
                     continue

@@ -1,0 +1,183 @@
+"""Staggered arrivals: static batching (whole batches in turn) against continuous batching.
+
+Stories arrive while others are being written: a burst (one story, then five more 0.5 s apart),
+eight at once, and Poisson arrivals at two rates. Both modes run through the bot's own
+`ModelService` on the same model in the same run, interleaved scenario by scenario, with the
+bot's default decoding (sampling, top-k 40, T 0.8, repetition 1.1) and a fixed seed per story.
+Reported: time to first text (p50/p95: all stories, and the late arrivals of the burst), total
+time, tokens/s, and the goals of the continuous-batching issue: late arrivals' first text within
+3× a lone story's, eight stories at once within 2× one.
+
+    python -m bench.arrivals [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+
+from bench.common import (
+    PROMPTS,
+    bench_models,
+    fmt,
+    machine_info,
+    percentile,
+    print_table,
+    service_config,
+    set_threads,
+    write_json,
+)
+from core.service import StoryRequest
+from model.loading import LoadedModel, load_model
+from model.service import ModelService
+
+MODES = ("static", "continuous")
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    name: str
+    times: tuple[float, ...]
+    """When each story arrives, in seconds from the start."""
+
+
+def scenarios(quick: bool) -> list[Arrivals]:
+    rng = random.Random(7)
+
+    def poisson(rate: float, count: int) -> tuple[float, ...]:
+        t, times = 0.0, []
+        for _ in range(count):
+            times.append(t)
+            t += rng.expovariate(rate)
+        return tuple(times)
+
+    burst = Arrivals("burst: 1, then 5 more 0.5 s apart", tuple(0.5 * i for i in range(6)))
+    chosen = [Arrivals("lone", (0.0,)), burst, Arrivals("8 at once", (0.0,) * 8)]
+    if not quick:
+        chosen += [
+            Arrivals("Poisson 1/s, 8 stories", poisson(1.0, 8)),
+            Arrivals("Poisson 4/s, 8 stories", poisson(4.0, 8)),
+        ]
+    return chosen
+
+
+@dataclass
+class Run:
+    model: str
+    mode: str
+    scenario: str
+    total_s: float
+    first_text_s: list[float]
+    tokens: int
+
+
+async def run_arrivals(loaded: LoadedModel, model: str, mode: str, arrivals: Arrivals, new_tokens: int) -> Run:
+    base = service_config(max_batch_size=8)
+    service_cfg = base.service.model_copy(update={"continuous_batching": mode == "continuous"})
+    config = base.model_copy(update={"service": service_cfg})
+    service = ModelService(loaded, config)
+    await service.start()
+    set_threads(config.model.cpu_threads)
+    settings = config.defaults.replace(max_new_tokens=new_tokens, seed=None)
+    started = time.perf_counter()
+
+    async def one(index: int, at: float) -> tuple[float, int]:
+        await asyncio.sleep(max(0.0, at - (time.perf_counter() - started)))
+        submitted = time.perf_counter()
+        request = StoryRequest(2000 + index, PROMPTS[index % len(PROMPTS)], settings, seed=index)
+        stream = await service.story(request)
+        first = None
+        async for _ in stream:
+            first = first or time.perf_counter()
+        result = await stream.result()
+        return (first or time.perf_counter()) - submitted, result.new_tokens
+
+    try:
+        outcomes = await asyncio.gather(*(one(i, at) for i, at in enumerate(arrivals.times)))
+    finally:
+        await service.close()
+    total = time.perf_counter() - started
+    return Run(model, mode, arrivals.name, total, [f for f, _ in outcomes], sum(n for _, n in outcomes))
+
+
+async def measure(quick: bool, shipped_tokens: int, gpt2_tokens: int) -> list[Run]:
+    runs: list[Run] = []
+    for bench_model in bench_models():
+        config = service_config()
+        loaded = load_model(bench_model.path, config.model.device, config.model.dtype)
+        tokens = shipped_tokens if "gpt2" not in bench_model.name else gpt2_tokens
+        await run_arrivals(loaded, bench_model.name, "continuous", Arrivals("warm-up", (0.0, 0.0)), 4)
+        for index, arrivals in enumerate(scenarios(quick)):
+            modes = MODES if index % 2 == 0 else MODES[::-1]
+            for mode in modes:
+                runs.append(await run_arrivals(loaded, bench_model.name, mode, arrivals, tokens))
+                print(f"  {bench_model.name} {mode:<10} {arrivals.name}: {runs[-1].total_s:.1f} s", flush=True)
+    return runs
+
+
+def summarise(runs: list[Run]) -> list[dict]:
+    rows = []
+    for run in runs:
+        lone = next(r for r in runs if r.model == run.model and r.mode == run.mode and r.scenario == "lone")
+        late = run.first_text_s[1:] if run.scenario.startswith("burst") else run.first_text_s
+        rows.append(
+            {
+                "model": run.model,
+                "scenario": run.scenario,
+                "mode": run.mode,
+                "total_s": run.total_s,
+                "first_text_p50_s": percentile(run.first_text_s, 50),
+                "first_text_p95_s": percentile(run.first_text_s, 95),
+                "late_first_text_p50_x_lone": percentile(late, 50) / lone.first_text_s[0],
+                "late_first_text_max_x_lone": max(late) / lone.first_text_s[0],
+                "total_x_lone": run.total_s / lone.total_s,
+                "tokens_per_s": run.tokens / run.total_s,
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.arrivals", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="16 tokens, burst and 8 at once only")
+    parser.add_argument("--tokens", type=int, default=300, help="new tokens per story on the shipped model")
+    parser.add_argument("--gpt2-tokens", type=int, default=100, help="new tokens per story on GPT-2 small")
+    args = parser.parse_args(argv)
+    tokens, gpt2_tokens = (16, 16) if args.quick else (args.tokens, args.gpt2_tokens)
+    runs = asyncio.run(measure(args.quick, tokens, gpt2_tokens))
+    rows = summarise(runs)
+    print_table(
+        f"Staggered arrivals ({tokens} new tokens a story on the shipped model, {gpt2_tokens} on GPT-2 small)",
+        [
+            "model",
+            "arrivals",
+            "batching",
+            "total s",
+            "× lone",
+            "first text p50 / p95 s",
+            "late first text p50 / max × lone",
+            "tokens/s",
+        ],
+        [
+            [
+                r["model"],
+                r["scenario"],
+                r["mode"],
+                fmt(r["total_s"]),
+                f"{r['total_x_lone']:.2f}×",
+                f"{fmt(r['first_text_p50_s'], 2)} / {fmt(r['first_text_p95_s'], 2)}",
+                f"{r['late_first_text_p50_x_lone']:.1f}× / {r['late_first_text_max_x_lone']:.1f}×",
+                fmt(r["tokens_per_s"]),
+            ]
+            for r in rows
+        ],
+    )
+    write_json("arrivals", {"machine": machine_info(), "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
