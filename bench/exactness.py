@@ -1,4 +1,5 @@
-"""Does batching change a story? Each prompt generated alone and in one batch with the others, compared.
+"""Does batching change a story? Each prompt generated alone, in one static batch with the others,
+and in the continuous batch (joining while the others are written), compared.
 
 The service promises that a seed and settings give the same story batched or alone. On the tests'
 tiny model that holds bit for bit; on real models a batch runs different matrix-multiply kernels
@@ -13,11 +14,14 @@ step, and writes bench/results/exactness.json.
 from __future__ import annotations
 
 import argparse
+import threading
+import time
 
 import torch
 
 from bench.common import PROMPTS, bench_models, print_table, service_config, set_threads, write_json
 from core.settings import DecodingSettings
+from model.engine import ContinuousBatch
 from model.generation import RowJob, generate_batch
 from model.loading import LoadedModel, load_model
 
@@ -48,8 +52,38 @@ def compare(loaded: LoadedModel, settings: DecodingSettings, new_tokens: int) ->
     jobs = [RowJob(prompt, settings, seed=100 + i) for i, prompt in enumerate(PROMPTS)]
     alone = [generate_batch(loaded, [job])[0].continuation for job in jobs]
     batched = [row.continuation for row in generate_batch(loaded, jobs)]
-    same = sum(a == b for a, b in zip(alone, batched, strict=True))
-    return {"identical": same, "prompts": len(jobs)}
+    result = {"identical": _same(alone, batched), "prompts": len(jobs)}
+    if settings.strategy != "beam":  # beam search keeps the static batch
+        result["identical_continuous"] = _same(alone, continuous(loaded, jobs))
+    return result
+
+
+def continuous(loaded: LoadedModel, jobs: list[RowJob]) -> list[str]:
+    """The stories through the continuous batch: half prefilled together, the rest joining one by one
+    while the others are being written (every few steps)."""
+    done: dict[int, str] = {}
+    rows = [
+        RowJob(j.prompt, j.settings, j.seed, on_done=lambda out, i=i: done.__setitem__(i, out.continuation))
+        for i, j in enumerate(jobs)
+    ]
+    engine = ContinuousBatch(loaded, on_error=lambda job, exc: None)
+    engine.start(rows[: len(rows) // 2])
+    worker = threading.Thread(target=engine.run)
+    worker.start()
+    for index, row in enumerate(rows[len(rows) // 2 :]):
+        while engine.stats.steps < 3 * (index + 1) and worker.is_alive():
+            time.sleep(0.001)
+        if not engine.submit(row):
+            engine.start([row])
+            worker.join()
+            worker = threading.Thread(target=engine.run)
+            worker.start()
+    worker.join()
+    return [done.get(i, "") for i in range(len(rows))]
+
+
+def _same(first: list[str], second: list[str]) -> int:
+    return sum(a == b for a, b in zip(first, second, strict=True))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,12 +100,18 @@ def main(argv: list[str] | None = None) -> int:
         for name, settings in STRATEGIES.items():
             result = compare(loaded, settings, new_tokens)
             rows.append({"model": bench_model.name, "strategy": name, **result, "first_step_logit_gap": gap})
-    headers = ["model", "strategy", "identical stories", "largest first-step logit gap"]
+    headers = ["model", "strategy", "identical: static batch", "identical: continuous batch", "first-step logit gap"]
     print_table(
         "Batched vs alone: identical stories",
         headers,
         [
-            [r["model"], r["strategy"], f"{r['identical']}/{r['prompts']}", f"{r['first_step_logit_gap']:.2e}"]
+            [
+                r["model"],
+                r["strategy"],
+                f"{r['identical']}/{r['prompts']}",
+                f"{r['identical_continuous']}/{r['prompts']}" if "identical_continuous" in r else "— (static)",
+                f"{r['first_step_logit_gap']:.2e}",
+            ]
             for r in rows
         ],
     )
