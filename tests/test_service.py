@@ -29,18 +29,23 @@ def make_config(**service: object) -> Config:
 
 
 @pytest.fixture
-async def make_service(tiny_loaded):
+async def start_service(tiny_loaded):
     services: list[ModelService] = []
 
-    async def make(**service: object) -> ModelService:
-        svc = ModelService(tiny_loaded, make_config(**service))
+    async def start(config: Config) -> ModelService:
+        svc = ModelService(tiny_loaded, config)
         await svc.start()
         services.append(svc)
         return svc
 
-    yield make
+    yield start
     for svc in services:
         await svc.close()
+
+
+@pytest.fixture
+def make_service(start_service):
+    return lambda **service: start_service(make_config(**service))
 
 
 @pytest.fixture
@@ -307,18 +312,8 @@ def why_config(**why: object) -> Config:
 
 
 @pytest.fixture
-async def why_service(tiny_loaded):
-    services: list[ModelService] = []
-
-    async def make(**why: object) -> ModelService:
-        svc = ModelService(tiny_loaded, why_config(**why))
-        await svc.start()
-        services.append(svc)
-        return svc
-
-    yield make
-    for svc in services:
-        await svc.close()
+def why_service(start_service):
+    return lambda **why: start_service(why_config(**why))
 
 
 async def test_why_streams_progress_then_its_result(why_service, monkeypatch) -> None:
