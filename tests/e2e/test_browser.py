@@ -116,7 +116,7 @@ async def test_page_at_420_px_keeps_a_readable_story_column_and_text_buttons(pag
     overflowing = await story.locator(".embed-description").evaluate("node => node.scrollWidth > node.clientWidth")
     assert not overflowing  # a story without spaces wraps too
     labels = [text.strip() for text in await story.locator("button").all_inner_texts()]
-    assert labels == ["+ Continue", "↻ Regenerate", "■ Stop"]
+    assert labels == ["+ Continue", "↻ Regenerate", "■ Stop", "Why?"]
     NARROW_SCREENSHOT.parent.mkdir(exist_ok=True)
     await page.screenshot(path=str(NARROW_SCREENSHOT), full_page=True)
     print(f"\nscreenshot: {NARROW_SCREENSHOT}")
