@@ -97,6 +97,32 @@ async def test_story_and_why_in_the_page_are_shown_and_screenshotted(page):
     print(f"\nscreenshot: {SCREENSHOT}")
 
 
+WHY_SCREENSHOTS = {"bars": ROOT / "artifacts" / "why-bars.png", "attention": ROOT / "artifacts" / "why-attention.png"}
+
+
+@pytest.mark.parametrize("view", ["bars", "attention"])
+async def test_why_views_show_their_pictures_inside_embeds_and_are_screenshotted(page, view):
+    """/why in each view: every picture sits in an embed (none loose below it); the reply is saved as a screenshot."""
+    await run(page, f"/why prompt: The fox said to the crow view: {view}")
+    reply = page.locator(LAST_REPLY)
+    charts = reply.locator(".embed img.embed-image")
+    await charts.nth(0).wait_for()
+    expected = 2 if view == "attention" else 1
+    await page.wait_for_function(
+        "([selector, n]) => { const imgs = document.querySelectorAll(selector);"
+        " return imgs.length === n && [...imgs].every(img => img.complete && img.naturalWidth > 0); }",
+        arg=[f"{LAST_REPLY} .embed img.embed-image", expected],
+    )
+    assert await reply.locator("img").count() == expected  # no picture outside the embeds
+    path = WHY_SCREENSHOTS[view]
+    path.parent.mkdir(exist_ok=True)
+    await page.set_viewport_size({"width": 1280, "height": 1900})
+    await reply.scroll_into_view_if_needed()
+    await reply.screenshot(path=str(path))
+    assert path.stat().st_size > 10_000
+    print(f"\nscreenshot: {path}")
+
+
 NARROW_SCREENSHOT = ROOT / "artifacts" / "playground-420.png"
 
 
