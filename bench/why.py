@@ -77,7 +77,14 @@ DEFAULT_CONVERGED_STEPS = 150
 """With 8 samples per start and step: 1,200 noise samples per start, 9,600 in all."""
 QUICK_REFERENCE_ITERATIONS = 100
 """A quick run times 100 published iterations and projects them to 1000 (see `_project_reference`)."""
-BEFORE_ISSUE_14 = {"starts": 8, "max_steps": 20, "samples_per_step": 1, "antithetic": False, "compute_dtype": "float32"}
+BEFORE_ISSUE_14 = {
+    "starts": 8,
+    "max_steps": 20,
+    "samples_per_step": 1,
+    "antithetic": False,
+    "antithetic_starts": False,
+    "compute_dtype": "float32",
+}
 """The fast version as it was before issue 14 ("today's"), run beside the new one with `--before`."""
 
 
@@ -184,6 +191,7 @@ def run(loaded: LoadedModel, prompts: list[str], args: argparse.Namespace, model
                     deadline=time.monotonic() + why.time_budget_s - setup_s,
                     seed=2000 + index,
                     antithetic=why.antithetic,
+                    antithetic_starts=why.antithetic_starts,
                     compute_dtype=compute_dtype_for(why.compute_dtype, objective.embeds.device),
                 )
                 cpu[name] = time.process_time() - cpu_start

@@ -94,7 +94,10 @@ class WhyConfig(Section):
     starts: PositiveInt = Field(8, description="Independent random starts, optimised as one batch and averaged.")
     samples_per_step: PositiveInt = Field(1, description="Noise samples per start and step.")
     patience: PositiveInt = Field(10, description="Stop after this many steps without a lower loss.")
-    antithetic: bool = Field(False, description="Draw each start's noise in pairs e, -e (samples_per_step made even).")
+    antithetic: bool = Field(
+        False, description="Draw each start's noise in pairs e, -e (samples_per_step made even); off: it lost fidelity."
+    )
+    antithetic_starts: bool = Field(False, description="Start half the runs at the other half's ratios negated.")
     compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",
         description="Dtype of the model's passes (sigma, loss, optimiser stay float32); auto = bf16 on a GPU "

@@ -252,6 +252,7 @@ def sigmas_fast(
     seed: int = 0,
     min_steps: int = 1,
     antithetic: bool = False,
+    antithetic_starts: bool = False,
     compute_dtype: torch.dtype | None = None,
     on_step: StepHook | None = None,
     cancel: threading.Event | None = None,
@@ -283,13 +284,16 @@ def sigmas_fast(
 
     `antithetic`: each start's samples come in pairs ε, −ε (`samples_per_step` rounded up to even):
     the loss's odd terms in ε cancel within a pair, a lower-variance gradient for the same passes.
+    Off by default: on the shipped model, 4 starts × one pair did worse than 8 starts × 1 sample at
+    the same cost (mean ρ 0.65 against 0.74, `bench/why.py`, issue 14): the spread between starts,
+    not the noise of one start's gradient, is what limits the answer.
     `compute_dtype`: the model's forward and backward under autocast to this dtype (bf16 where the
     hardware has it, see `compute_dtype_for`); σ, the noise, the loss and Adam stay float32.
     """
     start = time.monotonic()
     if antithetic:
         samples_per_step += samples_per_step % 2
-    generator, ratio = init_ratios(objective, starts, seed)
+    generator, ratio = init_ratios(objective, starts, seed, antithetic=antithetic_starts)
     optimizer = torch.optim.Adam([ratio], lr=lr)
     best_loss, since_best, step_time, steps, reason = math.inf, 0, 0.0, 0, "iterations"
     while steps < max_steps:
@@ -378,12 +382,21 @@ def annealed(lr: float, step: int, max_steps: int, floor: float = 0.1) -> float:
     return lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def init_ratios(objective: Objective, starts: int, seed: int) -> tuple[torch.Generator, torch.Tensor]:
-    """The published start, `starts` times: ratios drawn from N(0, 1), shape (starts, T, 1)."""
+def init_ratios(
+    objective: Objective, starts: int, seed: int, *, antithetic: bool = False
+) -> tuple[torch.Generator, torch.Tensor]:
+    """The published start, `starts` times: ratios drawn from N(0, 1), shape (starts, T, 1).
+
+    `antithetic`: the second half of the starts are the first half negated (each still N(0, 1)),
+    so the starts' mean covers both sides of every ratio's start.
+    """
     device = objective.embeds.device
     generator = torch.Generator(device=device).manual_seed(seed)
-    ratio = torch.randn(starts, objective.length, 1, generator=generator, device=device).requires_grad_(True)
-    return generator, ratio
+    drawn = (starts + 1) // 2 if antithetic else starts
+    ratio = torch.randn(drawn, objective.length, 1, generator=generator, device=device)
+    if antithetic:
+        ratio = torch.cat((ratio, -ratio))[:starts]
+    return generator, ratio.requires_grad_(True)
 
 
 def noise_samples(objective: Objective, samples: int, generator: torch.Generator) -> torch.Tensor:
@@ -623,6 +636,7 @@ def explain(
             deadline=deadline,
             seed=seed,
             antithetic=config.antithetic,
+            antithetic_starts=config.antithetic_starts,
             compute_dtype=compute_dtype_for(config.compute_dtype, objective.embeds.device),
             on_step=on_step,
             cancel=cancel,
