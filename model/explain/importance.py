@@ -287,6 +287,12 @@ def sigmas_fast(
     Off by default: on the shipped model, 4 starts × one pair did worse than 8 starts × 1 sample at
     the same cost (mean ρ 0.65 against 0.74, `bench/why.py`, issue 14): the spread between starts,
     not the noise of one start's gradient, is what limits the answer.
+    `antithetic_starts`: half the starts begin at the other half's ratios negated (`init_ratios`).
+    A run's answer depends on its start, and σ moves with the start's ratios much as the start
+    does, so a start and its mirror err in opposite directions and their mean is closer to the
+    expectation over starts: on the shipped model 6 mirrored starts × 8 steps (48 samples) agree
+    with the converged answer better than 8 independent starts × 20 steps (160 samples) did
+    (`bench/why.py`, issue 14; README).
     `compute_dtype`: the model's forward and backward under autocast to this dtype (bf16 where the
     hardware has it, see `compute_dtype_for`); σ, the noise, the loss and Adam stay float32.
     """
