@@ -42,6 +42,7 @@ from model.explain.importance import (  # noqa: E402
     Objective,
     annealed,
     build_objective,
+    compute_dtype_for,
     frozen,
     init_ratios,
     noise_samples,
@@ -76,6 +77,15 @@ DEFAULT_CONVERGED_STEPS = 150
 """With 8 samples per start and step: 1,200 noise samples per start, 9,600 in all."""
 QUICK_REFERENCE_ITERATIONS = 100
 """A quick run times 100 published iterations and projects them to 1000 (see `_project_reference`)."""
+BEFORE_ISSUE_14 = {
+    "starts": 8,
+    "max_steps": 20,
+    "samples_per_step": 1,
+    "antithetic": False,
+    "antithetic_starts": False,
+    "compute_dtype": "float32",
+}
+"""The fast version as it was before issue 14 ("today's"), run beside the new one with `--before`."""
 
 
 @dataclass(frozen=True)
@@ -153,8 +163,12 @@ def word_of_smallest_sigma(prompt: str, offsets: list[tuple[int, int]], sigmas: 
 
 def run(loaded: LoadedModel, prompts: list[str], args: argparse.Namespace, model_note: str, config: Config) -> dict:
     settings = {"fast": _why_settings(config.why, args)}
+    if args.before:
+        settings["fast_before"] = settings["fast"].model_copy(update=BEFORE_ISSUE_14)
     for steps in args.variant_max_steps or ():
         settings[f"fast_{steps}steps"] = settings["fast"].model_copy(update={"max_steps": steps})
+    for spec in args.variant or ():
+        settings.update([_variant(settings["fast"], spec)])
     rows = []
     with frozen(loaded.model):
         phi_std = phi_std_for(loaded, config.cache_dir)
@@ -176,6 +190,9 @@ def run(loaded: LoadedModel, prompts: list[str], args: argparse.Namespace, model
                     patience=why.patience,
                     deadline=time.monotonic() + why.time_budget_s - setup_s,
                     seed=2000 + index,
+                    antithetic=why.antithetic,
+                    antithetic_starts=why.antithetic_starts,
+                    compute_dtype=compute_dtype_for(why.compute_dtype, objective.embeds.device),
                 )
                 cpu[name] = time.process_time() - cpu_start
             row: dict = {"prompt": prompt, "words": len(prompt.split()), "tokens": len(ids), "methods": {}}
@@ -251,6 +268,17 @@ def _project_reference(method: dict, iterations: int) -> None:
         "seconds": method["seconds"] * factor,
         "cpu_seconds": method["cpu_seconds"] * factor,
     }
+
+
+def _variant(base: WhyConfig, spec: str) -> tuple[str, WhyConfig]:
+    """`name:key=value,key=value` → a named copy of `base` with those `why` settings changed."""
+    name, _, pairs = spec.partition(":")
+    update: dict = {}
+    for pair in filter(None, pairs.split(",")):
+        key, _, value = pair.partition("=")
+        default = getattr(base, key)
+        update[key] = value == "true" if isinstance(default, bool) else type(default)(value)
+    return name, WhyConfig.model_validate({**base.model_dump(), **update})
 
 
 def _why_settings(why: WhyConfig, args: argparse.Namespace) -> WhyConfig:
@@ -377,6 +405,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patience", type=int, help="override why.patience")
     parser.add_argument(
         "--variant-max-steps", type=int, nargs="*", help="also run the fast version with each of these max_steps"
+    )
+    parser.add_argument(
+        "--before",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the fast version as it was before issue 14 (8 starts, 20 steps, fp32)",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        help="also run a variant of the fast version: name:key=value,... (why settings), repeatable",
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(

@@ -20,9 +20,10 @@ from cogs.utils.formats import EMBED_DESCRIPTION_LIMIT, EMBED_FOOTER_LIMIT, clea
 from cogs.utils.options import narrow_option, prompt_chars, prompt_help
 from cogs.utils.replies import NO_MENTIONS, send_error, withdraw
 from cogs.utils.throttle import EditThrottle
+from cogs.why import answer_why
 from core.errors import RequestTimeoutError, TaleweaverError
 from core.prompts import PromptKind, check_text
-from core.service import StopReason, StoryRequest, StoryResult, StoryStream
+from core.service import StopReason, StoryRequest, StoryResult, StoryStream, WhyRequest
 from core.settings import FIELDS, SEED_MAX, STRATEGIES, DecodingSettings
 from store import ResolvedSettings, Scope, StoreUnavailableError, resolve_settings
 
@@ -97,7 +98,7 @@ def _as_bytes(text: str):
 
 
 class StoryView(discord.ui.View):
-    """Continue, Regenerate and Stop; only the story's requester may press them."""
+    """Continue, Regenerate and Stop for the story's requester only; Why? for anyone."""
 
     def __init__(self, cog: StoryCog, state: StoryState) -> None:
         super().__init__(timeout=VIEW_TIMEOUT_S)
@@ -109,6 +110,7 @@ class StoryView(discord.ui.View):
             (self.continue_button, "continue"),
             (self.regenerate_button, "regenerate"),
             (self.stop_button, "stop"),
+            (self.why_button, "why"),
         ):
             button.custom_id = f"story:{action}:{BOOT_ID}:{state.owner_id}:{secrets.token_hex(4)}"
         self.set_running(True)
@@ -122,9 +124,10 @@ class StoryView(discord.ui.View):
         self.continue_button.disabled = running
         self.regenerate_button.disabled = running
         self.stop_button.disabled = not running
+        self.why_button.disabled = running
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        if interaction.user.id == self.state.owner_id:
+        if interaction.user.id == self.state.owner_id or _custom_id(interaction) == self.why_button.custom_id:
             return True
         await send_error(
             interaction, "Only the person who asked for this story can use its buttons. Start your own with `/story`!"
@@ -161,6 +164,17 @@ class StoryView(discord.ui.View):
         await interaction.response.defer()
         if self.state.stream is not None:
             self.state.stream.stop()
+
+    @discord.ui.button(label="Why?", style=discord.ButtonStyle.secondary)
+    async def why_button(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        """Anyone may ask: the story's next word explained privately, with the story's tail as the prompt."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        request = WhyRequest(user_id=interaction.user.id, prompt=self.state.text, keep_tail=True)
+        await answer_why(self.cog.bot, interaction, request)
+
+
+def _custom_id(interaction: discord.Interaction) -> str:
+    return str((getattr(interaction, "data", None) or {}).get("custom_id", ""))
 
 
 class StoryCog(commands.Cog):

@@ -46,8 +46,12 @@ def _code_block(lines: list[str], limit: int, *, what: str) -> str:
     return truncate(f"({len(safe)} {what}: see the picture)", limit)
 
 
-def render_why(result: WhyResult) -> tuple[discord.Embed, list[discord.File]]:
-    """The reply: one bar per word (most important marked), the top-5 predictions, the chart(s)."""
+def render_why(result: WhyResult) -> tuple[list[discord.Embed], list[discord.File]]:
+    """The reply: one bar per word (most important marked), the top-5 predictions, the chart(s).
+
+    The bars chart is the first embed's image; the attention picture, when asked for, gets an
+    embed of its own below it, so neither picture hangs outside an embed.
+    """
     description = _code_block(render_bars(result.words, BAR_WIDTH), EMBED_DESCRIPTION_LIMIT - 200, what="words")
     best = max(result.words, key=lambda w: w.importance) if result.words else None
     if best is not None:
@@ -66,20 +70,23 @@ def render_why(result: WhyResult) -> tuple[discord.Embed, list[discord.File]]:
         value=_code_block(render_predictions(result.top_predictions), EMBED_FIELD_VALUE_LIMIT, what="guesses"),
         inline=False,
     )
-    footer = [
-        f"{result.iterations} steps in {result.elapsed_s:.1f} s"
-        + (" (stopped when the loss stopped improving)" if result.stopped_early else ""),
-        *result.notes,
-    ]
+    # One time only: the whole explanation's, pictures included; the notes say how it stopped.
+    footer = [f"{result.iterations} steps in {result.elapsed_s:.1f} s", *result.notes]
     embed.set_footer(text=truncate(plain(" · ".join(footer)), EMBED_FOOTER_LIMIT))
-    files = []
+    embeds, files = [embed], []
     if result.image_png:
         files.append(discord.File(io.BytesIO(result.image_png), filename="why.png"))
         embed.set_image(url="attachment://why.png")
     if result.attention_png:
         files.append(discord.File(io.BytesIO(result.attention_png), filename="attention.png"))
-        embed.set_image(url="attachment://attention.png")
-    return embed, files
+        attention = discord.Embed(
+            title="Attention of the last position",
+            description="Per layer (rows) and head (columns); a darker line = more attention to that token.",
+            colour=WHY_COLOUR,
+        )
+        attention.set_image(url="attachment://attention.png")
+        embeds.append(attention)
+    return embeds, files
 
 
 def render_progress(progress: WhyProgress) -> discord.Embed:
@@ -118,26 +125,32 @@ class WhyCog(commands.Cog):
             await send_error(interaction, "`view` must be `bars` or `attention`.")
             return
         await interaction.response.defer(thinking=True)
-        try:
-            stream = await self.bot.service.why(WhyRequest(user_id=interaction.user.id, prompt=prompt, view=view))
-        except TaleweaverError as exc:
-            await withdraw(interaction, exc.message)
-            return
-        throttle = EditThrottle(self.bot.config.discord.edit_interval_s)
-        try:
-            async for progress in stream:
-                if throttle.ready():
-                    await interaction.edit_original_response(
-                        embed=render_progress(progress), allowed_mentions=NO_MENTIONS
-                    )
-            result = await stream.result()
-        except TaleweaverError as exc:
-            await withdraw(interaction, exc.message)
-            return
-        finally:
-            stream.stop()  # if the reply can no longer be edited, the work it waits for ends too
-        embed, files = render_why(result)
-        await interaction.edit_original_response(embed=embed, attachments=files, allowed_mentions=NO_MENTIONS)
+        await answer_why(self.bot, interaction, WhyRequest(user_id=interaction.user.id, prompt=prompt, view=view))
+
+
+async def answer_why(bot: TaleweaverBot, interaction: discord.Interaction, request: WhyRequest) -> None:
+    """Run one explanation into a deferred reply: progress while it works, then `render_why`.
+
+    Used by `/why` and by the story's "Why?" button (whose deferral is ephemeral, so the answer is too).
+    """
+    try:
+        stream = await bot.service.why(request)
+    except TaleweaverError as exc:
+        await withdraw(interaction, exc.message)
+        return
+    throttle = EditThrottle(bot.config.discord.edit_interval_s)
+    try:
+        async for progress in stream:
+            if throttle.ready():
+                await interaction.edit_original_response(embed=render_progress(progress), allowed_mentions=NO_MENTIONS)
+        result = await stream.result()
+    except TaleweaverError as exc:
+        await withdraw(interaction, exc.message)
+        return
+    finally:
+        stream.stop()  # if the reply can no longer be edited, the work it waits for ends too
+    embeds, files = render_why(result)
+    await interaction.edit_original_response(embeds=embeds, attachments=files, allowed_mentions=NO_MENTIONS)
 
 
 async def setup(bot: TaleweaverBot) -> None:

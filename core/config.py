@@ -99,10 +99,21 @@ class ServiceConfig(Section):
 
 class WhyConfig(Section):
     time_budget_s: PositiveFloat = Field(20.0, description="Wall-clock budget of one /why explanation, in seconds.")
-    max_steps: PositiveInt = Field(20, description="Most optimisation steps of the fast perturbation method.")
-    starts: PositiveInt = Field(8, description="Independent random starts, optimised as one batch and averaged.")
+    max_steps: PositiveInt = Field(8, description="Most optimisation steps of the fast perturbation method.")
+    starts: PositiveInt = Field(6, description="Random starts, optimised as one batch and averaged.")
     samples_per_step: PositiveInt = Field(1, description="Noise samples per start and step.")
     patience: PositiveInt = Field(10, description="Stop after this many steps without a lower loss.")
+    antithetic: bool = Field(
+        False, description="Draw each start's noise in pairs e, -e (samples_per_step made even); off: it lost fidelity."
+    )
+    antithetic_starts: bool = Field(
+        True, description="Start half the runs at the other half's ratios negated (mirrored starts: fewer needed)."
+    )
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="Dtype of the model's passes (sigma, loss, optimiser stay float32); auto = bf16 on a GPU "
+        "or a CPU with AVX-512-BF16/AMX, else the model's own.",
+    )
 
 
 GuildIds = Annotated[tuple[Annotated[PositiveInt, Strict()], ...], Strict(False)]

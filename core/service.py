@@ -69,6 +69,8 @@ class WhyRequest:
     seed: int = 0
     view: WhyView = "bars"
     """"bars" (perturbation importance) or "attention" (the attention picture too)."""
+    keep_tail: bool = False
+    """Explain a story's next word: a prompt over the token limit keeps its last tokens instead of being refused."""
 
 
 @dataclass(frozen=True)

@@ -140,9 +140,9 @@ class ModelService:
         return stream
 
     async def why(self, request: WhyRequest) -> WhyStream:
-        prompt = await self._checked_prompt(request.prompt, PromptKind.WHY)
+        prompt = await self._checked_prompt(request.prompt, PromptKind.WHY, keep_tail=request.keep_tail)
         self._admit(request.user_id)
-        request = WhyRequest(request.user_id, prompt, request.seed, request.view)
+        request = WhyRequest(request.user_id, prompt, request.seed, request.view, request.keep_tail)
         stream: WhyStream = JobStream(queue_position=self.queue_length)
         self._enqueue(WhyJob(request.user_id, request=request, stream=stream))
         return stream
@@ -153,12 +153,23 @@ class ModelService:
         return len(self._pending) + len(self._running) + len(self._writing)
 
     def _tail(self, text: str) -> str:
-        """The end of `text` that fits the prompt limit, cut at a token boundary."""
+        """The end of `text` that fits the prompt limit, cut at a token boundary.
+
+        Decoding the last tokens and encoding them again can give more tokens (a cut word or a
+        byte fragment tokenizes differently on its own), so the cut moves on until it fits.
+        """
         limit = self.max_prompt_tokens
-        ids = self.loaded.tokenizer(text[-limit * 16 :], split_special_tokens=True, verbose=False)["input_ids"]
+        encode = self.loaded.tokenizer
+        ids = encode(text[-limit * 16 :], split_special_tokens=True, verbose=False)["input_ids"]
         if len(text) <= limit * 16 and len(ids) <= limit:
             return text
-        return self.loaded.tokenizer.decode(ids[-limit:])
+        keep = limit
+        while True:
+            tail = self.loaded.tokenizer.decode(ids[-keep:])
+            count = len(encode(tail, split_special_tokens=True, verbose=False)["input_ids"])
+            if count <= limit or keep <= 1:
+                return tail
+            keep -= count - limit
 
     # Admission --------------------------------------------------------------------------------
     async def _checked_prompt(self, prompt: str, kind: PromptKind, *, keep_tail: bool = False) -> str:

@@ -423,3 +423,33 @@ def test_copy_of_model_dir_keeps_cache_key_valid(tiny_model_dir: Path, tmp_path:
     copy = load_model(Path(shutil.copytree(tiny_model_dir, tmp_path / "copy")), device="cpu", dtype="float32")
     keys = [importance._model_key(m.model, importance._sample_passages(m)) for m in (original, copy)]
     assert keys[0] == keys[1]
+
+
+def test_bf16_passes_keep_sigma_and_loss_in_float32_and_find_the_same_position(copy_model) -> None:
+    """compute_dtype=bf16: the model's passes run under autocast, σ and the loss stay float32 and
+    the answer is the fp32 one (the copied position); "auto" picks bf16 on a CPU only where it is fast."""
+    model, phi_std = copy_model
+    objective = build_objective(model, _copy_prompts(1)[0], phi_std)
+    _, ratio = importance.init_ratios(objective, 2, seed=1)
+    noise = importance.noise_samples(objective, 2, torch.Generator().manual_seed(2))
+    with importance._autocast(objective, torch.bfloat16):
+        loss = objective.loss(ratio, noise, objective.target)
+    assert loss.dtype == torch.float32
+    run = sigmas_fast(objective, starts=4, max_steps=20, samples_per_step=1, patience=100, compute_dtype=torch.bfloat16)
+    assert run.sigmas.dtype == torch.float32 and run.sigmas.argmin().item() == COPY_POSITION
+    cpu = torch.device("cpu")
+    assert importance.compute_dtype_for("float32", cpu) is None
+    assert importance.compute_dtype_for("bfloat16", cpu) is torch.bfloat16
+    expected = torch.bfloat16 if importance.cpu_has_fast_bf16() else None
+    assert importance.compute_dtype_for("auto", cpu) is expected
+
+
+def test_antithetic_starts_and_noise_come_in_negated_pairs(copy_model) -> None:
+    model, phi_std = copy_model
+    objective = build_objective(model, _copy_prompts(1)[0], phi_std)
+    _, ratio = importance.init_ratios(objective, 4, seed=3, antithetic=True)
+    torch.testing.assert_close(ratio[2:], -ratio[:2])
+    run = sigmas_fast(
+        objective, starts=4, max_steps=3, samples_per_step=1, patience=100, antithetic=True, antithetic_starts=True
+    )
+    assert run.samples == 3 * 4 * 2  # one sample a start becomes one pair

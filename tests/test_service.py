@@ -340,6 +340,16 @@ async def test_stopping_a_why_ends_it_early_with_its_best_estimate(why_service, 
     assert "Cancelled" in result.notes[0] and result.iterations < 10**6
 
 
+async def test_a_storys_why_explains_the_tail_that_fits_the_prompt_limit(why_service, tiny_loaded) -> None:
+    """The story's Why? button: a story longer than the limit is explained from its last tokens."""
+    svc = await why_service()
+    story = "word " * 70 + "and the fox said to the crow"
+    result = await (await svc.why(WhyRequest(1, story, keep_tail=True))).result()
+    assert result.prompt.endswith("the fox said to the crow") and story.endswith(result.prompt)
+    assert len(tiny_loaded.tokenizer(result.prompt)["input_ids"]) <= svc.max_prompt_tokens == 64
+    assert [w.word for w in result.words][-3:] == ["to", "the", "crow"]
+
+
 async def test_why_prompts_are_checked_before_they_are_queued(why_service) -> None:
     svc = await why_service()
     with pytest.raises(PromptError, match="single token"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -22,51 +23,75 @@ from core.service import WordImportance
 
 ROWS_PER_COLUMN = 40
 """Long prompts wrap into more columns of bars instead of one unreadably tall strip."""
-DPI = 110
-MAX_LABEL_CHARS = 24
+DPI = 100
+COLUMN_INCHES = 5.0
+"""One column of bars is 500 px wide: Discord shows an embed image about 490 px wide (a newcomer's
+client showed a 6-word chart at 488 × 189), so the picture is seen at its own size, not shrunk."""
+ROW_INCHES = 0.3
+TITLE_INCHES = 0.62
+WORD_FONT, SIGMA_FONT, TOKEN_FONT, TITLE_FONT, SUBTITLE_FONT = 11.0, 9.5, 8.5, 12.0, 9.0
+"""Point sizes; at 100 dpi the smallest, 8.5 pt, is 12 px tall on screen."""
+MAX_LABEL_CHARS = 16
 IMPORTANCE_CMAP = "Blues"
 """Darker = more important, as in the source article's figure."""
 Shade = Callable[[float], tuple[float, float, float, float]]
 TOKEN_LABEL_INCHES = 0.075
 """Least vertical room for one token label in the attention grid; longer prompts label every k-th token."""
+ATTENTION_TITLE = (
+    "Attention of the last position (right of each cell) to each prompt token (left, top to bottom, "
+    "labelled in the first row), per layer (rows) and head (columns); darker line = more attention"
+)
+ATTENTION_TITLE_FONT = 8.0
 
 
 def importance_png(words: Sequence[WordImportance], *, scale: float) -> bytes:
-    """A horizontal bar per word, in prompt order, longer and darker for more important words.
+    """A horizontal bar per word, in prompt order, longer and darker for more important words."""
+    return _png(importance_figure(words, scale=scale))
 
-    Each row carries the word, its bar, σ, and the exact tokens it was made of (␣ = a space that
-    belongs to the token); the most important word is starred. All words are drawn, however many.
-    """
+
+def importance_figure(words: Sequence[WordImportance], *, scale: float) -> Figure:
+    """The bars chart: each row carries the word, its bar, σ, and the exact tokens it was made of
+    (␣ = a space that belongs to the token); the most important word is starred. All words are
+    drawn, however many; the text is sized to read at the width Discord shows the picture."""
     columns = max(1, math.ceil(len(words) / ROWS_PER_COLUMN))
     rows = min(len(words), ROWS_PER_COLUMN) or 1
-    figure = Figure(figsize=(8.5 * columns, 1.5 + 0.3 * rows), dpi=DPI)
+    subtitle = textwrap.fill(
+        f"longer, darker bar = more important; σ = noise the word tolerates (at most {scale:.2g}); "
+        "grey: the word's tokens (␣ = a space that is part of the token)",
+        _chars_per_line(COLUMN_INCHES * columns * 0.96, SUBTITLE_FONT),
+    )
+    title_inches = 0.36 + 0.17 * (subtitle.count("\n") + 1)
+    height = title_inches + 0.15 + ROW_INCHES * rows
+    figure = Figure(figsize=(COLUMN_INCHES * columns, height), dpi=DPI)
     cmap = _shades(IMPORTANCE_CMAP)
     best = max(range(len(words)), key=lambda i: words[i].importance) if words else -1
     for column in range(columns):
-        ax = figure.add_axes((0.02 + column / columns, 0.02, 0.96 / columns, 1 - 1.0 / (1.5 + 0.3 * rows)))
-        chunk = range(column * ROWS_PER_COLUMN, min(len(words), (column + 1) * ROWS_PER_COLUMN))
-        _draw_bar_column(ax, words, chunk, best, cmap, rows)
-    figure.suptitle(
-        f"Which words drive the next word\nlonger, darker bar = more important; σ = noise the word "
-        f"tolerates (at most {scale:.2g}), smaller = more important\ngrey: the word's tokens "
-        "(␣ = a space that is part of the token)",
-        fontsize=8.5,
-        x=0.02,
-        ha="left",
-        linespacing=1.4,
+        box = (0.02 / columns + column / columns, 0.1 / height, 0.96 / columns, ROW_INCHES * rows / height)
+        _draw_bar_column(
+            figure.add_axes(box),
+            words,
+            range(column * ROWS_PER_COLUMN, min(len(words), (column + 1) * ROWS_PER_COLUMN)),
+            best,
+            cmap,
+            rows,
+        )
+    left = 0.02 / columns
+    figure.text(
+        left, 1 - 0.06 / height, "Which words drive the next word", fontsize=TITLE_FONT, weight="bold", va="top"
     )
-    return _png(figure)
+    figure.text(left, 1 - 0.32 / height, subtitle, fontsize=SUBTITLE_FONT, va="top", color="0.25", parse_math=False)
+    return figure
 
 
 def _draw_bar_column(ax, words: Sequence[WordImportance], chunk: range, best: int, cmap: Shade, rows: int) -> None:
-    label_x, bar_x, bar_w = 0.0, 0.30, 0.40
+    label_x, bar_x, bar_w = 0.0, 0.35, 0.30
     ys = [rows - 1 - row for row in range(len(chunk))]
     levels = [words[index].importance for index in chunk]
     ax.barh(
         ys,
         [max(level, 0.004) * bar_w for level in levels],
         left=bar_x,
-        height=0.7,
+        height=0.72,
         color=[cmap(level) for level in levels],
         edgecolor="0.6",
         linewidth=0.4,
@@ -80,19 +105,27 @@ def _draw_bar_column(ax, words: Sequence[WordImportance], chunk: range, best: in
             mark + _short(word.word),
             va="center",
             ha="left",
-            fontsize=9,
+            fontsize=WORD_FONT,
             parse_math=False,
             fontweight="bold" if index == best else "normal",
         )
-        ax.text(bar_x + bar_w + 0.01, y, f"σ={word.sigma:.3g}", va="center", ha="left", fontsize=8, parse_math=False)
-        pieces = "·".join(_visible(t) for t in word.tokens)
         ax.text(
-            bar_x + bar_w + 0.12,
+            bar_x + bar_w + 0.015,
             y,
-            _short(pieces, 2 * MAX_LABEL_CHARS),
+            f"σ={word.sigma:.2g}",
             va="center",
             ha="left",
-            fontsize=7,
+            fontsize=SIGMA_FONT,
+            parse_math=False,
+        )
+        pieces = "·".join(_visible(t) for t in word.tokens)
+        ax.text(
+            bar_x + bar_w + 0.16,
+            y,
+            _short(pieces, 13),
+            va="center",
+            ha="left",
+            fontsize=TOKEN_FONT,
             color="0.4",
             parse_math=False,
         )
@@ -102,19 +135,25 @@ def _draw_bar_column(ax, words: Sequence[WordImportance], chunk: range, best: in
 
 
 def attention_png(weights: np.ndarray, tokens: Sequence[str]) -> bytes:
-    """A layers × heads grid like BertViz's model view, for the last query position only.
+    """A layers × heads grid like BertViz's model view, for the last query position only."""
+    return _png(attention_figure(weights, tokens))
 
-    In each cell, the prompt's tokens run top to bottom on the left and the last position sits on
+
+def attention_figure(weights: np.ndarray, tokens: Sequence[str]) -> Figure:
+    """In each cell, the prompt's tokens run top to bottom on the left and the last position sits on
     the right; a line joins them with an opacity equal to the attention weight. All cells are drawn
     on one Axes with one LineCollection: 144 separate Axes (GPT-2 small) take seconds to draw.
-    """
+    The title is wrapped to the picture's width (a narrow grid clipped it at both ends)."""
     layers, heads, length = weights.shape
     cell_w, cell_h = 0.9, float(np.clip(0.075 * length + 0.3, 0.9, 2.4))
     label_every = max(1, math.ceil(TOKEN_LABEL_INCHES * length / (0.8 * cell_h)))
     label_cells = 1.6
-    width, height = cell_w * (heads + label_cells + 0.5), cell_h * layers + 0.9
+    width = cell_w * (heads + label_cells + 0.5)
+    title = textwrap.fill(ATTENTION_TITLE, _chars_per_line(0.94 * width, ATTENTION_TITLE_FONT))
+    title_inches = 0.2 + 0.16 * (title.count("\n") + 1)
+    height = cell_h * layers + 0.4 + title_inches
     figure = Figure(figsize=(width, height), dpi=DPI)
-    ax = figure.add_axes((0.0, 0.0, 1.0, 1 - 0.5 / height))
+    ax = figure.add_axes((0.0, 0.12 / height, 1.0, 1 - (title_inches + 0.12) / height))
     ys = np.linspace(0.9, 0.1, length) if length > 1 else np.array([0.5])
     colours = _head_colours(heads)
     segments, rgba, dots = [], [], []
@@ -138,13 +177,13 @@ def attention_png(weights: np.ndarray, tokens: Sequence[str]) -> bytes:
     ax.set_xlim(-label_cells, heads + 0.5)
     ax.set_ylim(0, layers + 0.3)
     ax.set_axis_off()
-    figure.suptitle(
-        "Attention of the last position (right of each cell) to each prompt token (left, top to "
-        "bottom, labelled in the first row)\nper layer (rows) and head (columns); darker line = more "
-        "attention",
-        fontsize=8,
-    )
-    return _png(figure)
+    figure.text(0.5, 1 - 0.1 / height, title, fontsize=ATTENTION_TITLE_FONT, ha="center", va="top", linespacing=1.3)
+    return figure
+
+
+def _chars_per_line(inches: float, points: float) -> int:
+    """About how many characters of DejaVu Sans at `points` fit in `inches` (0.6 em a character)."""
+    return max(20, int(inches * 72 / (0.6 * points)))
 
 
 def _shades(name: str) -> Shade:

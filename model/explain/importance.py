@@ -250,6 +250,9 @@ def sigmas_fast(
     lr: float = FAST_LEARNING_RATE,
     seed: int = 0,
     min_steps: int = 1,
+    antithetic: bool = False,
+    antithetic_starts: bool = False,
+    compute_dtype: torch.dtype | None = None,
     on_step: StepHook | None = None,
     cancel: threading.Event | None = None,
 ) -> SigmaRun:
@@ -277,9 +280,25 @@ def sigmas_fast(
     Stops after `max_steps`, after `patience` steps without a lower summed loss, at `deadline`
     (`time.monotonic()` seconds; a step is not started when the last step's duration says it
     would end past the deadline) or when `cancel` is set; at least `min_steps` are always run.
+
+    `antithetic`: each start's samples come in pairs ε, −ε (`samples_per_step` rounded up to even):
+    the loss's odd terms in ε cancel within a pair, a lower-variance gradient for the same passes.
+    Off by default: on the shipped model, 4 starts × one pair did worse than 8 starts × 1 sample at
+    the same cost (mean ρ 0.65 against 0.74, `bench/why.py`, issue 14): the spread between starts,
+    not the noise of one start's gradient, is what limits the answer.
+    `antithetic_starts`: half the starts begin at the other half's ratios negated (`init_ratios`).
+    A run's answer depends on its start, and σ moves with the start's ratios much as the start
+    does, so a start and its mirror err in opposite directions and their mean is closer to the
+    expectation over starts: on the shipped model 6 mirrored starts × 8 steps (48 samples) agree
+    with the converged answer better than 8 independent starts × 20 steps (160 samples) did
+    (`bench/why.py`, issue 14; README).
+    `compute_dtype`: the model's forward and backward under autocast to this dtype (bf16 where the
+    hardware has it, see `compute_dtype_for`); σ, the noise, the loss and Adam stay float32.
     """
     start = time.monotonic()
-    generator, ratio = init_ratios(objective, starts, seed)
+    if antithetic:
+        samples_per_step += samples_per_step % 2
+    generator, ratio = init_ratios(objective, starts, seed, antithetic=antithetic_starts)
     optimizer = torch.optim.Adam([ratio], lr=lr)
     best_loss, since_best, step_time, steps, reason = math.inf, 0, 0.0, 0, "iterations"
     while steps < max_steps:
@@ -294,8 +313,13 @@ def sigmas_fast(
         for group in optimizer.param_groups:
             group["lr"] = annealed(lr, steps, max_steps)
         optimizer.zero_grad()
-        noise = noise_samples(objective, starts * samples_per_step, generator)
-        loss = objective.loss(ratio, noise, objective.target).sum()
+        if antithetic:
+            half = noise_samples(objective, starts * samples_per_step // 2, generator)
+            noise = torch.stack((half, -half), dim=1).flatten(0, 1)  # ε, −ε next to each other, per start
+        else:
+            noise = noise_samples(objective, starts * samples_per_step, generator)
+        with _autocast(objective, compute_dtype):
+            loss = objective.loss(ratio, noise, objective.target).sum()
         loss.backward()
         value = loss.item()
         if value < best_loss:
@@ -323,18 +347,61 @@ def sigmas_fast(
     )
 
 
+def _autocast(objective: Objective, dtype: torch.dtype | None):
+    """Autocast of the model's passes to `dtype`, or nothing for None / the model's own dtype."""
+    device_type = objective.embeds.device.type
+    if dtype is None or dtype == objective.embeds.dtype:
+        return torch.autocast(device_type, enabled=False)
+    return torch.autocast(device_type, dtype=dtype)
+
+
+def compute_dtype_for(setting: str, device: torch.device) -> torch.dtype | None:
+    """The dtype the model's passes run in for `why.compute_dtype`; None = the model's own.
+
+    "auto" is bf16 only where it is fast: on a GPU that supports it, or on a CPU with AVX-512-BF16
+    or AMX. On a CPU without them (AVX2 only, say) oneDNN has no bf16 matmul and torch falls back
+    to a reference loop about 80× slower than fp32 (measured on the bench CPU, an AVX2 AMD EPYC),
+    so there "auto" keeps the model's dtype.
+    """
+    if setting == "float32":
+        return None
+    if setting in ("bfloat16", "float16"):
+        return getattr(torch, setting)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_fast_bf16() else None
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has bf16 matmul instructions (AVX-512-BF16 or AMX) that oneDNN uses."""
+    cpu = getattr(torch._C, "_cpu", None)
+    try:
+        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    except AttributeError:
+        return False
+
+
 def annealed(lr: float, step: int, max_steps: int, floor: float = 0.1) -> float:
     """Cosine decay from `lr` to `floor`·lr over `max_steps`: big early steps, a settled last iterate."""
     progress = min(step, max_steps) / max(max_steps, 1)
     return lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def init_ratios(objective: Objective, starts: int, seed: int) -> tuple[torch.Generator, torch.Tensor]:
-    """The published start, `starts` times: ratios drawn from N(0, 1), shape (starts, T, 1)."""
+def init_ratios(
+    objective: Objective, starts: int, seed: int, *, antithetic: bool = False
+) -> tuple[torch.Generator, torch.Tensor]:
+    """The published start, `starts` times: ratios drawn from N(0, 1), shape (starts, T, 1).
+
+    `antithetic`: the second half of the starts are the first half negated (each still N(0, 1)),
+    so the starts' mean covers both sides of every ratio's start.
+    """
     device = objective.embeds.device
     generator = torch.Generator(device=device).manual_seed(seed)
-    ratio = torch.randn(starts, objective.length, 1, generator=generator, device=device).requires_grad_(True)
-    return generator, ratio
+    drawn = (starts + 1) // 2 if antithetic else starts
+    ratio = torch.randn(drawn, objective.length, 1, generator=generator, device=device)
+    if antithetic:
+        ratio = torch.cat((ratio, -ratio))[:starts]
+    return generator, ratio.requires_grad_(True)
 
 
 def noise_samples(objective: Objective, samples: int, generator: torch.Generator) -> torch.Tensor:
@@ -567,6 +634,9 @@ def explain(
             patience=config.patience,
             deadline=deadline,
             seed=seed,
+            antithetic=config.antithetic,
+            antithetic_starts=config.antithetic_starts,
+            compute_dtype=compute_dtype_for(config.compute_dtype, objective.embeds.device),
             on_step=on_step,
             cancel=cancel,
         )
@@ -622,14 +692,15 @@ def _word_rows(
 
 
 def _notes(run: SigmaRun) -> tuple[str, ...]:
-    done = f"{run.steps} steps, {run.samples} noise samples, {run.elapsed_s:.1f} s"
+    """How the optimisation ended, without a time: the footer gives the whole explanation's time once."""
+    samples = f"{run.samples} noise samples"
     if run.stop_reason == "converged":
-        return (f"Converged: the loss stopped improving ({done}).",)
+        return (f"Converged: the loss stopped improving ({samples}).",)
     if run.stop_reason == "time_budget":
         return (
-            f"Stopped at the time budget ({done}); the loss was still improving, so close calls "
+            f"Stopped at the time budget ({samples}); the loss was still improving, so close calls "
             "between words may be rough.",
         )
     if run.stop_reason == "cancelled":
-        return (f"Cancelled ({done}); this is the best estimate so far.",)
-    return (f"Ran the full {done}.",)
+        return (f"Cancelled ({samples}); this is the best estimate so far.",)
+    return (f"Ran every step ({samples}).",)

@@ -102,6 +102,23 @@ async def test_buttons_refuse_anyone_but_the_requester(cog) -> None:
     assert await view.interaction_check(FakeInteraction(OWNER)) is True
 
 
+async def test_why_button_answers_anyone_privately_about_the_storys_next_word(cog) -> None:
+    """Why? is for everyone: a stranger's press passes the owner check and gets a private explanation."""
+    interaction = FakeInteraction(OWNER)
+    await run_story(cog, interaction, "The fox said to the crow", length=5)
+    view = view_of(interaction)
+    assert not view.why_button.disabled
+    stranger = FakeInteraction(STRANGER)
+    stranger.data = {"custom_id": view.why_button.custom_id}
+    assert await view.interaction_check(stranger) is True and stranger.calls == []
+    await view.why_button.callback(stranger)
+    assert stranger.calls[0].name == "defer" and stranger.calls[0].kwargs["ephemeral"] is True
+    (embed,) = stranger.named("edit_original")[-1].kwargs["embeds"]
+    assert embed.title == "Why this next word?"
+    bars = [line.split()[0] for line in embed.description.split("```")[1].strip().splitlines()]
+    assert bars[:5] == ["The", "fox", "said", "to", "the"] and len(view.state.seeds) == 1
+
+
 async def test_continue_extends_the_story(cog) -> None:
     interaction = FakeInteraction(OWNER)
     await run_story(cog, interaction, "Once upon a time", length=10)

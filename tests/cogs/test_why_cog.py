@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import discord
 import pytest
 
 from cogs.why import WhyCog, render_why
@@ -37,7 +36,7 @@ async def test_why_replies_with_a_bar_per_word_predictions_and_a_chart(cog) -> N
     await cog.why.callback(cog, interaction, prompt="The fox said to the crow")
     assert interaction.calls[0].name == "defer"
     reply = final(interaction)
-    embed: discord.Embed = reply["embed"]
+    (embed,) = reply["embeds"]
     bars = embed.description.split("```")[1].strip().splitlines()
     assert [line.split()[0] for line in bars] == ["The", "fox", "said", "to", "the", "crow"]
     assert sum("◀" in line for line in bars) == 1
@@ -74,7 +73,7 @@ def test_a_long_prompt_stays_within_embed_limits_and_says_so() -> None:
         stopped_early=True,
         image_png=b"png",
     )
-    embed, files = render_why(result)
+    (embed,), files = render_why(result)
     assert len(embed.description) <= 4096 and len(embed) <= 6000
     assert "more words (all of them are in the picture)" in embed.description
     assert embed.description.count("```") == 2  # user backticks cannot break the block

@@ -23,6 +23,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SCREENSHOT = ROOT / "artifacts" / "playground.png"
+WHY_SCREENSHOTS = {"bars": ROOT / "artifacts" / "why-bars.png", "attention": ROOT / "artifacts" / "why-attention.png"}
 CHANNEL = "stories"
 """Only these tests write here, so the page shows their messages alone."""
 LAST_REPLY = "#messages > article.message:last-of-type"
@@ -95,6 +96,9 @@ async def test_story_and_why_in_the_page_are_shown_and_screenshotted(page):
     await page.screenshot(path=str(SCREENSHOT))
     assert SCREENSHOT.stat().st_size > 10_000
     print(f"\nscreenshot: {SCREENSHOT}")
+    await page.locator(LAST_REPLY).screenshot(path=str(WHY_SCREENSHOTS["bars"]))
+    assert await page.locator(f"{LAST_REPLY} img").count() == 1  # the chart, inside the embed
+    print(f"screenshot: {WHY_SCREENSHOTS['bars']}")
 
 
 NARROW_SCREENSHOT = ROOT / "artifacts" / "playground-420.png"
@@ -116,7 +120,33 @@ async def test_page_at_420_px_keeps_a_readable_story_column_and_text_buttons(pag
     overflowing = await story.locator(".embed-description").evaluate("node => node.scrollWidth > node.clientWidth")
     assert not overflowing  # a story without spaces wraps too
     labels = [text.strip() for text in await story.locator("button").all_inner_texts()]
-    assert labels == ["+ Continue", "↻ Regenerate", "■ Stop"]
+    assert labels == ["+ Continue", "↻ Regenerate", "■ Stop", "Why?"]
     NARROW_SCREENSHOT.parent.mkdir(exist_ok=True)
     await page.screenshot(path=str(NARROW_SCREENSHOT), full_page=True)
     print(f"\nscreenshot: {NARROW_SCREENSHOT}")
+
+
+# Last in the file: the page's user may start 6 requests a minute (tests/e2e/harness.py), and the
+# tests above use 5.
+async def test_why_attention_view_shows_both_pictures_inside_embeds_and_is_screenshotted(page):
+    """/why in the attention view: every picture sits in an embed (none loose below it); the reply is
+    saved as a screenshot (the bars view's is saved by the /story and /why test)."""
+    view = "attention"
+    await run(page, f"/why prompt: The fox said to the crow view: {view}")
+    reply = page.locator(LAST_REPLY)
+    charts = reply.locator(".embed img.embed-image")
+    await charts.nth(0).wait_for()
+    expected = 2
+    await page.wait_for_function(
+        "([selector, n]) => { const imgs = document.querySelectorAll(selector);"
+        " return imgs.length === n && [...imgs].every(img => img.complete && img.naturalWidth > 0); }",
+        arg=[f"{LAST_REPLY} .embed img.embed-image", expected],
+    )
+    assert await reply.locator("img").count() == expected  # no picture outside the embeds
+    path = WHY_SCREENSHOTS[view]
+    path.parent.mkdir(exist_ok=True)
+    await page.set_viewport_size({"width": 1280, "height": 1900})
+    await reply.scroll_into_view_if_needed()
+    await reply.screenshot(path=str(path))
+    assert path.stat().st_size > 10_000
+    print(f"\nscreenshot: {path}")

@@ -56,7 +56,7 @@ async def test_story_text_streams_into_the_reply_over_several_edits(driver, read
 
 
 async def test_finished_story_shows_the_bold_opening_and_offers_continue_and_regenerate(driver, reader):
-    """The final reply starts with the opening in bold; Continue and Regenerate work, Stop is off."""
+    """The final reply starts with the opening in bold; Continue, Regenerate and Why? work, Stop is off."""
     interaction = await story_started(driver, reader, PROMPT, length=8)
     message = await finished(driver, interaction["original_message_id"])
     assert description(message).startswith(f"**{PROMPT}**")
@@ -64,6 +64,7 @@ async def test_finished_story_shows_the_bold_opening_and_offers_continue_and_reg
         "Continue": False,
         "Regenerate": False,
         "Stop": True,
+        "Why?": False,
     }
 
 

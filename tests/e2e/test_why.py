@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
 import aiohttp
 
-from tests.e2e.replies import EPHEMERAL, LOADING, description, explained, versions
+from tests.e2e.replies import (
+    EPHEMERAL,
+    LOADING,
+    buttons,
+    description,
+    eventually,
+    explained,
+    finished,
+    is_running,
+    replies_to,
+    running,
+    story_started,
+    versions,
+)
 
 PROMPT = "The fox said to the crow"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -52,7 +67,66 @@ async def test_why_attaches_the_chart_as_a_png_shown_in_the_embed(driver, reader
 
 
 async def test_why_attention_view_attaches_the_attention_chart_too(driver, reader):
-    """view:attention adds attention.png and shows it in the embed."""
+    """view:attention adds attention.png in an embed of its own; the bars chart stays in the first one."""
     message = await explained(driver, reader, PROMPT, view="attention")
     assert sorted(a["filename"] for a in message["attachments"]) == ["attention.png", "why.png"]
-    assert message["embeds"][0]["image"]["url"] == "attachment://attention.png"
+    assert [e["image"]["url"] for e in message["embeds"]] == ["attachment://why.png", "attachment://attention.png"]
+
+
+async def test_why_footer_gives_one_time(driver, reader):
+    """The footer names the time once (a second, different time confused readers)."""
+    message = await explained(driver, reader, PROMPT)
+    text = message["embeds"][0]["footer"]["text"]
+    assert len(re.findall(r"\d s\b", text)) == 1 and "steps in" in text
+
+
+async def why_pressed(driver, user: str, story: dict) -> tuple[dict, dict]:
+    """`user` presses the story's Why?; the click and its reply once the explanation is in."""
+    click = await driver.click(user, story["id"], buttons(story)["Why?"]["custom_id"])
+    reply = await eventually(
+        lambda: driver.message(click["original_message_id"]),
+        lambda m: m["deleted"] or bool(m["attachments"]),
+        what="the Why? button's explanation",
+    )
+    assert not reply["deleted"], [m["content"] for m in await replies_to(driver, click["id"])]
+    return click, reply
+
+
+def bar_words(message: dict) -> list[str]:
+    """The words of the bars, as far as shown (a long word is cut to 16 columns, ending in …)."""
+    return [line.split()[0].rstrip("…") for line in description(message).split("```")[1].strip().splitlines()]
+
+
+def story_words(message: dict) -> list[str]:
+    return description(message).replace("**", "").split()
+
+
+def ends_with(words: list[str], shown: list[str]) -> bool:
+    """Whether `shown` are the last words of `words` (each as far as the bars show it)."""
+    tail = words[len(words) - len(shown) :]
+    return len(tail) == len(shown) and all(w.startswith(s) for w, s in zip(tail, shown, strict=True))
+
+
+async def test_why_button_explains_the_storys_next_word_privately_to_anyone(driver, reader, other_reader):
+    """Someone who did not write the story presses Why?: only they see the answer, about the story's end."""
+    interaction = await story_started(driver, reader, PROMPT, strategy="greedy", length=8)
+    story = await finished(driver, interaction["original_message_id"])
+    click, reply = await why_pressed(driver, other_reader, story)
+    assert click["response_type"] == "deferred"
+    assert versions(reply)[0]["flags"] & EPHEMERAL and reply["flags"] & EPHEMERAL
+    assert reply["embeds"][0]["title"] == "Why this next word?"
+    words = bar_words(reply)
+    assert ends_with(story_words(story), words) and words[:5] == PROMPT.split()[:5]  # all of a short story
+    assert (await driver.message(story["id"]))["edit_count"] == story["edit_count"]  # the story is untouched
+
+
+async def test_why_button_on_a_long_story_explains_its_tail_within_the_prompt_limit(driver, reader):
+    """A story longer than the prompt limit (128 tokens here) is explained from its last words."""
+    interaction = await story_started(driver, reader, PROMPT, strategy="sampling", seed=5, length=300)
+    message = await running(driver, interaction["original_message_id"])
+    assert buttons(message)["Why?"]["disabled"] and is_running(message)  # not before the story is written
+    story = await finished(driver, interaction["original_message_id"])
+    _, reply = await why_pressed(driver, reader, story)
+    words = bar_words(reply)
+    assert 10 < len(words) <= 128 and words[0] != PROMPT.split()[0], words
+    assert ends_with(story_words(story), words[1:])  # the first may be the end of a cut word
