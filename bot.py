@@ -20,7 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import discord  # noqa: E402
 from discord.ext import commands  # noqa: E402
 
-from cogs.errors import Refused  # noqa: E402
+from cogs.errors import RESTARTING, Refused  # noqa: E402
 from core.config import Config, ConfigError, load_config  # noqa: E402
 from core.errors import TaleweaverError  # noqa: E402
 from core.metrics import COMMANDS, DISCORD_HTTP_ERRORS  # noqa: E402
@@ -40,7 +40,6 @@ INITIAL_EXTENSIONS = ("cogs.errors", "cogs.story", "cogs.settings", "cogs.why")
 TOKEN_ENV = "DISCORD_TOKEN"
 SHUTDOWN_TIMEOUT_S = 10.0
 """The longest running stories get to tell their users about a restart before the bot closes."""
-RESTARTING = "I'm restarting right now; please try again in a minute."
 
 
 class TaleweaverBot(commands.Bot):

@@ -33,6 +33,10 @@ APOLOGY = "Sorry, something went wrong on my side. It has been logged; please tr
 UNKNOWN_COMMAND = "I don't have that command. Nothing was done; see the commands Discord offers when you type `/`."
 
 
+RESTARTING = "I'm restarting right now; please try again in a minute."
+"""What a command or button gets while the bot shuts down."""
+
+
 class Refused(app_commands.CheckFailure):
     """A check that says why it refused (the bot is restarting, say): the user reads `message`."""
 

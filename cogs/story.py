@@ -15,7 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.errors import on_app_command_error
+from cogs.errors import RESTARTING, on_app_command_error
 from cogs.utils.formats import EMBED_DESCRIPTION_LIMIT, EMBED_FOOTER_LIMIT, clean_text, plain, tail, truncate
 from cogs.utils.options import narrow_option, prompt_chars, prompt_help
 from cogs.utils.replies import NO_MENTIONS, send_error, withdraw
@@ -44,7 +44,6 @@ TOKEN_LIFETIME_S = 15 * 60
 VIEW_TIMEOUT_S = 14 * 60
 """Buttons outlive the interaction token only by editing with it, and that token dies at 15 min."""
 STORY_COLOUR = discord.Colour(0x8E6CBF)
-RESTARTING = "I'm restarting right now; please try again in a minute."
 CUT_BY_RESTART = "⚠️ Cut short: the bot is restarting. Start a new story with /story in a minute."
 SHUTDOWN_GRACE_S = 8.0
 STOP_STATUS = {StopReason.STOPPED: "⏹️ stopped", StopReason.EOS: "the end", StopReason.LENGTH: ""}
