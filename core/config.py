@@ -95,6 +95,13 @@ class ServiceConfig(Section):
         8192,
         description='Most tokens (prompt + new) of stories being written or waiting, per replica; more get "busy".',
     )
+    whole_words: bool = Field(
+        True, description="A prompt is whole words: the story's first token never glues onto its last word."
+    )
+    finish_sentences: bool = Field(
+        True,
+        description="A story at its length runs on (a quarter more, 8-40 tokens) to end its sentence, never mid-word.",
+    )
 
 
 class WhyConfig(Section):

@@ -242,8 +242,8 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "greedy",
-            "Always the likeliest next word: deterministic, prone to loops.",
-            {"strategy": "greedy", "repetition_penalty": 1.0, "no_repeat_ngram_size": 0},
+            "Always the likeliest next word, never the same three words twice: deterministic.",
+            {"strategy": "greedy", "repetition_penalty": 1.0, "no_repeat_ngram_size": 3},
         ),
     )
 }

@@ -39,6 +39,7 @@ from core.metrics import BATCH_SIZE
 from core.service import StopReason
 from core.settings import DecodingSettings
 from model.decoding import _SamplingGroup
+from model.endings import boundaries_for, prompt_ends_word
 from model.generation import RowJob, _RowState, context_room
 from model.loading import LoadedModel
 
@@ -53,6 +54,11 @@ class _Row:
     """Prompt and generated tokens: what the repetition controls look at."""
     generator: torch.Generator
     max_new_tokens: int
+    """The row's length; it may run a little past it to end its sentence (`model.endings`)."""
+    room: int
+    """Tokens left in the model's context after the prompt: a hard end."""
+    whole_words: bool = False
+    """The prompt ends in a word: the first token must not glue onto it."""
     next_token: int = -1
     """The token to feed at the next step (sampled at the end of the previous one)."""
     generated: int = 0
@@ -91,6 +97,7 @@ class ContinuousBatch:
         and leaving replace its layers' tensors."""
         self._mask: torch.Tensor | None = None
         self._eos = loaded.tokenizer.eos_token_id
+        self._bounds = boundaries_for(loaded.tokenizer)
 
     # Any thread ---------------------------------------------------------------------------------
     def submit(self, job: RowJob) -> bool:
@@ -137,6 +144,8 @@ class ContinuousBatch:
             ids=list(ids),
             generator=torch.Generator(device=self.loaded.device).manual_seed(job.seed),
             max_new_tokens=min(job.settings.max_new_tokens, room),
+            room=room,
+            whole_words=job.endings.whole_words and prompt_ends_word(job.prompt),
         )
 
     def _join_together(self, jobs: list[RowJob]) -> None:
@@ -256,6 +265,8 @@ class ContinuousBatch:
         scores = logits.float()
         for index, row in enumerate(rows):
             scores[index] = self._repetition_controls(row, scores[index : index + 1])[0]
+            if row.generated == 0 and row.whole_words:
+                self._bounds.ban_glue(scores[index : index + 1])
         tokens = scores.argmax(dim=-1)
         sampling: dict[tuple[float, int, float], list[int]] = {}
         for index, row in enumerate(rows):
@@ -273,11 +284,18 @@ class ContinuousBatch:
                 row.state.finished_by = StopReason.EOS
                 ended.append(row)
                 continue
+            finish = row.job.endings.finish_sentences
+            if finish and row.generated >= row.max_new_tokens and self._bounds.ends_before(
+                token, row.state.text, row.generated, row.max_new_tokens
+            ):
+                row.state.finished_by = StopReason.LENGTH  # before the next word: it is not shown
+                ended.append(row)
+                continue
             row.ids.append(token)
             row.generated += 1
             row.next_token = token
             row.state.add(token)
-            if row.generated >= row.max_new_tokens:
+            if row.generated >= (row.room if finish else row.max_new_tokens):
                 row.state.finished_by = StopReason.LENGTH
                 ended.append(row)
         self._end_rows(ended)

@@ -13,12 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from core.service import StopReason
 from core.settings import DecodingSettings
 from model.decoding import SeededSampling, batch_key, to_generation_config
+from model.endings import Boundaries, EndingRules, boundaries_for, margin, prompt_ends_word
 from model.loading import LoadedModel
 
 
@@ -44,6 +45,8 @@ class RowJob:
     stop_event: threading.Event = field(default_factory=threading.Event)
     deadline: float = float("inf")
     """time.monotonic() after which the row is cut off (`StopReason.TIMEOUT`)."""
+    endings: EndingRules = field(default_factory=EndingRules)
+    """Word and sentence boundaries at the story's start and end (`model.endings`)."""
 
 
 class _RowState:
@@ -67,6 +70,9 @@ class _RowState:
         self.finishing: StopReason | None = None
         """Set by the stopping check: the token of this step is the row's last one."""
         self.max_new_tokens = job.settings.max_new_tokens
+        self.room = 1 << 30
+        self.drop_next = False
+        """Set by the stopping check: the row ends before this step's token, which is not shown."""
         self._prefix = 0
         """Decoding starts at this token; the text of tokens[_prefix:_read] was emitted already."""
         self._read = 0
@@ -123,7 +129,9 @@ class _BatchStreamer(BaseStreamer):
         for row, token in zip(self.rows, value.reshape(-1).tolist()):
             if row.finished_by is not None:
                 continue  # a finished row's place in the batch is filled with padding
-            if token == self.eos_token_id:
+            if row.drop_next:
+                row.finished_by = row.finishing
+            elif token == self.eos_token_id:
                 row.finished_by = StopReason.EOS
             else:
                 row.add(token)
@@ -139,25 +147,35 @@ class _BatchStreamer(BaseStreamer):
 
 
 class _RowStopping(StoppingCriteria):
-    """Per-row stop: the user pressed Stop, the deadline passed, or the row's own length is reached."""
+    """Per-row stop: the user pressed Stop, the deadline passed, or the row's own length is reached
+    (and its sentence ended, `model.endings`)."""
 
-    def __init__(self, rows: list[_RowState], prompt_length: int) -> None:
+    def __init__(self, rows: list[_RowState], prompt_length: int, bounds: Boundaries) -> None:
         self.rows = rows
         self.prompt_length = prompt_length
+        self.bounds = bounds
         self._flags: torch.BoolTensor | None = None
         self._done: list[bool] = []
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
         generated = input_ids.shape[1] - self.prompt_length
+        beams_each = input_ids.shape[0] // len(self.rows)
         now = time.monotonic()
         done = []
-        for row in self.rows:
+        for index, row in enumerate(self.rows):
             if row.finished_by is None and row.finishing is None:
                 if row.job.stop_event.is_set():
                     row.finishing = StopReason.STOPPED
                 elif now >= row.job.deadline:
                     row.finishing = StopReason.TIMEOUT
-                elif generated >= row.max_new_tokens:
+                elif not row.job.endings.finish_sentences or beams_each > 1:
+                    if generated >= row.max_new_tokens:  # beam search: its cut comes at the end
+                        row.finishing = StopReason.LENGTH
+                elif generated > row.max_new_tokens and self.bounds.ends_before(
+                    int(input_ids[index, -1]), row.text, generated - 1, row.max_new_tokens
+                ):
+                    row.finishing, row.drop_next = StopReason.LENGTH, True
+                elif generated >= row.room:
                     row.finishing = StopReason.LENGTH
             done.append(row.finished_by is not None or row.finishing is not None)
         if done != self._done or self._flags is None or self._flags.shape[0] != input_ids.shape[0]:
@@ -188,25 +206,32 @@ def generate_batch(loaded: LoadedModel, jobs: Sequence[RowJob]) -> list[RowOutpu
         raise ValueError(f"a prompt of {prompt_length} tokens leaves no room in the model's context")
     for row in rows:
         row.max_new_tokens = min(row.job.settings.max_new_tokens, room)
+        row.room = room
     longest = max(row.max_new_tokens for row in rows)
+    bounds = boundaries_for(tokenizer)
+    if any(job.endings.finish_sentences for job in jobs):
+        longest = min(longest + 2 * margin(longest), room)  # room to end the sentence
     config = to_generation_config(
         jobs[0].settings.replace(max_new_tokens=longest),
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     sampler = SeededSampling([(job.settings, job.seed) for job in jobs], loaded.device)
-    processors = LogitsProcessorList([sampler] if sampler.active else [])
+    whole_words = [job.endings.whole_words and prompt_ends_word(job.prompt) for job in jobs]
+    processors = LogitsProcessorList([_WholeWords(bounds, whole_words, prompt_length)] if any(whole_words) else [])
+    if sampler.active:
+        processors.append(sampler)
     with torch.inference_mode():
         output = model.generate(
             **inputs,
             generation_config=config,
             logits_processor=processors,
-            stopping_criteria=StoppingCriteriaList([_RowStopping(rows, prompt_length)]),
+            stopping_criteria=StoppingCriteriaList([_RowStopping(rows, prompt_length, bounds)]),
             streamer=None if beam else _BatchStreamer(rows, tokenizer.eos_token_id),
         )
     if beam:
         return [
-            _beam_output(row, output[index, prompt_length:].tolist(), tokenizer.eos_token_id)
+            _beam_output(row, output[index, prompt_length:].tolist(), tokenizer.eos_token_id, bounds)
             for index, row in enumerate(rows)
         ]
     return [row.output() for row in rows]
@@ -218,10 +243,30 @@ def context_room(model, prompt_length: int) -> int:
     return (limit - prompt_length) if limit else 1 << 30
 
 
-def _beam_output(row: _RowState, tokens: list[int], eos_token_id: int) -> RowOutput:
+class _WholeWords(LogitsProcessor):
+    """At the first step, rows whose prompt ends in a word may not glue a token onto it."""
+
+    def __init__(self, bounds: Boundaries, rows: list[bool], prompt_length: int) -> None:
+        self.bounds = bounds
+        self.rows = torch.tensor(rows, dtype=torch.bool)
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[1] != self.prompt_length:
+            return scores
+        flagged = self.rows.repeat_interleave(input_ids.shape[0] // len(self.rows)).to(scores.device)
+        scores[flagged] = self.bounds.ban_glue(scores[flagged])
+        return scores
+
+
+def _beam_output(row: _RowState, tokens: list[int], eos_token_id: int, bounds: Boundaries) -> RowOutput:
     """Beam search cannot stream (its best beam is known only at the end): emit the text once."""
     ended = eos_token_id in tokens
-    row.tokens = tokens[: tokens.index(eos_token_id)] if ended else tokens
+    tokens = tokens[: tokens.index(eos_token_id)] if ended else tokens
+    if not ended and row.job.endings.finish_sentences:
+        tokens = bounds.cut(tokens, row._decode, row.max_new_tokens)
+    tokens = tokens if row.job.endings.finish_sentences else tokens[: row.max_new_tokens]
+    row.tokens = tokens
     row.flush()
     reason = (
         row.finishing

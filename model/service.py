@@ -16,6 +16,7 @@ import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TypeVar
 
 import torch
@@ -41,6 +42,7 @@ from core.metrics import (
 from core.prompts import PromptKind, check_text, check_token_count
 from core.service import StopReason, StoryRequest, StoryResult, WhyProgress, WhyRequest, WhyResult
 from model.decoding import batch_key
+from model.endings import EndingRules, margin
 from model.engine import ContinuousBatch
 from model.generation import RowJob, RowOutput, generate_batch
 from model.jobs import JobStream, StoryJob, StoryStream, WhyJob, WhyStream
@@ -91,6 +93,11 @@ class ModelService:
         return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-worker")
 
     @property
+    def _endings(self) -> EndingRules:
+        service = self.config.service
+        return EndingRules(whole_words=service.whole_words, finish_sentences=service.finish_sentences)
+
+    @property
     def max_prompt_tokens(self) -> int:
         return self.config.limits.max_prompt_tokens
 
@@ -130,6 +137,8 @@ class ModelService:
     async def story(self, request: StoryRequest) -> StoryStream:
         prompt = await self._checked_prompt(request.prompt, PromptKind.STORY, keep_tail=request.keep_tail)
         tokens = await self.count_tokens(prompt) + request.settings.max_new_tokens
+        if self.config.service.finish_sentences:
+            tokens += 2 * margin(request.settings.max_new_tokens)  # the most a sentence's end may take
         self._admit(request.user_id, tokens)
         request = StoryRequest(request.user_id, prompt, request.settings, request.seed, request.keep_tail)
         stream: StoryStream = JobStream(queue_position=self.queue_length)
@@ -305,6 +314,7 @@ class ModelService:
             on_done=lambda output: loop.call_soon_threadsafe(self._row_done, job, output),
             stop_event=job.stream.stop_event,
             deadline=job.started_at + self.config.service.request_timeout_s,
+            endings=self._endings,
         )
         self._writing[id(row)] = job
         job.row_id = id(row)
@@ -438,6 +448,8 @@ class ModelService:
                 on_done=lambda output: loop.call_soon_threadsafe(finish_early, index, output),
                 stop_event=batch[index].stream.stop_event,
                 deadline=deadline,
+                # A rerun from part of a story resumes mid-text: its "prompt" may end mid-word.
+                endings=self._endings if not prefix_tokens[index] else replace(self._endings, whole_words=False),
             )
 
         rows = [row_for(index) for index in range(len(batch))]

@@ -7,13 +7,14 @@ import torch
 
 from core.settings import DecodingSettings
 from model.decoding import NUCLEUS_CANDIDATES, SeededSampling, batch_key, row_warpers, to_generation_config
+from model.endings import OFF
 from model.generation import RowJob, generate_batch
 
 PROMPT = "Once upon a time there lived"
 
 
 def _run(loaded, settings: DecodingSettings, seed: int = 0, prompt: str = PROMPT) -> str:
-    return generate_batch(loaded, [RowJob(prompt, settings, seed)])[0].continuation
+    return generate_batch(loaded, [RowJob(prompt, settings, seed, endings=OFF)])[0].continuation
 
 
 def _token_ids(loaded, settings: DecodingSettings, seed: int) -> list[int]:

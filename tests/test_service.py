@@ -14,6 +14,7 @@ from core.config import Config, LimitsConfig, ServiceConfig, WhyConfig
 from core.errors import GenerationFailedError, PromptError, QueueFullError, RequestTimeoutError, UserBusyError
 from core.service import StoryRequest, WhyProgress, WhyRequest
 from core.settings import DecodingSettings
+from model.endings import OFF
 from model.generation import RowJob, generate_batch
 from model.service import ModelService
 
@@ -23,7 +24,8 @@ SAMPLE = DecodingSettings(strategy="sampling", max_new_tokens=20, temperature=1.
 
 def make_config(**service: object) -> Config:
     return Config(
-        service=ServiceConfig(**{"batch_window_ms": 20.0, **service}),
+        # Token-exact lengths: these tests count tokens (the story endings have tests of their own).
+        service=ServiceConfig(**{"batch_window_ms": 20.0, "whole_words": False, "finish_sentences": False, **service}),
         limits=LimitsConfig(max_prompt_tokens=64, max_new_tokens=200),
     )
 
@@ -224,7 +226,7 @@ async def test_batched_requests_match_their_results_alone(make_service, tiny_loa
             ]
         )
     ]
-    alone = [generate_batch(tiny_loaded, [RowJob(r.prompt, r.settings, r.seed)])[0].continuation for r in requests]
+    alone = [generate_batch(tiny_loaded, [RowJob(r.prompt, r.settings, r.seed, endings=OFF)])[0].continuation for r in requests]
     svc = await make_service(batch_window_ms=50.0)
     streams = [await svc.story(r) for r in requests]
     batched = [(await s.result()).continuation for s in streams]
@@ -397,7 +399,7 @@ async def test_a_story_that_arrives_mid_batch_joins_at_once_and_writes_what_it_w
     make_service, tiny_loaded
 ) -> None:
     late = StoryRequest(2, "The fox said to the crow", SAMPLE.replace(max_new_tokens=30), seed=9)
-    alone = generate_batch(tiny_loaded, [RowJob(late.prompt, late.settings, late.seed)])[0].continuation
+    alone = generate_batch(tiny_loaded, [RowJob(late.prompt, late.settings, late.seed, endings=OFF)])[0].continuation
     svc = await make_service(batch_window_ms=0.0)
     long = await svc.story(StoryRequest(1, "Once upon a time", GREEDY.replace(max_new_tokens=200), seed=0))
     async for _ in long:  # the long story is being written, a few steps in

@@ -1,0 +1,109 @@
+"""Where a story may start and stop: at word and sentence boundaries.
+
+Two things read badly in a generated story: a first token glued onto the prompt's last word
+("the crow" + "ing" → "the crowing", "his wife" + "'s palace"), and a story cut at its token
+budget in the middle of a word or sentence. Both are fixed here, per row and per step, so they
+work the same in the continuous batch, the static batch and beam search:
+
+- The prompt is taken as whole words. When it ends in a letter or digit, the first token must
+  not begin with one (nor with an apostrophe or hyphen that joins a word): it starts a new word
+  or is punctuation. transformers' own `token_healing` was evaluated and not used: it rewrites
+  the prompt's last token by a biased greedy `generate` call of its own per row (so "crow" may
+  become "crowd": the user's words change), outside the seeded batch, re-tokenising stripped
+  prompts; and the service's continuous batch does not call `generate` at all.
+- A row that reaches its length runs on for a small margin until its text ends a sentence and
+  stops before the next word; if no sentence ends within the margin it stops before the next
+  word. The token that would start that word is never shown, so streamed text needs no trim.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*\s*$")
+GLUE = re.compile(r"^([A-Za-z0-9À-ÿ]|['’-][A-Za-z])")
+WORD_END = re.compile(r"[A-Za-z0-9À-ÿ]$")
+
+
+@dataclass(frozen=True)
+class EndingRules:
+    """Which of the two rules a story follows (the service takes them from its config)."""
+
+    whole_words: bool = True
+    finish_sentences: bool = True
+
+
+OFF = EndingRules(whole_words=False, finish_sentences=False)
+"""Token-exact lengths and no first-token rule: what `generate` itself does."""
+
+
+def margin(max_new_tokens: int) -> int:
+    """Extra tokens a row may take to finish its sentence: a quarter of its length, 8 to 40."""
+    return min(40, max(8, max_new_tokens // 4))
+
+
+def sentence_ended(text: str) -> bool:
+    return bool(SENTENCE_END.search(text))
+
+
+@dataclass(frozen=True)
+class Boundaries:
+    """Per-token facts about a vocabulary, computed once per tokenizer."""
+
+    glues: torch.Tensor
+    """True where a token's text would continue the word before it."""
+    starts_word: list[bool]
+    """True where a token's text begins with whitespace: a new word (or line) starts."""
+
+    @classmethod
+    def of(cls, tokenizer, device: torch.device | str = "cpu") -> Boundaries:
+        # Each token is decoded after a reference word, so tokenizers that put spaces between
+        # tokens when decoding (word-level ones) say so as byte-level BPE does with its "Ġ".
+        reference = tokenizer("a", add_special_tokens=False)["input_ids"][:1] or [0]
+        prefix = tokenizer.decode(reference, clean_up_tokenization_spaces=False)
+        pairs = tokenizer.batch_decode([[*reference, i] for i in range(len(tokenizer))], clean_up_tokenization_spaces=False)
+        texts = [pair[len(prefix) :] if pair.startswith(prefix) else pair for pair in pairs]
+        return cls(
+            glues=torch.tensor([bool(GLUE.match(t)) for t in texts], dtype=torch.bool, device=device),
+            starts_word=[t[:1].isspace() for t in texts],
+        )
+
+    def ban_glue(self, scores: torch.Tensor) -> torch.Tensor:
+        """`scores` (rows, vocab) with word-continuing tokens made impossible, in place."""
+        width = min(scores.shape[-1], self.glues.shape[0])
+        scores[..., :width].masked_fill_(self.glues[:width].to(scores.device), float("-inf"))
+        return scores
+
+    def ends_before(self, token: int, text: str, generated: int, max_new_tokens: int) -> bool:
+        """A row past its length ends before `token` when that token starts a new word and the
+        text so far ends a sentence (or the margin is spent)."""
+        if generated < max_new_tokens:
+            return False
+        if generated >= max_new_tokens + 2 * margin(max_new_tokens):
+            return True  # a run of word pieces that never ends: stop anyway
+        new_word = token < len(self.starts_word) and self.starts_word[token]
+        return new_word and (sentence_ended(text) or generated >= max_new_tokens + margin(max_new_tokens))
+
+    def cut(self, tokens: list[int], decode, max_new_tokens: int) -> list[int]:
+        """For beam search, whose text is whole at the end: the same cut, applied afterwards."""
+        for index in range(max_new_tokens, len(tokens)):
+            if self.ends_before(tokens[index], decode(tokens[:index]), index, max_new_tokens):
+                return tokens[:index]
+        return tokens
+
+
+def prompt_ends_word(prompt: str) -> bool:
+    """The prompt's last character is part of a word: the story must not glue onto it."""
+    return bool(WORD_END.search(prompt))
+
+
+def boundaries_for(tokenizer) -> Boundaries:
+    """`Boundaries.of(tokenizer)`, kept on the tokenizer: it decodes the whole vocabulary once."""
+    found = getattr(tokenizer, "_taleweaver_boundaries", None)
+    if found is None:
+        found = Boundaries.of(tokenizer)
+        tokenizer._taleweaver_boundaries = found
+    return found
