@@ -76,6 +76,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                    message_id    INTEGER,
                    thread_id     INTEGER UNIQUE,
                    opening       TEXT    NOT NULL,
+                   settings      TEXT    NOT NULL,
                    shown_part_id INTEGER,
                    created_at    REAL    NOT NULL,
                    updated_at    REAL    NOT NULL

@@ -51,6 +51,8 @@ class Story:
     message_id: int | None
     thread_id: int | None
     opening: str
+    settings: DecodingSettings
+    """What `/story` resolved: Continue and Regenerate write with these."""
     chain: tuple[Part, ...]
     drafts: tuple[int, ...]
     """Ids of the shown part and its siblings, oldest first (one id: no other draft)."""
@@ -74,7 +76,9 @@ class Story:
         return self.opening + "".join(part.added + part.text for part in self.chain[:-1])
 
 
-_STORY_COLUMNS = "id, owner_id, guild_id, channel_id, message_id, thread_id, opening, shown_part_id, updated_at"
+_STORY_COLUMNS = (
+    "id, owner_id, guild_id, channel_id, message_id, thread_id, opening, settings, shown_part_id, updated_at"
+)
 _PART_COLUMNS = "id, parent_id, author_id, added, settings, seed, text, stop_reason"
 
 
@@ -85,14 +89,16 @@ class StoryStore:
         self._store = store
         self._clock = clock
 
-    async def create(self, owner_id: int, guild_id: int | None, channel_id: int | None, opening: str) -> int:
+    async def create(
+        self, owner_id: int, guild_id: int | None, channel_id: int | None, opening: str, settings: DecodingSettings
+    ) -> int:
         """A new story with no part yet; its id goes into the custom ids of its buttons."""
         now = self._clock()
         async with self._store._transaction() as db:
             cursor = await db.execute(
-                "INSERT INTO stories (owner_id, guild_id, channel_id, opening, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (owner_id, guild_id, channel_id, opening, now, now),
+                "INSERT INTO stories (owner_id, guild_id, channel_id, opening, settings, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (owner_id, guild_id, channel_id, opening, _encode(settings), now, now),
             )
             return int(cursor.lastrowid)
 
@@ -130,7 +136,7 @@ class StoryStore:
         stop_reason: str,
     ) -> Part | None:
         """Save a finished part and show it; None when the story was deleted meanwhile."""
-        encoded = json.dumps(dataclasses.asdict(settings))
+        encoded = _encode(settings)
         async with self._store._transaction() as db:
             exists = list(await db.execute_fetchall("SELECT 1 FROM stories WHERE id = ?", (story_id,)))
             if not exists:
@@ -188,7 +194,7 @@ class StoryStore:
             )
 
     async def _assemble(self, row: sqlite3.Row | tuple) -> Story:
-        story_id, owner, guild, channel, message, thread, opening, shown_id, updated = tuple(row)
+        story_id, owner, guild, channel, message, thread, opening, settings, shown_id, updated = tuple(row)
         parts = {
             part.id: part
             for part in map(
@@ -204,7 +210,9 @@ class StoryStore:
         chain.reverse()
         shown = chain[-1] if chain else None
         drafts = tuple(sorted(p.id for p in parts.values() if shown is not None and p.parent_id == shown.parent_id))
-        return Story(story_id, owner, guild, channel, message, thread, opening, tuple(chain), drafts, updated)
+        return Story(
+            story_id, owner, guild, channel, message, thread, opening, _decode(settings), tuple(chain), drafts, updated
+        )
 
 
 def _part(row: Iterable[Any]) -> Part:
@@ -214,8 +222,16 @@ def _part(row: Iterable[Any]) -> Part:
         parent_id,
         author_id,
         added,
-        DecodingSettings.from_mapping(json.loads(settings)),
+        _decode(settings),
         seed,
         text,
         stop_reason,
     )
+
+
+def _encode(settings: DecodingSettings) -> str:
+    return json.dumps(dataclasses.asdict(settings))
+
+
+def _decode(text: str) -> DecodingSettings:
+    return DecodingSettings.from_mapping(json.loads(text))

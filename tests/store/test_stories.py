@@ -29,7 +29,7 @@ async def _part(stories: StoryStore, story_id: int, parent: int | None, text: st
 
 async def test_a_story_keeps_its_chain_its_drafts_and_each_parts_settings(store) -> None:
     stories = store.stories
-    story_id = await stories.create(USER, GUILD, 77, "Once")
+    story_id = await stories.create(USER, GUILD, 77, "Once", SAMPLING)
     first = await _part(stories, story_id, None, " upon", seed=5)
     second = await _part(stories, story_id, first.id, " a time", seed=6)
     draft = await _part(stories, story_id, first.id, " a dragon", seed=7)
@@ -44,7 +44,7 @@ async def test_a_story_keeps_its_chain_its_drafts_and_each_parts_settings(store)
 
 async def test_a_thread_carries_one_story(store) -> None:
     stories = store.stories
-    story_id = await stories.create(USER, GUILD, 77, "Once")
+    story_id = await stories.create(USER, GUILD, 77, "Once", SAMPLING)
     assert await stories.set_thread(story_id, 9001)
     assert not await stories.set_thread(story_id, 9002)
     assert (await stories.by_thread(9001)).id == story_id and await stories.by_thread(9002) is None
@@ -53,7 +53,7 @@ async def test_a_thread_carries_one_story(store) -> None:
 async def test_deleting_a_story_removes_every_part_and_leaves_preferences(store, db_path: Path) -> None:
     await store.set(Scope.USER, USER, {"temperature": 0.5})
     stories = store.stories
-    story_id = await stories.create(USER, GUILD, 77, "Once")
+    story_id = await stories.create(USER, GUILD, 77, "Once", SAMPLING)
     await _part(stories, story_id, None, " upon")
     assert await stories.delete(story_id) and not await stories.delete(story_id)
     assert await stories.get(story_id) is None
@@ -66,9 +66,9 @@ async def test_deleting_a_story_removes_every_part_and_leaves_preferences(store,
 async def test_retention_prunes_only_stories_older_than_the_period(store) -> None:
     now = [1_000_000_000.0]
     stories = StoryStore(store, clock=lambda: now[0])
-    old = await stories.create(USER, GUILD, 77, "Old")
+    old = await stories.create(USER, GUILD, 77, "Old", SAMPLING)
     now[0] += 10 * DAY_S
-    fresh = await stories.create(USER, GUILD, 77, "Fresh")
+    fresh = await stories.create(USER, GUILD, 77, "Fresh", SAMPLING)
     now[0] += 5 * DAY_S
     assert await stories.prune(0) == 0  # 0 keeps every story
     assert await stories.prune(7) == 1
@@ -87,6 +87,6 @@ async def test_migrating_todays_schema_keeps_preferences_and_takes_stories(open_
     store = await open_store()
     for scope in Scope:
         assert await store.get(scope, USER if scope is Scope.USER else GUILD) == EXPECTED_AFTER[2].get(scope, {})
-    story_id = await store.stories.create(USER, GUILD, 77, "Once")
+    story_id = await store.stories.create(USER, GUILD, 77, "Once", SAMPLING)
     await _part(store.stories, story_id, None, " upon")
     assert (await store.stories.get(story_id)).text == "Once upon"
