@@ -98,7 +98,7 @@ class StoryStore:
             cursor = await db.execute(
                 "INSERT INTO stories (owner_id, guild_id, channel_id, opening, settings, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (owner_id, guild_id, channel_id, opening, _encode(settings), now, now),
+                (owner_id, guild_id, channel_id, _storable(opening), _encode(settings), now, now),
             )
             return int(cursor.lastrowid)
 
@@ -144,7 +144,17 @@ class StoryStore:
             cursor = await db.execute(
                 "INSERT INTO story_parts (story_id, parent_id, author_id, added, settings, seed, text, stop_reason, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (story_id, parent_id, author_id, added, encoded, seed, text, stop_reason, self._clock()),
+                (
+                    story_id,
+                    parent_id,
+                    author_id,
+                    _storable(added),
+                    encoded,
+                    seed,
+                    _storable(text),
+                    stop_reason,
+                    self._clock(),
+                ),
             )
             part_id = int(cursor.lastrowid)
             await db.execute(
@@ -235,3 +245,8 @@ def _encode(settings: DecodingSettings) -> str:
 
 def _decode(text: str) -> DecodingSettings:
     return DecodingSettings.from_mapping(json.loads(text))
+
+
+def _storable(text: str) -> str:
+    """SQLite takes UTF-8 only: a lone surrogate (a hostile prompt) is kept as U+FFFD."""
+    return text.encode("utf-8", "replace").decode("utf-8") if not text.isascii() else text
