@@ -132,9 +132,9 @@ class StoryThreads(commands.Cog):
         state = StoryState(
             owner_id=interaction.user.id,
             guild_id=story.guild_id,
-            opening=added,
+            opening=added.strip(),
             settings=story.settings,
-            text=added,
+            text=added.strip(),
             notes=(f"Story #{story.id}: the line is {interaction.user.display_name}'s.",),
             story_id=story.id,
             with_buttons=False,
