@@ -63,5 +63,6 @@ async def start_thread_from_message(
     message.thread_id = thread.id
     body = thread_json(thread)
     state.events.publish("thread_create", body | {"message_id": str(message.id)})
+    state.publish_message("message_update", message)  # the starter message now links to its thread
     await state.hub.dispatch("THREAD_CREATE", body | {"newly_created": True})
     return body
