@@ -165,12 +165,13 @@ class StoryThreads(commands.Cog):
 
     @tale.command(name="threads", description="Allow or forbid story threads in this server.")
     @app_commands.describe(allowed="Whether the Thread button (and /story thread) may open threads here.")
-    @app_commands.guild_only()
-    @app_commands.default_permissions(manage_guild=True)
     @app_commands.checks.has_permissions(manage_guild=True)
     async def threads(self, interaction: discord.Interaction, allowed: bool) -> None:
+        if interaction.guild_id is None:
+            await send_error(interaction, "Story threads are a server's setting: use this in a server.")
+            return
         try:
-            await self.bot.preferences.stories.set_threads_allowed(interaction.guild_id or 0, allowed)
+            await self.bot.preferences.stories.set_threads_allowed(interaction.guild_id, allowed)
         except StoreUnavailableError as exc:
             await send_error(interaction, exc.message)
             return

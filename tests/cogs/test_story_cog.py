@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 
 import discord
 import pytest
 
 from cogs.story import NOT_OWNER, StoryCog
+from cogs.story_threads import thread_name
 from cogs.story_view import StoryButton, StoryState, render_story
 from cogs.utils.formats import EMBED_DESCRIPTION_LIMIT
 from core.settings import DecodingSettings
 from tests.cogs.conftest import OWNER, STRANGER
-from tests.discord_fakes import FakeInteraction
+from tests.discord_fakes import Call, FakeInteraction
 
 
 @pytest.fixture
@@ -255,3 +257,31 @@ async def test_bad_override_from_a_modified_client_names_the_setting(cog) -> Non
     followup = interaction.calls[-1].kwargs
     assert followup["ephemeral"] is True and "`temperature`" in followup["content"]
     assert not interaction.named("edit_original")
+
+
+class DeletedMessageInteraction(FakeInteraction):
+    """The story message is deleted in Discord after the first edit: every later edit is a 404."""
+
+    async def edit_original_response(self, **kwargs):
+        if self.named("edit_original"):
+            self.calls.append(Call("edit_original_404", kwargs))
+            raise discord.NotFound(SimpleNamespace(status=404, reason="Not Found"), {"code": 10008, "message": "x"})
+        return await super().edit_original_response(**kwargs)
+
+
+async def test_a_story_message_deleted_in_discord_leaves_a_whole_record(cog, slowed) -> None:
+    """The part is stopped where it got and kept; the record, its recipe and a replay still work."""
+    interaction = DeletedMessageInteraction(OWNER)
+    await run_story(cog, interaction, "Once upon a time", length=200, strategy="greedy")
+    story_id = story_id_of(interaction)
+    story = await cog.stories.get(story_id)
+    assert story is not None and len(story.chain) == 1 and story.shown.stop_reason == "stopped"
+    assert story.message_id == 9000 + interaction.id  # the place was saved at the first edit
+    details = await press(cog, OWNER, story_id, "details")
+    assert "Part 1" in details.calls[0].kwargs["embed"].description
+
+
+def test_thread_names_are_one_line_of_at_most_100_characters() -> None:
+    name = thread_name("A long opening\nwith lines " * 30)
+    assert len(name) <= 100 and "\n" not in name and name.startswith("📖 A long opening with lines")
+    assert thread_name("   ") == "📖 A story" and thread_name("Short") == "📖 Short"
