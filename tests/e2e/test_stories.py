@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from playground.standin.client import DriverClient
+from playground.standin.world import CREATE_PUBLIC_THREADS, MODERATOR_ROLE_ID, Role
 from tests.e2e.harness import Rig
 from tests.e2e.replies import (
     PROMPT,
@@ -17,6 +19,7 @@ from tests.e2e.replies import (
     private_replies,
     private_reply,
     reply_where,
+    running,
     story_started,
 )
 
@@ -157,3 +160,55 @@ async def test_a_server_may_forbid_story_threads(driver, reader, moderator):
         assert "does not allow story threads" in await answer_of(driver, click)
     finally:
         await driver.command(moderator, "tale threads", {"allowed": True})
+
+
+async def test_missing_thread_permissions_are_answered_clearly(driver, rig: Rig, reader):
+    """Without Create Public Threads the bot says which permissions it needs, and opens nothing."""
+    story = await new_story(driver, reader)
+    world = rig.standin.state.world
+
+    def take_away() -> list[Role]:
+        before = list(world.roles)
+        world.roles = [
+            replace(role, permissions=role.permissions & ~CREATE_PUBLIC_THREADS)
+            if role.id != MODERATOR_ROLE_ID
+            else role
+            for role in world.roles
+        ]
+        return before
+
+    before = rig.standin_thread.call(take_away)
+    try:
+        click = await press(driver, reader, story, "Thread")
+        assert "Create Public Threads" in await answer_of(driver, click)
+        state = await driver.state()
+        assert not [c for c in state["channels"] if c["type"] == 11 and c["id"] == story["id"]]
+    finally:
+        rig.standin_thread.call(lambda: setattr(world, "roles", before))
+
+
+async def test_only_a_moderator_may_forbid_threads(driver, reader):
+    refused = await driver.command(reader, "tale threads", {"allowed": False})
+    assert "Manage Server" in (await private_reply(driver, refused["id"]))["content"]
+
+
+async def test_a_crash_while_a_part_is_written_loses_that_part_only(driver, rig: Rig, reader):
+    """SIGKILL mid-part: after the restart Stop shows the story as kept, and Continue goes on from it."""
+    story = await new_story(driver, reader, strategy="greedy", length=400)  # long enough to be caught writing
+    kept = description(story)
+    await press(driver, reader, story, "Continue")
+    writing = await running(driver, story["id"])
+    mark = rig.standin_thread.call(lambda: rig.standin.state.events.last_seq)
+    rig.bot.process.kill()
+    rig.bot.wait(timeout=30)
+    rig.bot.start()
+    rig.wait_until_ready(after=mark)
+    now = await driver.message(story["id"])
+    assert buttons(now)["Stop"].get("disabled") is not True  # left as the crash found it
+    await press(driver, reader, writing, "Stop")
+    shown = await eventually(
+        lambda: driver.message(story["id"]), lambda m: is_finished(m), what="story as kept, buttons back"
+    )
+    assert description(shown) == kept  # the lost part is gone, the first one is whole
+    continued = await after_press(driver, reader, shown, "Continue")
+    assert description(continued).startswith(kept) and len(description(continued)) > len(kept)
