@@ -19,7 +19,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.errors import RESTARTING, on_app_command_error
-from cogs.story_view import STORY_COLOUR, StoryButton, StoryState, render_story, story_view  # noqa: F401
+from cogs.story_view import STORY_COLOUR, STORY_ID_MAX, StoryButton, StoryState, render_story, story_view  # noqa: F401
 from cogs.utils.formats import EMBED_DESCRIPTION_LIMIT, clean_text, truncate
 from cogs.utils.options import narrow_option, prompt_chars, prompt_help
 from cogs.utils.replies import NO_MENTIONS, send_error, withdraw
@@ -129,7 +129,7 @@ class StoryCog(commands.Cog):
         strategy: str | None = None,
         temperature: app_commands.Range[float, _TEMP.minimum, _TEMP.maximum] | None = None,
         seed: app_commands.Range[int, 0, SEED_MAX] | None = None,
-        replay: app_commands.Range[int, 1, 2**63 - 1] | None = None,
+        replay: app_commands.Range[int, 1, STORY_ID_MAX] | None = None,
         thread: bool = False,
     ) -> None:
         if replay is not None:

@@ -15,7 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.story import PartPlan, StoryCog
-from cogs.story_view import StoryState
+from cogs.story_view import STORY_ID_MAX, StoryState
 from cogs.utils.formats import clean_text, truncate
 from cogs.utils.replies import NO_MENTIONS, send_ephemeral, send_error
 from core.errors import TaleweaverError
@@ -143,7 +143,7 @@ class StoryThreads(commands.Cog):
 
     @tale.command(name="delete", description="Delete a story's record (yours, or any here with Manage Messages).")
     @app_commands.describe(story="The story's number (in its footer).")
-    async def delete(self, interaction: discord.Interaction, story: app_commands.Range[int, 1, 2**63 - 1]) -> None:
+    async def delete(self, interaction: discord.Interaction, story: app_commands.Range[int, 1, STORY_ID_MAX]) -> None:
         stories = self.bot.preferences.stories
         try:
             found = await stories.get(story)

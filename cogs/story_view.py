@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from cogs.story import StoryCog
 
 CURSOR = " ▌"
+STORY_ID_MAX = 2**53 - 1
+"""Discord's integer options stop at 2^53 - 1 (story numbers are SQLite row ids, far below)."""
 STORY_COLOUR = discord.Colour(0x8E6CBF)
 ACTIONS = ("continue", "regenerate", "stop", "prev", "next", "why", "details", "thread", "delete")
 TEMPLATE = re.compile(r"story:(?P<action>" + "|".join(ACTIONS) + r"):(?P<story_id>[0-9]{1,19})")
