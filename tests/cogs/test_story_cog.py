@@ -285,3 +285,24 @@ def test_thread_names_are_one_line_of_at_most_100_characters() -> None:
     name = thread_name("A long opening\nwith lines " * 30)
     assert len(name) <= 100 and "\n" not in name and name.startswith("📖 A long opening with lines")
     assert thread_name("   ") == "📖 A story" and thread_name("Short") == "📖 Short"
+
+
+async def test_story_without_an_opening_or_a_replay_is_refused_privately(cog) -> None:
+    interaction = FakeInteraction(OWNER)
+    await run_story(cog, interaction, None)
+    assert [c.name for c in interaction.calls] == ["send_message"] and interaction.calls[0].kwargs["ephemeral"]
+
+
+async def test_replay_refuses_other_options_unknown_stories_and_other_servers_stories(cog) -> None:
+    interaction = FakeInteraction(OWNER, guild_id=555)
+    await run_story(cog, interaction, "Once", length=5)
+    story_id = story_id_of(interaction)
+    for user, guild, options in (
+        (OWNER, 555, {"replay": story_id, "seed": 3}),  # the recipe says how: no other option
+        (OWNER, 555, {"replay": story_id + 1000}),  # no such story
+        (STRANGER, 666, {"replay": story_id}),  # someone else's story, in another server
+    ):
+        refused = FakeInteraction(user, guild_id=guild)
+        await cog.story.callback(cog, refused, **options)
+        assert [c.name for c in refused.calls] == ["send_message"] and refused.calls[0].kwargs["ephemeral"]
+    assert await cog.stories.get(story_id + 1) is None  # nothing was written
