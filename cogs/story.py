@@ -19,8 +19,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.errors import RESTARTING, on_app_command_error
-from cogs.story_view import STORY_COLOUR, STORY_ID_MAX, StoryButton, StoryState, render_story, story_view  # noqa: F401
-from cogs.utils.formats import EMBED_DESCRIPTION_LIMIT, clean_text, truncate
+from cogs.story_view import STORY_ID_MAX, StoryButton, StoryState, recipe_embed, render_story, story_view  # noqa: F401
 from cogs.utils.options import narrow_option, prompt_chars, prompt_help
 from cogs.utils.replies import NO_MENTIONS, send_error, withdraw
 from cogs.utils.throttle import EditThrottle
@@ -29,7 +28,7 @@ from core.errors import RequestTimeoutError, TaleweaverError
 from core.prompts import PromptKind, check_text
 from core.service import StopReason, StoryRequest, StoryResult, WhyRequest
 from core.settings import FIELDS, SEED_MAX, STRATEGIES, DecodingSettings
-from store import ResolvedSettings, Scope, StoreUnavailableError, Story, resolve_settings
+from store import ResolvedSettings, Scope, StoreUnavailableError, Story, StoryStore, resolve_settings
 
 if TYPE_CHECKING:
     from bot import TaleweaverBot
@@ -88,7 +87,7 @@ class StoryCog(commands.Cog):
         )
 
     @property
-    def stories(self):
+    def stories(self) -> StoryStore:
         return self.bot.preferences.stories
 
     async def cog_load(self) -> None:
@@ -460,9 +459,11 @@ class StoryCog(commands.Cog):
         self, state: StoryState, plan: PartPlan, continuation: str, result: StoryResult | None
     ) -> Story | None:
         """Keep a finished part (one transaction). A stopped part keeps the length it reached, so its recipe
-        writes exactly it again; a failed or empty one is not kept."""
-        if state.story_id is None or result is None or result.new_tokens == 0:
+        writes exactly it again; a failed one, or one stopped before its first token, is not kept."""
+        if state.story_id is None or result is None:
             return None
+        if result.new_tokens == 0 and result.stop_reason == StopReason.STOPPED:
+            return None  # stopped before a word: nothing to keep, and no length reproduces it
         settings = state.settings
         if result.stop_reason == StopReason.STOPPED:
             settings = settings.replace(max_new_tokens=result.new_tokens)
@@ -546,26 +547,6 @@ class StoryCog(commands.Cog):
                     state.message_saved = True
                 except StoreUnavailableError:
                     log.debug("could not save a story's message id", exc_info=True)
-
-
-def recipe_embed(story: Story) -> discord.Embed:
-    """Every part's settings and seed: what `/story replay` writes again, word for word."""
-    lines = [f"**Opening:** {truncate(clean_text(story.opening), 300)}", ""]
-    for number, part in enumerate(story.chain, 1):
-        added = (
-            f" after the line “{truncate(clean_text(part.added.strip()), 120)}” by <@{part.author_id}>"
-            if part.added
-            else ""
-        )
-        lines.append(f"**Part {number}**{added}: `{part.settings.replace(seed=part.seed).summary()}`")
-    if not story.chain:
-        lines.append("*No part is finished yet.*")
-    if len(story.drafts) > 1:
-        lines.append(f"\nThe last part is draft {story.draft_index + 1} of {len(story.drafts)}.")
-    lines.append(f"\nReplay it: `/story replay:{story.id}`")
-    embed = discord.Embed(title=f"Story #{story.id}: its recipe", colour=STORY_COLOUR)
-    embed.description = truncate("\n".join(lines), EMBED_DESCRIPTION_LIMIT)
-    return embed
 
 
 def _manages_messages(interaction: discord.Interaction) -> bool:

@@ -17,6 +17,7 @@ import discord
 from cogs.utils.formats import EMBED_DESCRIPTION_LIMIT, EMBED_FOOTER_LIMIT, clean_text, plain, tail, truncate
 from core.service import StoryResult, StoryStream
 from core.settings import DecodingSettings
+from store import Story
 
 if TYPE_CHECKING:
     from cogs.story import StoryCog
@@ -142,3 +143,23 @@ def story_view(state: StoryState, *, running: bool) -> discord.ui.View | None:
     for action in ACTIONS:
         view.add_item(StoryButton(action, state.story_id, disabled=not enabled[action]))
     return view
+
+
+def recipe_embed(story: Story) -> discord.Embed:
+    """Every part's settings and seed: what `/story replay` writes again, word for word."""
+    lines = [f"**Opening:** {truncate(clean_text(story.opening), 300)}", ""]
+    for number, part in enumerate(story.chain, 1):
+        added = (
+            f" after the line “{truncate(clean_text(part.added.strip()), 120)}” by <@{part.author_id}>"
+            if part.added
+            else ""
+        )
+        lines.append(f"**Part {number}**{added}: `{part.settings.replace(seed=part.seed).summary()}`")
+    if not story.chain:
+        lines.append("*No part is finished yet.*")
+    if len(story.drafts) > 1:
+        lines.append(f"\nThe last part is draft {story.draft_index + 1} of {len(story.drafts)}.")
+    lines.append(f"\nReplay it: `/story replay:{story.id}`")
+    embed = discord.Embed(title=f"Story #{story.id}: its recipe", colour=STORY_COLOUR)
+    embed.description = truncate("\n".join(lines), EMBED_DESCRIPTION_LIMIT)
+    return embed
