@@ -145,6 +145,12 @@ class DatabaseConfig(Section):
         min_length=1,
         description="SQLite file of user and server preferences (relative to this file).",
     )
+    story_retention_days: int = Field(
+        90,
+        ge=0,
+        le=36500,
+        description="Days a story's record (opening, parts, seeds) is kept after its last change; 0 = forever.",
+    )
 
 
 class OpsConfig(Section):

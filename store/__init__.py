@@ -1,4 +1,4 @@
-"""Per-user and per-server decoding preferences, kept in SQLite.
+"""Per-user and per-server decoding preferences, and stories, kept in SQLite.
 
 The cogs see `PreferencesStore` (and `Scope`, `ResolvedSettings`); `bot.py` opens the SQLite one.
 """
@@ -7,11 +7,13 @@ from store.errors import StoreBusyError, StoreCorruptError, StoreError, StoreUna
 from store.interface import PreferencesStore, Scope
 from store.resolve import LIMIT_FIELDS, Clamp, Limit, ResolvedSettings, resolve_settings
 from store.sqlite import SqlitePreferencesStore
+from store.stories import Part, Story, StoryStore
 
 __all__ = [
     "LIMIT_FIELDS",
     "Clamp",
     "Limit",
+    "Part",
     "PreferencesStore",
     "ResolvedSettings",
     "Scope",
@@ -20,5 +22,7 @@ __all__ = [
     "StoreCorruptError",
     "StoreError",
     "StoreUnavailableError",
+    "Story",
+    "StoryStore",
     "resolve_settings",
 ]

@@ -7,6 +7,7 @@ from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
 from store.resolve import ResolvedSettings
+from store.stories import StoryStore
 
 
 class Scope(enum.Enum):
@@ -51,6 +52,9 @@ class PreferencesStore(Protocol):
     async def reset(self, scope: Scope, owner_id: int, fields: Collection[str] | None = None) -> tuple[str, ...]:
         """Forget some values (None: all) of one layer; returns the fields that had a value."""
         ...
+
+    stories: StoryStore
+    """The stories kept in the same database."""
 
     async def ping(self) -> bool:
         """Whether the database answers (the operations endpoint's readiness check)."""

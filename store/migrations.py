@@ -62,6 +62,45 @@ MIGRATIONS: tuple[Migration, ...] = (
                ) WITHOUT ROWID""",
         ),
     ),
+    Migration(
+        3,
+        "stories: their place, opening and parts (drafts), and servers' thread switch",
+        (
+            # A story's parts form a tree: each part continues its parent (NULL: the opening);
+            # siblings are drafts of one another, and `shown_part_id` is the end of the chain shown.
+            """CREATE TABLE stories (
+                   id            INTEGER PRIMARY KEY AUTOINCREMENT,
+                   owner_id      INTEGER NOT NULL,
+                   guild_id      INTEGER,
+                   channel_id    INTEGER,
+                   message_id    INTEGER,
+                   thread_id     INTEGER UNIQUE,
+                   opening       TEXT    NOT NULL,
+                   settings      TEXT    NOT NULL,
+                   shown_part_id INTEGER,
+                   created_at    REAL    NOT NULL,
+                   updated_at    REAL    NOT NULL
+               )""",
+            "CREATE INDEX stories_updated ON stories (updated_at)",
+            """CREATE TABLE story_parts (
+                   id         INTEGER PRIMARY KEY AUTOINCREMENT,
+                   story_id   INTEGER NOT NULL,
+                   parent_id  INTEGER,
+                   author_id  INTEGER NOT NULL,
+                   added      TEXT    NOT NULL DEFAULT '',
+                   settings   TEXT    NOT NULL,
+                   seed       INTEGER NOT NULL,
+                   text       TEXT    NOT NULL,
+                   stop_reason TEXT   NOT NULL DEFAULT '',
+                   created_at REAL    NOT NULL
+               )""",
+            "CREATE INDEX story_parts_story ON story_parts (story_id, parent_id)",
+            """CREATE TABLE guild_story_options (
+                   guild_id INTEGER PRIMARY KEY,
+                   threads  INTEGER NOT NULL
+               )""",
+        ),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

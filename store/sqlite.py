@@ -42,6 +42,7 @@ from store.errors import (
 )
 from store.interface import Scope
 from store.resolve import LIMIT_FIELDS, ResolvedSettings, resolve_settings
+from store.stories import StoryStore
 from store.validation import check_values
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,8 @@ class SqlitePreferencesStore:
         self.path = path
         self.config_defaults = config_defaults
         self.max_new_tokens_cap = max_new_tokens_cap
+        self.stories = StoryStore(self)
+        """Stories live in the same file, behind the same locks (store/stories.py)."""
 
     @classmethod
     async def open(

@@ -77,11 +77,13 @@ class FakeFollowup:
 
 
 class FakeMessage:
-    def __init__(self, interaction: FakeInteraction, content: str | None, kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self, interaction: FakeInteraction, content: str | None, kwargs: dict[str, Any], message_id: int | None = None
+    ) -> None:
         self._interaction = interaction
         self.content = content
         self.kwargs = kwargs
-        self.id = len(interaction.calls)
+        self.id = message_id if message_id is not None else len(interaction.calls)
 
     async def edit(self, **kwargs: Any) -> FakeMessage:
         self._interaction.calls.append(Call("message_edit", kwargs))
@@ -99,6 +101,8 @@ class FakeInteraction:
         manage_guild: bool = False,
         message: Any = None,
         client: Any = None,
+        type: discord.InteractionType = discord.InteractionType.application_command,
+        channel_id: int | None = 777,
     ) -> None:
         self.user = FakeUser(user_id)
         self.guild_id = guild_id
@@ -109,6 +113,9 @@ class FakeInteraction:
         self.followup = FakeFollowup(self)
         self.message = message
         self.client = client
+        self.type = type
+        self.channel_id = channel_id
+        self.channel = None
         self.id = 42
         self.created_at = time.monotonic()
 
@@ -116,7 +123,7 @@ class FakeInteraction:
         if not self.response.is_done():
             raise AssertionError("edit_original_response before any initial response")
         self.calls.append(Call("edit_original", kwargs))
-        return FakeMessage(self, kwargs.get("content"), kwargs)
+        return FakeMessage(self, kwargs.get("content"), kwargs, message_id=9000 + self.id)
 
     async def delete_original_response(self) -> None:
         self.calls.append(Call("delete_original", {}))

@@ -54,7 +54,16 @@ class DriverApi:
                 "application_id": str(APPLICATION_ID),
                 "bot": {"id": str(world.bot.id), "name": world.bot.display_name, "connected": state.hub.connected},
                 "guild": {"id": str(GUILD_ID), "name": world.guild_name},
-                "channels": [{"id": str(c.id), "name": c.name, "topic": c.topic} for c in world.channels],
+                "channels": [
+                    {
+                        "id": str(c.id),
+                        "name": c.name,
+                        "topic": c.topic,
+                        "type": c.type,
+                        "parent_id": str(c.parent_id) if c.parent_id else None,
+                    }
+                    for c in world.channels
+                ],
                 "users": [
                     {
                         "id": str(u.id),

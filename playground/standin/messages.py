@@ -48,6 +48,8 @@ class Message:
     visible_to: int | None = None
     edited_at: datetime.datetime | None = None
     deleted: bool = False
+    thread_id: int | None = None
+    """The thread started from this message, if any."""
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def snapshot(self) -> dict[str, Any]:

@@ -62,6 +62,8 @@ def role_json(role: Role) -> dict[str, Any]:
 
 
 def channel_json(channel: Channel) -> dict[str, Any]:
+    if channel.is_thread:
+        return thread_json(channel)
     return {
         "id": str(channel.id),
         "type": GUILD_TEXT,
@@ -75,6 +77,31 @@ def channel_json(channel: Channel) -> dict[str, Any]:
         "rate_limit_per_user": 0,
         "last_message_id": None,
         "flags": 0,
+    }
+
+
+def thread_json(thread: Channel) -> dict[str, Any]:
+    """A public thread as Discord sends it: type 11, its parent channel, its owner and thread metadata."""
+    return {
+        "id": str(thread.id),
+        "type": thread.type,
+        "guild_id": str(GUILD_ID),
+        "name": thread.name,
+        "parent_id": str(thread.parent_id),
+        "owner_id": str(thread.owner_id or APPLICATION_ID),
+        "last_message_id": None,
+        "rate_limit_per_user": 0,
+        "message_count": 0,
+        "member_count": 1,
+        "total_message_sent": 0,
+        "flags": 0,
+        "thread_metadata": {
+            "archived": False,
+            "auto_archive_duration": 1440,
+            "archive_timestamp": JOINED_AT,
+            "locked": False,
+            "create_timestamp": now().isoformat(),
+        },
     }
 
 
@@ -122,8 +149,8 @@ def guild_create_json(world: World) -> dict[str, Any]:
         "unavailable": False,
         "member_count": len(world.members),
         "members": [member_json(world, member) for member in world.members],
-        "channels": [channel_json(channel) for channel in world.channels],
-        "threads": [],
+        "channels": [channel_json(channel) for channel in world.channels if not channel.is_thread],
+        "threads": [thread_json(channel) for channel in world.channels if channel.is_thread],
         "presences": [],
         "voice_states": [],
         "stage_instances": [],
@@ -199,6 +226,10 @@ def message_json(world: World, message: Message, base_url: str) -> dict[str, Any
         body["webhook_id"] = str(message.webhook_id)
     if message.interaction_metadata is not None:
         body["interaction_metadata"] = message.interaction_metadata
+    if message.thread_id is not None:
+        thread = next((c for c in world.channels if c.id == message.thread_id), None)
+        if thread is not None:
+            body["thread"] = thread_json(thread)
     return body
 
 

@@ -28,6 +28,7 @@ from playground.standin.payloads import (
 )
 from playground.standin.responses import Responder
 from playground.standin.state import StandInState
+from playground.standin.threads import start_thread_from_message
 from playground.standin.world import APPLICATION_ID, GUILD_ID
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class DiscordApi:
             r.patch("/channels/{channel_id}/messages/{message_id}", self.edit_message),
             r.delete("/channels/{channel_id}/messages/{message_id}", self.delete_message),
             r.post("/channels/{channel_id}/typing", self.typing),
+            r.post("/channels/{channel_id}/messages/{message_id}/threads", self.start_thread),
             r.get("/guilds/{guild_id}", self.guild),
             r.get("/guilds/{guild_id}/channels", self.guild_channels),
             r.get("/guilds/{guild_id}/roles", self.guild_roles),
@@ -286,6 +288,13 @@ class DiscordApi:
         await self._responder.delete_channel_message(_int(request, "channel_id"), _int(request, "message_id"))
         return web.Response(status=204)
 
+    async def start_thread(self, request: web.Request) -> web.Response:
+        payload, _ = await read_body(request)
+        thread = await start_thread_from_message(
+            self._state, _int(request, "channel_id"), _int(request, "message_id"), payload, _route(request)
+        )
+        return json_reply(thread, 201)
+
     async def typing(self, request: web.Request) -> web.Response:
         return web.Response(status=204)
 
@@ -299,7 +308,7 @@ class DiscordApi:
 
     async def guild_channels(self, request: web.Request) -> web.Response:
         self._guild(request)
-        return json_reply([channel_json(channel) for channel in self._state.world.channels])
+        return json_reply([channel_json(c) for c in self._state.world.channels if not c.is_thread])
 
     async def guild_roles(self, request: web.Request) -> web.Response:
         self._guild(request)

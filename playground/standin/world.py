@@ -19,6 +19,9 @@ ATTACH_FILES = 1 << 15
 READ_MESSAGE_HISTORY = 1 << 16
 USE_EXTERNAL_EMOJIS = 1 << 18
 USE_APPLICATION_COMMANDS = 1 << 31
+CREATE_PUBLIC_THREADS = 1 << 35
+SEND_MESSAGES_IN_THREADS = 1 << 38
+MANAGE_MESSAGES = 1 << 13
 MANAGE_GUILD = 1 << 5
 ADMINISTRATOR = 1 << 3
 ALL_PERMISSIONS = (1 << 51) - 1
@@ -31,7 +34,10 @@ EVERYONE_PERMISSIONS = (
     | READ_MESSAGE_HISTORY
     | USE_EXTERNAL_EMOJIS
     | USE_APPLICATION_COMMANDS
+    | CREATE_PUBLIC_THREADS
+    | SEND_MESSAGES_IN_THREADS
 )
+"""Discord's defaults for @everyone, threads included."""
 
 
 @dataclass(frozen=True)
@@ -55,14 +61,26 @@ class Role:
     color: int = 0
 
 
+GUILD_TEXT = 0
+PUBLIC_THREAD = 11
+
+
 @dataclass(frozen=True)
 class Channel:
-    """A text channel of the guild."""
+    """A text channel of the guild, or a public thread (type 11) with its parent channel."""
 
     id: int
     name: str
     topic: str
     position: int
+    type: int = GUILD_TEXT
+    parent_id: int | None = None
+    owner_id: int | None = None
+    """A thread's creator."""
+
+    @property
+    def is_thread(self) -> bool:
+        return self.type == PUBLIC_THREAD
 
 
 @dataclass(frozen=True)
@@ -113,9 +131,9 @@ class World:
         raise KeyError(ref)
 
     def find_channel(self, ref: str | int) -> Channel:
-        """A channel by id or by name, with or without its leading #."""
+        """A channel (or thread) by id or by name, with or without its leading #."""
         for channel in self.channels:
-            if str(channel.id) == str(ref) or channel.name == str(ref).lstrip("#").lower():
+            if str(channel.id) == str(ref) or channel.name.lower() == str(ref).lstrip("#").lower():
                 return channel
         raise KeyError(ref)
 

@@ -65,6 +65,7 @@ function listen(after) {
     if (data.status === "missed" && data.user_id === page.me.id) noteFailure(data);
   });
   source.addEventListener("commands_update", () => loadState());
+  source.addEventListener("thread_create", () => loadState());
   source.addEventListener("gateway", (event) => {
     const state = JSON.parse(event.data).state;
     setBotStatus(state === "ready" || state === "resumed");
@@ -90,15 +91,22 @@ function renderUserSwitcher() {
 
 function renderChannels() {
   page.channel = page.channel || page.state.channels[0];
-  const buttons = page.state.channels.map((channel) => {
-    const button = Render.el("button", channel.id === page.channel.id ? "active" : "", `# ${channel.name}`);
+  // Threads (type 11) are listed under their parent channel, as Discord's sidebar shows them.
+  const threadsOf = (parent) => page.state.channels.filter((c) => c.type === 11 && c.parent_id === parent.id);
+  const channelButton = (channel, thread) => {
+    const active = channel.id === page.channel.id ? "active" : "";
+    const button = Render.el("button", thread ? `thread ${active}` : active, thread ? `🧵 ${channel.name}` : `# ${channel.name}`);
     button.type = "button";
     button.addEventListener("click", () => switchChannel(channel));
     return button;
-  });
+  };
+  const buttons = page.state.channels
+    .filter((channel) => channel.type !== 11)
+    .flatMap((channel) => [channelButton(channel, false), ...threadsOf(channel).map((t) => channelButton(t, true))]);
   $("channels").replaceChildren(...buttons);
   $("channel-name").textContent = page.channel.name;
-  $("channel-topic").textContent = page.channel.topic;
+  const parent = page.state.channels.find((c) => c.id === page.channel.parent_id);
+  $("channel-topic").textContent = parent ? `a thread in #${parent.name}: /tale add writes the story on` : page.channel.topic;
 }
 
 function visible(msg) {
@@ -106,7 +114,18 @@ function visible(msg) {
 }
 
 function messageNode(msg) {
-  return Render.message(msg, { users: page.users, onComponent: (customId, values, node) => press(msg, customId, values, node) });
+  const node = Render.message(msg, { users: page.users, onComponent: (customId, values, node) => press(msg, customId, values, node) });
+  if (msg.thread) {
+    // A message with a thread links to it, as in Discord.
+    const link = Render.el("button", "thread-link", `🧵 ${msg.thread.name} — open thread`);
+    link.type = "button";
+    link.addEventListener("click", () => {
+      const thread = page.state.channels.find((c) => c.id === msg.thread.id);
+      if (thread) switchChannel(thread);
+    });
+    node.append(link);
+  }
+  return node;
 }
 
 function renderMessages() {

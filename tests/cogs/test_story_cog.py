@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 
 import discord
 import pytest
 
-from cogs.story import StoryCog, StoryState, StoryView, render_story
+from cogs.story import NOT_OWNER, StoryCog
+from cogs.story_threads import thread_name
+from cogs.story_view import StoryButton, StoryState, render_story
 from cogs.utils.formats import EMBED_DESCRIPTION_LIMIT
 from core.settings import DecodingSettings
 from tests.cogs.conftest import OWNER, STRANGER
-from tests.discord_fakes import FakeInteraction
+from tests.discord_fakes import Call, FakeInteraction
 
 
 @pytest.fixture
@@ -30,8 +33,22 @@ def final_embed(interaction: FakeInteraction) -> discord.Embed:
     return interaction.named("edit_original")[-1].kwargs["embed"]
 
 
-def view_of(interaction: FakeInteraction) -> StoryView:
+def view_of(interaction: FakeInteraction) -> discord.ui.View:
     return interaction.named("edit_original")[-1].kwargs["view"]
+
+
+def button(view: discord.ui.View, action: str) -> StoryButton:
+    return next(item for item in view.children if isinstance(item, StoryButton) and item.action == action)
+
+
+def story_id_of(interaction: FakeInteraction) -> int:
+    return button(view_of(interaction), "continue").story_id
+
+
+async def press(cog: StoryCog, user: int, story_id: int, action: str) -> FakeInteraction:
+    interaction = FakeInteraction(user, type=discord.InteractionType.component)
+    await cog.on_button(interaction, action, story_id)
+    return interaction
 
 
 async def test_story_defers_first_then_ends_with_prompt_and_continuation(cog) -> None:
@@ -94,65 +111,129 @@ def test_long_story_stays_within_embed_limits_and_is_attached_whole() -> None:
 async def test_buttons_refuse_anyone_but_the_requester(cog) -> None:
     interaction = FakeInteraction(OWNER)
     await run_story(cog, interaction, "Once", length=5)
-    view = view_of(interaction)
-    stranger = FakeInteraction(STRANGER)
-    assert await view.interaction_check(stranger) is False
+    story_id = story_id_of(interaction)
+    stranger = await press(cog, STRANGER, story_id, "continue")
     refusal = stranger.calls[-1]
-    assert refusal.kwargs["ephemeral"] is True and "Only the person" in refusal.kwargs["content"]
-    assert await view.interaction_check(FakeInteraction(OWNER)) is True
+    assert refusal.kwargs["ephemeral"] is True and refusal.kwargs["content"] == NOT_OWNER
+    assert len((await cog.stories.get(story_id)).chain) == 1  # nothing was written
+
+
+async def test_buttons_carry_the_story_id_in_their_custom_id(cog) -> None:
+    """The custom id is the whole state of a button: a new process rebuilds it from the id alone."""
+    interaction = FakeInteraction(OWNER)
+    await run_story(cog, interaction, "Once", length=5)
+    story_id = story_id_of(interaction)
+    ids = [item.custom_id for item in view_of(interaction).children]
+    assert f"story:continue:{story_id}" in ids and all(i.endswith(f":{story_id}") for i in ids)
+    match = StoryButton.__discord_ui_compiled_template__.fullmatch(f"story:regenerate:{story_id}")
+    assert match and (match["action"], int(match["story_id"])) == ("regenerate", story_id)
 
 
 async def test_why_button_answers_anyone_privately_about_the_storys_next_word(cog) -> None:
-    """Why? is for everyone: a stranger's press passes the owner check and gets a private explanation."""
+    """Why? is for everyone: a stranger's press gets a private explanation."""
     interaction = FakeInteraction(OWNER)
     await run_story(cog, interaction, "The fox said to the crow", length=5)
-    view = view_of(interaction)
-    assert not view.why_button.disabled
-    stranger = FakeInteraction(STRANGER)
-    stranger.data = {"custom_id": view.why_button.custom_id}
-    assert await view.interaction_check(stranger) is True and stranger.calls == []
-    await view.why_button.callback(stranger)
+    assert not button(view_of(interaction), "why").item.disabled
+    stranger = await press(cog, STRANGER, story_id_of(interaction), "why")
     assert stranger.calls[0].name == "defer" and stranger.calls[0].kwargs["ephemeral"] is True
     (embed,) = stranger.named("edit_original")[-1].kwargs["embeds"]
     assert embed.title == "Why this next word?"
     bars = [line.split()[0] for line in embed.description.split("```")[1].strip().splitlines()]
-    assert bars[:5] == ["The", "fox", "said", "to", "the"] and len(view.state.seeds) == 1
+    assert bars[:5] == ["The", "fox", "said", "to", "the"]
 
 
 async def test_continue_extends_the_story(cog) -> None:
     interaction = FakeInteraction(OWNER)
     await run_story(cog, interaction, "Once upon a time", length=10)
-    view = view_of(interaction)
-    before = view.state.text
-    press = FakeInteraction(OWNER)
-    await view.continue_button.callback(press)
-    assert press.calls[0].name == "defer"
-    assert view.state.text.startswith(before) and len(view.state.text) > len(before)
-    assert final_embed(press).description.startswith("**Once upon a time**")
+    story_id = story_id_of(interaction)
+    before = (await cog.stories.get(story_id)).text
+    pressed = await press(cog, OWNER, story_id, "continue")
+    assert pressed.calls[0].name == "defer"
+    after = await cog.stories.get(story_id)
+    assert after.text.startswith(before) and len(after.text) > len(before) and len(after.chain) == 2
+    assert final_embed(pressed).description.startswith("**Once upon a time**")
 
 
-async def test_regenerate_uses_a_new_seed(cog) -> None:
+async def test_regenerate_adds_a_draft_with_a_new_seed_and_keeps_the_first(cog) -> None:
     interaction = FakeInteraction(OWNER)
     await run_story(cog, interaction, "Once upon a time", length=10)
-    view = view_of(interaction)
-    await view.regenerate_button.callback(FakeInteraction(OWNER))
-    assert len(view.state.seeds) == 2 and view.state.seeds[0] != view.state.seeds[1]
-    assert view.state.text.startswith("Once upon a time")
+    story_id = story_id_of(interaction)
+    first = await cog.stories.get(story_id)
+    await press(cog, OWNER, story_id, "regenerate")
+    second = await cog.stories.get(story_id)
+    assert len(second.drafts) == 2 and len(second.chain) == 1
+    assert second.shown.seed != first.shown.seed and second.text.startswith("Once upon a time")
+    back = await press(cog, OWNER, story_id, "prev")
+    assert (await cog.stories.get(story_id)).text == first.text
+    assert "draft 1/2" in final_embed(back).footer.text
 
 
 async def test_stop_ends_a_running_story(cog, slowed) -> None:
     interaction = FakeInteraction(OWNER)
     task = asyncio.create_task(run_story(cog, interaction, "Once upon a time", length=200, strategy="greedy"))
     deadline = time.monotonic() + 10
-    while not interaction.named("edit_original") or view_of(interaction).state.stream is None:
+    while not cog._writing:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.01)
-    view = view_of(interaction)
-    assert view.stop_button.disabled is False and view.continue_button.disabled is True
-    await view.stop_button.callback(FakeInteraction(OWNER))
+    (story_id,) = cog._writing
+    assert not button(view_of(interaction), "stop").item.disabled
+    assert button(view_of(interaction), "continue").item.disabled
+    await press(cog, OWNER, story_id, "stop")
     await task
     assert "stopped" in final_embed(interaction).footer.text
-    assert view.stop_button.disabled is True and view.continue_button.disabled is False
+    assert button(view_of(interaction), "stop").item.disabled
+    story = await cog.stories.get(story_id)
+    assert story.shown.stop_reason == "stopped" and story.shown.settings.max_new_tokens < 200
+
+
+async def test_a_deleted_storys_button_answers_politely_and_takes_the_buttons_away(cog) -> None:
+    interaction = FakeInteraction(OWNER)
+    await run_story(cog, interaction, "Once", length=5)
+    story_id = story_id_of(interaction)
+    deleted = await press(cog, OWNER, story_id, "delete")
+    assert deleted.calls[0].name == "edit_message" and deleted.calls[0].kwargs["view"] is None
+    assert await cog.stories.get(story_id) is None
+    later = await press(cog, OWNER, story_id, "continue")
+    assert [c.name for c in later.calls] == ["edit_message", "followup"]
+    assert later.calls[0].kwargs["view"] is None and later.calls[1].kwargs["ephemeral"] is True
+    assert "deleted" in later.calls[1].kwargs["content"]
+
+
+async def test_only_the_owner_or_manage_messages_may_delete(cog) -> None:
+    interaction = FakeInteraction(OWNER)
+    await run_story(cog, interaction, "Once", length=5)
+    story_id = story_id_of(interaction)
+    await press(cog, STRANGER, story_id, "delete")
+    assert await cog.stories.get(story_id) is not None
+    moderator = FakeInteraction(STRANGER, type=discord.InteractionType.component)
+    moderator.permissions = discord.Permissions(manage_messages=True)
+    await cog.on_button(moderator, "delete", story_id)
+    assert await cog.stories.get(story_id) is None
+
+
+async def test_details_list_every_parts_settings_and_seed(cog) -> None:
+    interaction = FakeInteraction(OWNER)
+    await run_story(cog, interaction, "Once", length=5, seed=31)
+    story_id = story_id_of(interaction)
+    await press(cog, OWNER, story_id, "continue")
+    details = await press(cog, STRANGER, story_id, "details")
+    (call,) = details.calls
+    assert call.kwargs["ephemeral"] is True
+    text = call.kwargs["embed"].description
+    assert text.count("seed=31") == 2 and "Part 2" in text and f"/story replay:{story_id}" in text
+
+
+async def test_replay_writes_a_two_part_story_again_word_for_word(cog) -> None:
+    interaction = FakeInteraction(OWNER)
+    await run_story(cog, interaction, "Once upon a time", length=8)
+    story_id = story_id_of(interaction)
+    await press(cog, OWNER, story_id, "continue")
+    original = await cog.stories.get(story_id)
+    replay = FakeInteraction(STRANGER)
+    await run_story(cog, replay, None, replay=story_id)
+    copy = await cog.stories.get(story_id_of(replay))
+    assert copy.id != story_id and copy.owner_id == STRANGER
+    assert copy.text == original.text and [p.seed for p in copy.chain] == [p.seed for p in original.chain]
 
 
 async def test_empty_prompt_gets_an_ephemeral_error_and_no_defer(cog) -> None:
@@ -176,3 +257,52 @@ async def test_bad_override_from_a_modified_client_names_the_setting(cog) -> Non
     followup = interaction.calls[-1].kwargs
     assert followup["ephemeral"] is True and "`temperature`" in followup["content"]
     assert not interaction.named("edit_original")
+
+
+class DeletedMessageInteraction(FakeInteraction):
+    """The story message is deleted in Discord after the first edit: every later edit is a 404."""
+
+    async def edit_original_response(self, **kwargs):
+        if self.named("edit_original"):
+            self.calls.append(Call("edit_original_404", kwargs))
+            raise discord.NotFound(SimpleNamespace(status=404, reason="Not Found"), {"code": 10008, "message": "x"})
+        return await super().edit_original_response(**kwargs)
+
+
+async def test_a_story_message_deleted_in_discord_leaves_a_whole_record(cog, slowed) -> None:
+    """The part is stopped where it got and kept; the record, its recipe and a replay still work."""
+    interaction = DeletedMessageInteraction(OWNER)
+    await run_story(cog, interaction, "Once upon a time", length=200, strategy="greedy")
+    story_id = story_id_of(interaction)
+    story = await cog.stories.get(story_id)
+    assert story is not None and len(story.chain) == 1 and story.shown.stop_reason == "stopped"
+    assert story.message_id == 9000 + interaction.id  # the place was saved at the first edit
+    details = await press(cog, OWNER, story_id, "details")
+    assert "Part 1" in details.calls[0].kwargs["embed"].description
+
+
+def test_thread_names_are_one_line_of_at_most_100_characters() -> None:
+    name = thread_name("A long opening\nwith lines " * 30)
+    assert len(name) <= 100 and "\n" not in name and name.startswith("📖 A long opening with lines")
+    assert thread_name("   ") == "📖 A story" and thread_name("Short") == "📖 Short"
+
+
+async def test_story_without_an_opening_or_a_replay_is_refused_privately(cog) -> None:
+    interaction = FakeInteraction(OWNER)
+    await run_story(cog, interaction, None)
+    assert [c.name for c in interaction.calls] == ["send_message"] and interaction.calls[0].kwargs["ephemeral"]
+
+
+async def test_replay_refuses_other_options_unknown_stories_and_other_servers_stories(cog) -> None:
+    interaction = FakeInteraction(OWNER, guild_id=555)
+    await run_story(cog, interaction, "Once", length=5)
+    story_id = story_id_of(interaction)
+    for user, guild, options in (
+        (OWNER, 555, {"replay": story_id, "seed": 3}),  # the recipe says how: no other option
+        (OWNER, 555, {"replay": story_id + 1000}),  # no such story
+        (STRANGER, 666, {"replay": story_id}),  # someone else's story, in another server
+    ):
+        refused = FakeInteraction(user, guild_id=guild)
+        await cog.story.callback(cog, refused, **options)
+        assert [c.name for c in refused.calls] == ["send_message"] and refused.calls[0].kwargs["ephemeral"]
+    assert await cog.stories.get(story_id + 1) is None  # nothing was written

@@ -56,7 +56,8 @@ async def test_story_text_streams_into_the_reply_over_several_edits(driver, read
 
 
 async def test_finished_story_shows_the_bold_opening_and_offers_continue_and_regenerate(driver, reader):
-    """The final reply starts with the opening in bold; Continue, Regenerate and Why? work, Stop is off."""
+    """The final reply starts with the opening in bold; Continue, Regenerate and Why? work, Stop is off, and
+    the draft buttons wait for a second draft."""
     interaction = await story_started(driver, reader, PROMPT, length=8)
     message = await finished(driver, interaction["original_message_id"])
     assert description(message).startswith(f"**{PROMPT}**")
@@ -64,7 +65,12 @@ async def test_finished_story_shows_the_bold_opening_and_offers_continue_and_reg
         "Continue": False,
         "Regenerate": False,
         "Stop": True,
+        "◀": True,
+        "▶": True,
         "Why?": False,
+        "Details": False,
+        "Thread": False,
+        "Delete": False,
     }
 
 

@@ -28,6 +28,9 @@ ROWS_ADDED_IN: dict[int, list[tuple[str, tuple[object, ...]]]] = {
         ("INSERT INTO guild_settings VALUES (?, ?, ?)", (GUILD, "top_k", "5")),
         ("INSERT INTO guild_limits VALUES (?, ?, ?)", (GUILD, "max_new_tokens", "200")),
     ],
+    3: [
+        ("INSERT INTO guild_story_options VALUES (?, ?)", (GUILD, 0)),
+    ],
 }
 """Data written in each schema version's own tables, as that version of the bot would have."""
 
@@ -40,6 +43,7 @@ EXPECTED_AFTER: dict[int, dict[Scope, dict[str, object]]] = {
         Scope.SERVER_LIMIT: {"max_new_tokens": 200},
     },
 }
+EXPECTED_AFTER[3] = EXPECTED_AFTER[2]
 
 
 def test_every_schema_version_has_sample_data() -> None:
