@@ -159,7 +159,11 @@ def error_to_json(error: BaseException) -> dict[str, Any]:
         if isinstance(error, errors.BusyError) and error.retry_after is not None:
             payload["retry_after"] = error.retry_after
         return payload
-    return {"type": "error", "kind": "GenerationFailedError", "message": "Something went wrong on my side; please try again."}
+    return {
+        "type": "error",
+        "kind": "GenerationFailedError",
+        "message": "Something went wrong on my side; please try again.",
+    }
 
 
 def error_from_json(data: dict[str, Any]) -> errors.TaleweaverError:
