@@ -24,6 +24,7 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
+import ray
 from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -53,9 +54,14 @@ class _Replica:
         model = self.config.model
         self.loaded = load_model(self.config.model_source, model.device, model.dtype, model.compile)
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
+        self.actor = ray.get_runtime_context().get_actor_name()
+        """Serve's name of this replica's actor (`ray.get_actor(name, namespace="serve")`)."""
         self.served = 0
+        self.stopped: list[int] = []
+        """Tokens each stopped request had written when its row left the batch (tests read it)."""
         self._service: ModelService | None = None
         self._starting = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def service(self) -> ModelService:
         """Started on the first request: the scheduler must run on the loop Serve runs requests on."""
@@ -77,9 +83,11 @@ class _Replica:
             {
                 "ready": await service.ready(),
                 "replica": self.replica,
+                "actor": self.actor,
                 "served": self.served,
                 "queue_length": service.queue_length,
                 "writing": len(service._writing),
+                "stopped": self.stopped,
                 "max_prompt_tokens": service.max_prompt_tokens,
             }
         )
@@ -99,6 +107,16 @@ class _Replica:
         finally:
             if not ended:  # the client went away (Stop, a deleted message, the bot restarting)
                 stream.stop()
+                task = asyncio.get_running_loop().create_task(self._count_stopped(stream))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _count_stopped(self, stream: Any) -> None:
+        try:
+            result = await stream.result()
+        except TaleweaverError:
+            return
+        self.stopped.append(getattr(result, "new_tokens", 0))
 
 
 @serve.deployment(name="stories", health_check_period_s=2, health_check_timeout_s=30, graceful_shutdown_timeout_s=5)
