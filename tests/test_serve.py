@@ -1,37 +1,26 @@
-"""The model service on Ray Serve, on loopback: one local Ray cluster for the module, with two
+"""The model service on Ray Serve, on loopback: the session's local Ray cluster, with two
 story replicas and one explanation replica on the tiny GPT-2, reached through the bot's own
 `RemoteModelService`. Slow (the cluster takes 10–40 s to start), but CI runs it."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ray = pytest.importorskip("ray")
-from ray import serve  # noqa: E402
-
 from core.config import Config  # noqa: E402
 from core.errors import GenerationFailedError, ServiceOfflineError, TaleweaverError  # noqa: E402
 from core.remote import LOST, OFFLINE, RemoteModelService  # noqa: E402
 from core.service import StopReason, StoryRequest, WhyRequest  # noqa: E402
 from core.settings import DecodingSettings  # noqa: E402
+from tests.serve_cluster import free_port  # noqa: E402
 from tests.tiny_model import build_tiny_model  # noqa: E402
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "Once upon a time there lived a king"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def config_for(model_dir: Path) -> Config:
@@ -52,27 +41,10 @@ def long_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def serve_url(long_model_dir: Path) -> Iterator[str]:
-    """One local Ray cluster on 127.0.0.1 for the whole module, shut down at its end."""
-    from model.serve.app import deploy
-
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}},
-    )
-    try:
-        port = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        deploy(config_for(long_model_dir), replicas=2, why_replicas=1, actor_options={"num_cpus": 0})
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+def serve_url(ray_serve, long_model_dir: Path) -> str:
+    """Two story replicas and one explanation replica on the session's Ray cluster."""
+    ray_serve.deploy(config_for(long_model_dir), replicas=2, why_replicas=1)
+    return ray_serve.url
 
 
 @pytest.fixture
