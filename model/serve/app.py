@@ -44,13 +44,18 @@ from model.loading import load_model
 from model.service import ModelService
 
 NDJSON = "application/x-ndjson"
+UNLIMITED = 1_000_000_000
 
 
 class _Replica:
     """What both deployments share: the model, a lazily started `ModelService`, and health."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        self.config = Config.model_validate(config)
+        given = Config.model_validate(config)
+        # Per-user limits stay in the bot, which sees all of a user's requests; a replica sees only
+        # some, and would refuse a new story while a Stopped one's disconnect is still on its way.
+        unlimited = {"per_user_in_flight": UNLIMITED, "per_user_per_minute": UNLIMITED}
+        self.config = given.model_copy(update={"service": given.service.model_copy(update=unlimited)})
         model = self.config.model
         self.loaded = load_model(self.config.model_source, model.device, model.dtype, model.compile)
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
