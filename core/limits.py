@@ -16,6 +16,16 @@ from core.errors import UserBusyError
 
 RATE_WINDOW_S = 60.0
 RATE_TABLE_MAX = 10_000
+ALREADY_RUNNING = "You already have a request running; wait for it to finish (or press Stop)."
+
+
+def rate_limited(started: int, wait_s: float) -> UserBusyError:
+    """The answer to one request too many in the last minute (the same in process and remote)."""
+    return UserBusyError(
+        f"You've started {started} requests in the last minute, the most allowed. "
+        f"Please try again in {math.ceil(wait_s)} s.",
+        retry_after=wait_s,
+    )
 
 
 class UserLimits:
@@ -28,18 +38,14 @@ class UserLimits:
 
     def admit(self, user_id: int) -> None:
         if self._in_flight[user_id] >= self.config.per_user_in_flight:
-            raise UserBusyError("You already have a request running; wait for it to finish (or press Stop).")
+            raise UserBusyError(ALREADY_RUNNING)
         now = time.monotonic()
         recent = self._recent.setdefault(user_id, deque())
         while recent and recent[0] <= now - RATE_WINDOW_S:
             recent.popleft()
         if len(recent) >= self.config.per_user_per_minute:
             wait = recent[0] + RATE_WINDOW_S - now
-            raise UserBusyError(
-                f"You've started {len(recent)} requests in the last minute, the most allowed. "
-                f"Please try again in {math.ceil(wait)} s.",
-                retry_after=wait,
-            )
+            raise rate_limited(len(recent), wait)
         recent.append(now)
         self._in_flight[user_id] += 1
         if len(self._recent) > RATE_TABLE_MAX:
