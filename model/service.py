@@ -28,7 +28,7 @@ from core.errors import (
     TaleweaverError,
     UserBusyError,
 )
-from core.limits import ALREADY_RUNNING, rate_limited
+from core.limits import ALREADY_RUNNING, RATE_TABLE_MAX, RATE_WINDOW_S, rate_limited
 from core.metrics import (
     BATCH_SIZE,
     QUEUE_LENGTH,
@@ -49,8 +49,6 @@ from model.relay import TextRelay
 
 log = logging.getLogger(__name__)
 
-RATE_WINDOW_S = 60.0
-RATE_TABLE_MAX = 10_000
 HANG_GRACE_S = 5.0
 """How long past its deadline a batch may run before its worker is given up as hung."""
 
