@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -62,8 +63,8 @@ class _Replica:
         self.actor = ray.get_runtime_context().get_actor_name()
         """Serve's name of this replica's actor (`ray.get_actor(name, namespace="serve")`)."""
         self.served = 0
-        self.stopped: list[int] = []
-        """Tokens each stopped request had written when its row left the batch (tests read it)."""
+        self.stopped: deque[int] = deque(maxlen=100)
+        """Tokens each recent stopped request had written when its row left the batch (tests read it)."""
         self._service: ModelService | None = None
         self._starting = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -92,7 +93,7 @@ class _Replica:
                 "served": self.served,
                 "queue_length": service.queue_length,
                 "writing": len(service._writing),
-                "stopped": self.stopped,
+                "stopped": list(self.stopped),
                 "max_prompt_tokens": service.max_prompt_tokens,
             }
         )
