@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast bench lint format browser clean
+.PHONY: run serve test test-fast bench lint format browser clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,17 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 PORT ?= 8765
+
+SERVE_STAMP := $(VENV)/.installed-serve
+
+# Ray Serve for the model service; torch named again so pip keeps the pinned CPU build.
+$(SERVE_STAMP): $(STAMP) requirements-serve.txt
+	$(PY) -m pip install -q -r requirements-serve.txt torch==2.13.0
+	touch $(SERVE_STAMP)
+
+## serve: the model service on a local Ray cluster (python -m model.serve --help for replicas, host, port)
+serve: $(SERVE_STAMP)
+	exec $(PY) -m model.serve
 
 ## run: the bot on Discord when DISCORD_TOKEN is set, else the local playground (make run PORT=9000)
 run: $(STAMP)
@@ -29,7 +40,7 @@ browser:
 	  else echo "chromium is missing and cannot be installed (not root)"; exit 1; fi; }
 
 ## test: the whole suite, on CPU, offline
-test: $(STAMP) browser
+test: $(STAMP) $(SERVE_STAMP) browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)

@@ -42,15 +42,22 @@ SHUTDOWN_TIMEOUT_S = 10.0
 """The longest running stories get to tell their users about a restart before the bot closes."""
 
 
-class TaleweaverBot(commands.Bot):
-    """The bot: holds the config, the model service and the preferences store for the cogs."""
+class TaleweaverBot(commands.AutoShardedBot):
+    """The bot: holds the config, the model service and the preferences store for the cogs.
+
+    Auto-sharded: one process runs every shard Discord recommends, or `discord.shard_ids` of
+    `discord.shard_count` when the shards are split across processes.
+    """
 
     def __init__(self, config: Config, service: ModelServiceAPI, preferences: PreferencesStore) -> None:
+        shard_ids = config.discord.shard_ids
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=discord.Intents.none() | discord.Intents(guilds=True),
             allowed_mentions=discord.AllowedMentions.none(),
             help_command=None,
+            shard_count=config.discord.shard_count,
+            shard_ids=list(shard_ids) if shard_ids is not None else None,
         )
         self.config = config
         self.service = service
@@ -122,9 +129,26 @@ class TaleweaverBot(commands.Bot):
         log.info("ready as %s in %d servers", self.user, len(self.guilds))
 
 
-async def run(config: Config, token: str) -> None:
+async def model_service(config: Config) -> ModelServiceAPI:
+    """The remote model service when `service.url` is set (no model here: only aiohttp), else the
+    model loaded in this process. A remote service that is down does not stop the bot starting."""
+    if config.service.url:
+        from yarl import URL
+
+        from core.remote import RemoteModelService
+
+        log.info("using the remote model service at %s", URL(config.service.url).with_user(None).origin())
+        return RemoteModelService(config.service.url, config)
     from model.loading import load_model
     from model.service import ModelService
+
+    loaded = await asyncio.to_thread(
+        load_model, config.model_source, config.model.device, config.model.dtype, config.model.compile
+    )
+    return ModelService(loaded, config)
+
+
+async def run(config: Config, token: str) -> None:
     from store import SqlitePreferencesStore
 
     if config.discord.api_base:
@@ -134,17 +158,14 @@ async def run(config: Config, token: str) -> None:
         log.info("using the Discord API stand-in at %s", config.discord.api_base)
     # The model first: it is the likelier to fail, and nothing is open yet to keep the process
     # alive when it does (the store's database thread would).
-    loaded = await asyncio.to_thread(
-        load_model, config.model_source, config.model.device, config.model.dtype, config.model.compile
-    )
+    service = await model_service(config)
     preferences = await SqlitePreferencesStore.open(
         config.resolve_path(config.database.path),
         config_defaults=config.defaults,
         max_new_tokens_cap=config.limits.max_new_tokens,
     )
-    service, ops, lag = None, None, None
+    ops, lag = None, None
     try:
-        service = ModelService(loaded, config)
         await service.start()
         bot = TaleweaverBot(config, service, preferences)
         ops = await start_ops(config, bot)
@@ -157,8 +178,7 @@ async def run(config: Config, token: str) -> None:
             lag.cancel()
         if ops is not None:
             await ops.stop()
-        if service is not None:
-            await service.close()
+        await service.close()
         await preferences.close()
         log.info("stopped cleanly")
 

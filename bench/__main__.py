@@ -13,7 +13,18 @@ import sys
 import time
 import traceback
 
-BENCHMARKS = ("latency", "concurrency", "arrivals", "memory", "floor", "exactness", "strategies", "why", "store")
+BENCHMARKS = (
+    "latency",
+    "concurrency",
+    "arrivals",
+    "memory",
+    "floor",
+    "exactness",
+    "strategies",
+    "why",
+    "store",
+    "serve",
+)
 NEEDS_SHIPPED_MODEL = ("strategies",)
 """These score the shipped model's text, so there is nothing to run until it is trained."""
 

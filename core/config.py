@@ -32,6 +32,7 @@ from core.settings import DecodingSettings
 ROOT = Path(__file__).resolve().parent.parent
 """The project folder: relative paths in the config are relative to it."""
 API_BASE_ENV = "TALEWEAVER_DISCORD_API_BASE"
+MODEL_URL_ENV = "TALEWEAVER_MODEL_URL"
 
 
 class ConfigError(Exception):
@@ -102,6 +103,12 @@ class ServiceConfig(Section):
         True,
         description="A story at its length runs on (a quarter more, 8-40 tokens) to end its sentence, never mid-word.",
     )
+    url: str = Field(
+        "",
+        pattern=r"^(https?://.+)?$",
+        description="URL of the model service on Ray Serve (python -m model.serve); empty = in the bot's "
+        "process. TALEWEAVER_MODEL_URL overrides it.",
+    )
 
 
 class WhyConfig(Section):
@@ -127,6 +134,9 @@ GuildIds = Annotated[tuple[Annotated[PositiveInt, Strict()], ...], Strict(False)
 """A YAML list of server ids; strict on each id (no "123", no true), lax on list-to-tuple."""
 
 
+ShardIds = Annotated[tuple[Annotated[int, Strict(), Field(ge=0)], ...], Strict(False)]
+
+
 class DiscordConfig(Section):
     guild_ids: GuildIds = Field(
         (), description="Servers (ids) to sync commands to at once; empty = global sync, slow to appear."
@@ -137,6 +147,21 @@ class DiscordConfig(Section):
         description="Base URL of a Discord API stand-in; null = real Discord (the playground sets it).",
     )
     edit_interval_s: NonNegativeFloat = Field(1.0, description="Least time between two edits of a streaming reply.")
+    shard_count: PositiveInt | None = Field(
+        None, description="Shards in all (split across bot processes); null = as many as Discord recommends."
+    )
+    shard_ids: ShardIds | None = Field(
+        None, description="The shards this process runs (needs shard_count); null = all of them."
+    )
+
+    @model_validator(mode="after")
+    def _shard_ids_within_count(self) -> DiscordConfig:
+        if self.shard_ids is not None:
+            if self.shard_count is None:
+                raise ValueError("`discord.shard_ids` needs `discord.shard_count`")
+            if any(shard >= self.shard_count for shard in self.shard_ids):
+                raise ValueError(f"`discord.shard_ids` must each be below `discord.shard_count` ({self.shard_count})")
+        return self
 
 
 class DatabaseConfig(Section):
@@ -239,6 +264,9 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     if env.get(API_BASE_ENV):
         discord = raw.get("discord")
         raw = {**raw, "discord": {**(discord if isinstance(discord, dict) else {}), "api_base": env[API_BASE_ENV]}}
+    if env.get(MODEL_URL_ENV):
+        service = raw.get("service")
+        raw = {**raw, "service": {**(service if isinstance(service, dict) else {}), "url": env[MODEL_URL_ENV]}}
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:

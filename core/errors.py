@@ -51,3 +51,7 @@ class GenerationFailedError(TaleweaverError):
 
 class ModelLoadError(TaleweaverError):
     """The model directory or hub id could not be loaded."""
+
+
+class ServiceOfflineError(BusyError):
+    """The remote model service cannot be reached (not started yet, restarting, network down)."""

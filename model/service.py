@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from core.errors import (
     TaleweaverError,
     UserBusyError,
 )
+from core.limits import ALREADY_RUNNING, RATE_TABLE_MAX, RATE_WINDOW_S, rate_limited
 from core.metrics import (
     BATCH_SIZE,
     QUEUE_LENGTH,
@@ -51,8 +51,6 @@ from model.relay import TextRelay
 
 log = logging.getLogger(__name__)
 
-RATE_WINDOW_S = 60.0
-RATE_TABLE_MAX = 10_000
 HANG_GRACE_S = 5.0
 """How long past its deadline a batch may run before its worker is given up as hung."""
 
@@ -198,7 +196,7 @@ class ModelService:
         service = self.config.service
         if self._in_flight[user_id] >= service.per_user_in_flight:
             REJECTIONS.labels(reason="user_busy").inc()
-            raise UserBusyError("You already have a request running; wait for it to finish (or press Stop).")
+            raise UserBusyError(ALREADY_RUNNING)
         now = time.monotonic()
         recent = self._recent.setdefault(user_id, deque())
         while recent and recent[0] <= now - RATE_WINDOW_S:
@@ -206,11 +204,7 @@ class ModelService:
         if len(recent) >= service.per_user_per_minute:
             wait = recent[0] + RATE_WINDOW_S - now
             REJECTIONS.labels(reason="rate_limited").inc()
-            raise UserBusyError(
-                f"You've started {len(recent)} requests in the last minute, the most allowed. "
-                f"Please try again in {math.ceil(wait)} s.",
-                retry_after=wait,
-            )
+            raise rate_limited(len(recent), wait)
         if len(self._pending) >= service.queue_size:
             REJECTIONS.labels(reason="queue_full").inc()
             raise QueueFullError(

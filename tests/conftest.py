@@ -29,3 +29,16 @@ def tiny_loaded(tiny_model_dir: Path):
     from model.loading import load_model
 
     return load_model(tiny_model_dir, device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def ray_serve():
+    """A local Ray cluster with Serve's proxy on loopback, shared by the session (see tests/serve_cluster.py)."""
+    pytest.importorskip("ray")
+    from tests.serve_cluster import start_cluster, stop_cluster
+
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        stop_cluster()

@@ -101,3 +101,25 @@ def test_rendered_yaml_reads_back_as_the_same_config(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(render_yaml(changed))
     assert load_config(path, env={}) == changed
+
+
+def test_model_url_comes_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("service: {url: 'http://10.0.0.5:8000'}")
+    assert load_config(path, env={}).service.url == "http://10.0.0.5:8000"
+    assert load_config(path, env={"TALEWEAVER_MODEL_URL": "http://serve:9"}).service.url == "http://serve:9"
+    assert load_config(ROOT / "config.yaml", env={}).service.url == ""  # in process by default
+    path.write_text("service: {url: 'serve:8000'}")
+    with pytest.raises(ConfigError, match="`service.url"):
+        load_config(path, env={})
+
+
+def test_shards_are_optional_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("discord: {shard_count: 4, shard_ids: [0, 2]}")
+    discord = load_config(path, env={}).discord
+    assert (discord.shard_count, discord.shard_ids) == (4, (0, 2))
+    for wrong in ("discord: {shard_ids: [0]}", "discord: {shard_count: 2, shard_ids: [2]}"):
+        path.write_text(wrong)
+        with pytest.raises(ConfigError, match="shard"):
+            load_config(path, env={})

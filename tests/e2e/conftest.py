@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from core.config import Config
 from playground.standin.client import DriverClient
-from tests.e2e.harness import Rig, start_rig, stop_rig
+from tests.e2e.harness import Rig, bot_config, start_rig, stop_rig
 from tests.tiny_model import build_tiny_model
 
 
@@ -22,10 +23,32 @@ def e2e_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-gpt2-1024"), n_positions=1024)
 
 
+REMOTE_TOO = {"test_story", "test_settings", "test_why", "test_errors"}
+"""Modules whose tests also run with the bot on the remote model service (Ray Serve)."""
+REMOTE_ONLY = {"test_remote"}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test runs on the in-process model; those of `REMOTE_TOO` also on the remote service."""
+    if "rig" not in metafunc.fixturenames:
+        return
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    modes = (
+        ["remote"] if module in REMOTE_ONLY else ["in-process", "remote"] if module in REMOTE_TOO else ["in-process"]
+    )
+    metafunc.parametrize("rig", modes, indirect=True, scope="package")
+
+
 @pytest.fixture(scope="package")
-def rig(e2e_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    """The stand-in and `python bot.py` on the tiny model, connected and with its commands synced."""
-    running = start_rig(e2e_model_dir, tmp_path_factory.mktemp("e2e"))
+def rig(request: pytest.FixtureRequest, e2e_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    """The stand-in and `python bot.py` on the tiny model, connected and with its commands synced;
+    "remote": the bot reaches the model through `service.url`, two story replicas on Ray Serve."""
+    url = ""
+    if getattr(request, "param", "in-process") == "remote":
+        cluster = request.getfixturevalue("ray_serve")
+        cluster.deploy(Config.model_validate(bot_config(e2e_model_dir, Path("unused.db"))))
+        url = cluster.url
+    running = start_rig(e2e_model_dir, tmp_path_factory.mktemp("e2e"), model_url=url)
     yield running
     stop_rig(running)
 

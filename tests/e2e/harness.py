@@ -232,12 +232,15 @@ class Rig:
         )
 
 
-def start_rig(model_dir: Path, workdir: Path) -> Rig:
+def start_rig(model_dir: Path, workdir: Path, model_url: str = "") -> Rig:
+    """With `model_url`, the bot uses the model service there (Ray Serve) instead of its own model."""
     clock = ManualClock()
     standin_thread = StandInThread(StandInConfig(clock=clock, bot_token=BOT_TOKEN))
     standin_thread.call(lambda: populate(standin_thread.standin))
     standin_thread.run(standin_thread.standin.start())
     config = bot_config(model_dir, workdir / "prefs.db")
+    if model_url:
+        config["service"]["url"] = model_url
     bot = BotProcess(write_config(workdir, config), standin_thread.standin.api_base, workdir / "bot.log")
     rig = Rig(standin_thread, clock, bot, config)
     bot.start()
