@@ -64,7 +64,9 @@ class Boundaries:
         # tokens when decoding (word-level ones) say so as byte-level BPE does with its "Ġ".
         reference = tokenizer("a", add_special_tokens=False)["input_ids"][:1] or [0]
         prefix = tokenizer.decode(reference, clean_up_tokenization_spaces=False)
-        pairs = tokenizer.batch_decode([[*reference, i] for i in range(len(tokenizer))], clean_up_tokenization_spaces=False)
+        pairs = tokenizer.batch_decode(
+            [[*reference, i] for i in range(len(tokenizer))], clean_up_tokenization_spaces=False
+        )
         texts = [pair[len(prefix) :] if pair.startswith(prefix) else pair for pair in pairs]
         return cls(
             glues=torch.tensor([bool(GLUE.match(t)) for t in texts], dtype=torch.bool, device=device),

@@ -285,8 +285,10 @@ class ContinuousBatch:
                 ended.append(row)
                 continue
             finish = row.job.endings.finish_sentences
-            if finish and row.generated >= row.max_new_tokens and self._bounds.ends_before(
-                token, row.state.text, row.generated, row.max_new_tokens
+            if (
+                finish
+                and row.generated >= row.max_new_tokens
+                and self._bounds.ends_before(token, row.state.text, row.generated, row.max_new_tokens)
             ):
                 row.state.finished_by = StopReason.LENGTH  # before the next word: it is not shown
                 ended.append(row)

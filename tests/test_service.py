@@ -226,7 +226,10 @@ async def test_batched_requests_match_their_results_alone(make_service, tiny_loa
             ]
         )
     ]
-    alone = [generate_batch(tiny_loaded, [RowJob(r.prompt, r.settings, r.seed, endings=OFF)])[0].continuation for r in requests]
+    alone = [
+        generate_batch(tiny_loaded, [RowJob(r.prompt, r.settings, r.seed, endings=OFF)])[0].continuation
+        for r in requests
+    ]
     svc = await make_service(batch_window_ms=50.0)
     streams = [await svc.story(r) for r in requests]
     batched = [(await s.result()).continuation for s in streams]

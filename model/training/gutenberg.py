@@ -27,7 +27,8 @@ PRODUCER_LINE = re.compile(
     r"^(produced by|e-text prepared by|this e-?text|html version|note: project gutenberg|printed and bound).*", re.I
 )
 SOURCE_NOTE = re.compile(
-    r"^\[[^\]]{0,150}\]\.?$|^(from|told by|translated from|adapted from) .{0,120}(m[aä]h?rchen|contes|folk|tales|von ).{0,60}$",
+    r"^\[[^\]]{0,150}\]\.?$"
+    r"|^(from|told by|translated from|adapted from) .{0,120}(m[aä]h?rchen|contes|folk|tales|von ).{0,60}$",
     re.I,
 )
 """Lang's "[From Ungarische Mährchen.]": where a tale came from, not part of it."""

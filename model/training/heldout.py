@@ -54,7 +54,7 @@ def title_words(title: str) -> frozenset[str]:
 
 
 def alternatives(title: str) -> list[frozenset[str]]:
-    """"Cinderella, or the Little Glass Slipper" is known by either half."""
+    """ "Cinderella, or the Little Glass Slipper" is known by either half."""
     parts = re.split(r"[,;:]?\s+or,?\s+|;\s*", title, flags=re.I)
     sets = [title_words(part) for part in [title, *parts]]
     return [s for s in sets if s]

@@ -136,7 +136,9 @@ def write_card(out: Path, result: Split, books: dict[str, dict[str, object]], to
             work: {**per_work[work], **({"tokens": tokens[i]} if tokens else {}), **books.get(work, {})}
             for i, work in enumerate(works)
         },
-        "dropped": {reason: {"tales": n, "words": result.dropped_words[reason]} for reason, n in result.dropped.items()},
+        "dropped": {
+            reason: {"tales": n, "words": result.dropped_words[reason]} for reason, n in result.dropped.items()
+        },
         "files": files,
         "ngram_check": {"n": NGRAM, "overlapping": 0},
         "tokenizer_for_counts": str(tokenizer_dir) if tokenizer_dir else None,
@@ -155,7 +157,10 @@ def write_card(out: Path, result: Split, books: dict[str, dict[str, object]], to
     for i, work in enumerate(works):
         c = per_work[work]
         sha = str(books.get(work, {}).get("sha256", "—"))[:12]
-        row = f"| {work} | `{sha}` | {c['train_tales']} | {c['train_words']:,} | {c['eval_tales']} | {c['eval_words']:,} |"
+        row = (
+            f"| {work} | `{sha}` | {c['train_tales']} | {c['train_words']:,} | "
+            f"{c['eval_tales']} | {c['eval_words']:,} |"
+        )
         lines.append(row + (f" {tokens[i]:,} |" if tokens else ""))
     total = {k: sum(per_work[w][k] for w in works) for k in ("train_tales", "train_words", "eval_tales", "eval_words")}
     lines.append(
