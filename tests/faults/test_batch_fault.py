@@ -68,7 +68,7 @@ async def run_one(service: ModelService, request: StoryRequest):
 
 async def test_one_failing_row_fails_alone_and_the_other_seven_finish(poisoned_model):
     config = Config(
-        service=ServiceConfig(batch_window_ms=100.0, max_batch_size=8, per_user_in_flight=1),
+        service=ServiceConfig(batch_window_ms=100.0, max_batch_size=8, per_user_in_flight=1, finish_sentences=False),
         limits=LimitsConfig(max_prompt_tokens=64, max_new_tokens=200),
     )
     service = ModelService(poisoned_model, config)
@@ -96,7 +96,7 @@ async def test_one_failing_row_fails_alone_and_the_other_seven_finish(poisoned_m
 
 def config_for_eight() -> Config:
     return Config(
-        service=ServiceConfig(batch_window_ms=0.0, max_batch_size=8, per_user_in_flight=1),
+        service=ServiceConfig(batch_window_ms=0.0, max_batch_size=8, per_user_in_flight=1, finish_sentences=False),
         limits=LimitsConfig(max_prompt_tokens=64, max_new_tokens=200),
     )
 
