@@ -37,6 +37,8 @@ DEFAULT_EVAL = ROOT.parent / "shared" / "corpus" / "tales" / "eval.txt"
 STRATEGIES: dict[str, dict[str, object]] = {
     "greedy": {"do_sample": False, "num_beams": 1},
     "beam 4": {"do_sample": False, "num_beams": 4},
+    "greedy, no repeated 3-gram (preset)": {"do_sample": False, "num_beams": 1, "no_repeat_ngram_size": 3},
+    "beam 4, no repeated 3-gram (preset)": {"do_sample": False, "num_beams": 4, "no_repeat_ngram_size": 3},
     "pure sampling": {"do_sample": True, "top_k": 0, "top_p": 1.0, "temperature": 1.0},
     "top-k 40": {"do_sample": True, "top_k": 40, "top_p": 1.0, "temperature": 1.0},
     "top-k 40, temperature 0.7": {"do_sample": True, "top_k": 40, "top_p": 1.0, "temperature": 0.7},

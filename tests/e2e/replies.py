@@ -36,6 +36,11 @@ async def eventually(
         await asyncio.sleep(0.1)
 
 
+async def press(driver: DriverClient, user: str, message: dict[str, Any], label: str) -> dict[str, Any]:
+    """Click the button of `message` that shows `label`."""
+    return await driver.click(user, message["id"], buttons(message)[label]["custom_id"])
+
+
 def buttons(message: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The message's buttons by label."""
     return {

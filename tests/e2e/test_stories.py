@@ -16,16 +16,13 @@ from tests.e2e.replies import (
     finished,
     footer,
     is_finished,
+    press,
     private_replies,
     private_reply,
     reply_where,
     running,
     story_started,
 )
-
-
-async def press(driver: DriverClient, user: str, message: dict, label: str) -> dict:
-    return await driver.click(user, message["id"], buttons(message)[label]["custom_id"])
 
 
 async def after_press(driver: DriverClient, user: str, message: dict, label: str) -> dict:

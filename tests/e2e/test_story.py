@@ -15,16 +15,13 @@ from tests.e2e.replies import (
     footer,
     is_finished,
     is_running,
+    press,
     running,
     seed_of,
     story_started,
     tokens_written,
     versions,
 )
-
-
-async def press(driver: DriverClient, user: str, message: dict, label: str) -> dict:
-    return await driver.click(user, message["id"], buttons(message)[label]["custom_id"])
 
 
 async def rewritten(driver: DriverClient, before: dict) -> dict:
