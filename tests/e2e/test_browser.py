@@ -75,7 +75,8 @@ async def test_story_typed_in_the_page_appears_and_continue_extends_it(page):
     await story.locator("button:has-text('Continue')").click()
     await page.wait_for_function(
         "(before) => { const m = document.querySelector('#messages > article.message:last-of-type');"
-        " return m.innerText !== before && !m.querySelector('button[disabled]:not(.danger)'); }",
+        " const go = [...m.querySelectorAll('button')].find(b => b.innerText.includes('Continue'));"
+        " return m.innerText !== before && go && !go.disabled; }",
         arg=before,
     )
     assert len(await page.locator(LAST_REPLY).inner_text()) > len(before)
@@ -120,7 +121,7 @@ async def test_page_at_420_px_keeps_a_readable_story_column_and_text_buttons(pag
     overflowing = await story.locator(".embed-description").evaluate("node => node.scrollWidth > node.clientWidth")
     assert not overflowing  # a story without spaces wraps too
     labels = [text.strip() for text in await story.locator("button").all_inner_texts()]
-    assert labels == ["+ Continue", "↻ Regenerate", "■ Stop", "Why?"]
+    assert labels == ["+ Continue", "↻ Regenerate", "■ Stop", "◀", "▶", "Why?", "Details", "# Thread", "Delete"]
     NARROW_SCREENSHOT.parent.mkdir(exist_ok=True)
     await page.screenshot(path=str(NARROW_SCREENSHOT), full_page=True)
     print(f"\nscreenshot: {NARROW_SCREENSHOT}")
