@@ -125,8 +125,8 @@ class WhyConfig(Section):
     )
     compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",
-        description="Dtype of the model's passes (sigma, loss, optimiser stay float32); auto = bf16 on a GPU "
-        "or a CPU with AVX-512-BF16/AMX, else the model's own.",
+        description="Dtype of the model's passes, on a copy of the weights made at the first /why (sigma, "
+        "loss, optimiser stay float32); auto = bf16 on a GPU or a CPU with AVX-512-BF16/AMX, else the model's own.",
     )
 
 

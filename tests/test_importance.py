@@ -7,6 +7,7 @@ only it, decides the prediction.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import struct
 import threading
@@ -426,15 +427,21 @@ def test_copy_of_model_dir_keeps_cache_key_valid(tiny_model_dir: Path, tmp_path:
 
 
 def test_bf16_passes_keep_sigma_and_loss_in_float32_and_find_the_same_position(copy_model) -> None:
-    """compute_dtype=bf16: the model's passes run under autocast, σ and the loss stay float32 and
-    the answer is the fp32 one (the copied position); "auto" picks bf16 on a CPU only where it is fast."""
+    """compute_dtype=bf16: the model's passes run on a bf16 copy of the weights (made once, the
+    model itself untouched), σ and the loss stay float32 and the answer is the fp32 one (the copied
+    position); "auto" picks bf16 on a CPU only where it is fast."""
     model, phi_std = copy_model
     objective = build_objective(model, _copy_prompts(1)[0], phi_std)
+    low = importance.low_precision_copy(model, torch.bfloat16)
+    assert low.dtype == torch.bfloat16 and model.dtype == torch.float32
+    assert importance.low_precision_copy(model, torch.bfloat16) is low
+    assert not any(p.requires_grad for p in low.parameters())
     _, ratio = importance.init_ratios(objective, 2, seed=1)
     noise = importance.noise_samples(objective, 2, torch.Generator().manual_seed(2))
-    with importance._autocast(objective, torch.bfloat16):
-        loss = objective.loss(ratio, noise, objective.target)
+    loss = dataclasses.replace(objective, model=low).loss(ratio, noise, objective.target)
     assert loss.dtype == torch.float32
+    loss.sum().backward()
+    assert ratio.grad is not None and ratio.grad.dtype == torch.float32 and ratio.grad.abs().sum() > 0
     run = sigmas_fast(objective, starts=4, max_steps=20, samples_per_step=1, patience=100, compute_dtype=torch.bfloat16)
     assert run.sigmas.dtype == torch.float32 and run.sigmas.argmin().item() == COPY_POSITION
     cpu = torch.device("cpu")
