@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -66,14 +67,25 @@ async def replica_status(service: RemoteModelService, replica: str, timeout: flo
     raise AssertionError(f"replica {replica} never answered")
 
 
+@asynccontextmanager
+async def in_process_service(model_dir: Path):
+    """The in-process model service on the same model and config, to compare the remote one with."""
+    from model.loading import load_model
+    from model.service import ModelService
+
+    local = ModelService(load_model(model_dir, device="cpu", dtype="float32"), config_for(model_dir))
+    await local.start()
+    try:
+        yield local
+    finally:
+        await local.close()
+
+
 def story(user_id: int, seed: int, tokens: int = 24) -> StoryRequest:
     return StoryRequest(user_id, PROMPT, DecodingSettings(strategy="sampling", max_new_tokens=tokens), seed)
 
 
 async def test_both_replicas_serve_and_a_seed_gives_the_in_process_story(remote, long_model_dir, tiny_loaded) -> None:
-    from model.loading import load_model
-    from model.service import ModelService
-
     replicas: set[str] = set()
     results = []
     for _ in range(5):
@@ -84,33 +96,22 @@ async def test_both_replicas_serve_and_a_seed_gives_the_in_process_story(remote,
             break
     assert len(replicas) == 2, "only one replica took stories"
 
-    local = ModelService(load_model(long_model_dir, device="cpu", dtype="float32"), config_for(long_model_dir))
-    await local.start()
-    try:
+    async with in_process_service(long_model_dir) as local:
         for i, remote_result in enumerate(results):
             in_process = await (await local.story(story(100 + i, seed=7 + i))).result()
             assert remote_result.continuation == in_process.continuation
             assert remote_result.new_tokens == in_process.new_tokens
-    finally:
-        await local.close()
 
 
 async def long_story_seed(model_dir: Path, at_least: int = 600) -> int:
     """A seed whose 1000-token story runs past `at_least` tokens before the model ends it, so a Stop
     sent after its first text cannot lose a race against the end of the story (the tiny model's
     end-of-text is not rare). Found with the in-process service, which writes the same text."""
-    from model.loading import load_model
-    from model.service import ModelService
-
-    local = ModelService(load_model(model_dir, device="cpu", dtype="float32"), config_for(model_dir))
-    await local.start()
-    try:
+    async with in_process_service(model_dir) as local:
         for seed in range(1, 40):
             result = await (await local.story(story(200, seed=seed, tokens=1000))).result()
             if result.stop_reason != StopReason.EOS or result.new_tokens >= at_least:
                 return seed
-    finally:
-        await local.close()
     raise AssertionError("every seed ends early: the tiny model cannot test Stop")
 
 
