@@ -192,7 +192,7 @@ def run(loaded: LoadedModel, prompts: list[str], args: argparse.Namespace, model
                     seed=2000 + index,
                     antithetic=why.antithetic,
                     antithetic_starts=why.antithetic_starts,
-                    compute_dtype=compute_dtype_for(why.compute_dtype, objective.embeds.device),
+                    compute_dtype=compute_dtype_for(why.compute_dtype, objective.model),
                 )
                 cpu[name] = time.process_time() - cpu_start
             row: dict = {"prompt": prompt, "words": len(prompt.split()), "tokens": len(ids), "methods": {}}

@@ -125,8 +125,14 @@ class WhyConfig(Section):
     )
     compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",
-        description="Dtype of the model's passes, on a copy of the weights made at the first /why (sigma, "
-        "loss, optimiser stay float32); auto = bf16 on a GPU or a CPU with AVX-512-BF16/AMX, else the model's own.",
+        description="Dtype of the model's passes, on a copy of the weights (sigma, loss, optimiser stay "
+        "float32); auto = bf16 on a GPU, or on a CPU with AVX-512-BF16/AMX for models of 50M parameters or "
+        "more, else the model's own.",
+    )
+    prepare_at_start: bool = Field(
+        True,
+        description="Make /why's copy of the weights and its noise scale r when the service starts, so the "
+        "first /why is as quick as the rest (costs start-up time; a bf16 copy is half the fp32 weights again).",
     )
 
 

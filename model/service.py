@@ -102,8 +102,28 @@ class ModelService:
     async def start(self) -> None:
         if self.loaded.device.type == "cpu":
             torch.set_num_threads(self.config.model.cpu_threads)
+        if self.config.why.prepare_at_start:
+            await self._prepare_why()
         self._scheduler = asyncio.create_task(self._schedule(), name="model-scheduler")
         QUEUE_LENGTH.set_function(lambda: self.queue_length)
+
+    async def _prepare_why(self) -> None:
+        """/why's one-off work (r, the bf16 copy of the weights) in the worker, before any request.
+
+        A failure is logged, not raised: stories do not need it, and the first /why meets the same
+        problem again and answers it with a clear error.
+        """
+        from model.explain.importance import prepare  # heavy module, loaded once here
+
+        started = time.monotonic()
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, prepare, self.loaded, self.config.why, self.config.cache_dir
+            )
+        except Exception:
+            log.warning("Could not prepare /why at start; the first /why will try again", exc_info=True)
+            return
+        log.info("/why prepared in %.1f s", time.monotonic() - started)
 
     async def ready(self) -> bool:
         """Readiness: the model is loaded and the scheduler runs (a crashed one would serve nobody)."""

@@ -26,9 +26,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_loaded(tiny_model_dir: Path):
     """The tiny model loaded through the bot's own loading code, on the CPU."""
+    from core.config import WhyConfig
+    from model.explain.importance import prepare
     from model.loading import load_model
 
-    return load_model(tiny_model_dir, device="cpu", dtype="float32")
+    loaded = load_model(tiny_model_dir, device="cpu", dtype="float32")
+    # Once, before any test patches the model's forward pass (as the service does at its start).
+    prepare(loaded, WhyConfig())
+    return loaded
 
 
 @pytest.fixture(scope="session")

@@ -444,11 +444,20 @@ def test_bf16_passes_keep_sigma_and_loss_in_float32_and_find_the_same_position(c
     assert ratio.grad is not None and ratio.grad.dtype == torch.float32 and ratio.grad.abs().sum() > 0
     run = sigmas_fast(objective, starts=4, max_steps=20, samples_per_step=1, patience=100, compute_dtype=torch.bfloat16)
     assert run.sigmas.dtype == torch.float32 and run.sigmas.argmin().item() == COPY_POSITION
-    cpu = torch.device("cpu")
-    assert importance.compute_dtype_for("float32", cpu) is None
-    assert importance.compute_dtype_for("bfloat16", cpu) is torch.bfloat16
+    assert importance.compute_dtype_for("float32", model) is None
+    assert importance.compute_dtype_for("bfloat16", model) is torch.bfloat16
+
+
+def test_auto_picks_bf16_on_a_cpu_only_for_a_big_enough_model_on_a_cpu_that_has_it(copy_model, monkeypatch) -> None:
+    """A small model's matmuls do not repay bf16's casts (the shipped model is slower in bf16)."""
+    model, _ = copy_model
+    assert model.num_parameters() < importance.BF16_CPU_MIN_PARAMETERS
+    assert importance.compute_dtype_for("auto", model) is None
+    monkeypatch.setattr(importance, "BF16_CPU_MIN_PARAMETERS", model.num_parameters())
     expected = torch.bfloat16 if importance.cpu_has_fast_bf16() else None
-    assert importance.compute_dtype_for("auto", cpu) is expected
+    assert importance.compute_dtype_for("auto", model) is expected
+    monkeypatch.setattr(importance, "cpu_has_fast_bf16", lambda: False)
+    assert importance.compute_dtype_for("auto", model) is None
 
 
 def test_antithetic_starts_and_noise_come_in_negated_pairs(copy_model) -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import model.service as service_module
-from core.config import Config, LimitsConfig, ServiceConfig, WhyConfig
+from core.config import Config, DatabaseConfig, LimitsConfig, ServiceConfig, WhyConfig
 from core.errors import GenerationFailedError, PromptError, QueueFullError, RequestTimeoutError, UserBusyError
 from core.service import StoryRequest, WhyProgress, WhyRequest
 from core.settings import DecodingSettings
@@ -319,6 +319,33 @@ def why_config(**why: object) -> Config:
 @pytest.fixture
 def why_service(start_service):
     return lambda **why: start_service(why_config(**why))
+
+
+@pytest.mark.parametrize("prepare", [True, False])
+async def test_why_is_prepared_at_start_only_when_asked(tiny_model_dir, tmp_path, prepare: bool) -> None:
+    """`why.prepare_at_start`: r and the bf16 copy of the weights are made before the first /why
+    (a freshly loaded model, so nothing is left from other tests); off, the first /why makes them."""
+    from model.explain import importance
+    from model.loading import load_model
+
+    loaded = load_model(tiny_model_dir, device="cpu", dtype="float32")
+    config = why_config(compute_dtype="bfloat16", prepare_at_start=prepare).model_copy(
+        update={"database": DatabaseConfig(path=str(tmp_path / "taleweaver.db"))}
+    )
+    svc = ModelService(loaded, config)
+    await svc.start()
+    try:
+        assert (loaded.model in importance._low_precision_copies) is prepare
+        assert (loaded.model in importance._phi_std_memory) is prepare
+        assert len(list((tmp_path / "cache").glob("phi_std-*.pt"))) == int(prepare)
+        copy = importance._low_precision_copies.get(loaded.model)
+        result = await (await svc.why(WhyRequest(1, "The fox said to the crow"))).result()
+        assert len(result.words) == 6
+        assert importance._low_precision_copies[loaded.model].dtype == torch.bfloat16
+        if prepare:  # the first /why used the copy made at start, not a new one
+            assert importance._low_precision_copies[loaded.model] is copy
+    finally:
+        await svc.close()
 
 
 async def test_why_streams_progress_then_its_result(why_service, monkeypatch) -> None:

@@ -373,20 +373,37 @@ def low_precision_copy(model: PreTrainedModel, dtype: torch.dtype) -> PreTrained
         return copy
 
 
-def compute_dtype_for(setting: str, device: torch.device) -> torch.dtype | None:
-    """The dtype the model's passes run in for `why.compute_dtype`; None = the model's own.
+def prepare(loaded: LoadedModel, config: WhyConfig, cache_dir: Path | None = None) -> None:
+    """Do once, ahead of the first /why, what every /why needs: r (`phi_std_for`) and the copy of
+    the weights in the compute dtype. On GPT-2 small that is about 2 s a first /why need not pay."""
+    phi_std_for(loaded, cache_dir)
+    dtype = compute_dtype_for(config.compute_dtype, loaded.model)
+    if dtype is not None and dtype != loaded.model.dtype:
+        low_precision_copy(loaded.model, dtype)
 
-    "auto" is bf16 only where it is fast: on a GPU that supports it, or on a CPU with AVX-512-BF16
-    or AMX. On a CPU without them (AVX2 only, say) oneDNN has no bf16 matmul and torch falls back
-    to a reference loop about 80× slower than fp32 (measured on the bench CPU, an AVX2 AMD EPYC),
-    so there "auto" keeps the model's dtype.
+
+BF16_CPU_MIN_PARAMETERS = 50_000_000
+"""On a CPU, "auto" runs bf16 only for models at least this big. bench/why.py, one thread, this
+project's Xeon with AMX: GPT-2 small (124M) 2.45 s in bf16 against 3.96 s in fp32, the shipped
+5.4M model 0.2 s against 0.1 s (its matmuls are too small to repay the casts around them)."""
+
+
+def compute_dtype_for(setting: str, model: PreTrainedModel) -> torch.dtype | None:
+    """The dtype `model`'s passes run in for `why.compute_dtype`; None = the model's own.
+
+    "auto" is bf16 only where it is fast: on a GPU that supports it (else fp16), or on a CPU with
+    AVX-512-BF16 or AMX for a model of at least BF16_CPU_MIN_PARAMETERS. On a CPU without them
+    (AVX2 only, say) oneDNN has no bf16 matmul and torch falls back to a reference loop about 80×
+    slower than fp32 (measured on an AVX2 AMD EPYC), so there "auto" keeps the model's dtype.
     """
     if setting == "float32":
         return None
     if setting in ("bfloat16", "float16"):
         return getattr(torch, setting)
-    if device.type == "cuda":
+    if model.device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if model.num_parameters() < BF16_CPU_MIN_PARAMETERS:
+        return None
     return torch.bfloat16 if cpu_has_fast_bf16() else None
 
 
@@ -663,7 +680,7 @@ def explain(
             seed=seed,
             antithetic=config.antithetic,
             antithetic_starts=config.antithetic_starts,
-            compute_dtype=compute_dtype_for(config.compute_dtype, objective.embeds.device),
+            compute_dtype=compute_dtype_for(config.compute_dtype, objective.model),
             on_step=on_step,
             cancel=cancel,
         )
