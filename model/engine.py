@@ -32,6 +32,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from transformers import DynamicCache
 from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor
 
@@ -41,6 +42,7 @@ from core.settings import DecodingSettings
 from model.decoding import _SamplingGroup
 from model.endings import boundaries_for, prompt_ends_word
 from model.generation import RowJob, _RowState, context_room
+from model.kv_cache import growing
 from model.loading import LoadedModel
 
 
@@ -52,6 +54,9 @@ class _Row:
     state: _RowState
     ids: list[int]
     """Prompt and generated tokens: what the repetition controls look at."""
+    id_buffer: torch.Tensor
+    """`ids` as a tensor with room for the whole context, filled as tokens come (no list → tensor
+    copy of the whole story at every step)."""
     generator: torch.Generator
     max_new_tokens: int
     """The row's length; it may run a little past it to end its sentence (`model.endings`)."""
@@ -142,6 +147,7 @@ class ContinuousBatch:
             job=job,
             state=_RowState(job, tokenizer),
             ids=list(ids),
+            id_buffer=_id_buffer(ids, room, self.loaded.device),
             generator=torch.Generator(device=self.loaded.device).manual_seed(job.seed),
             max_new_tokens=min(job.settings.max_new_tokens, room),
             room=room,
@@ -201,7 +207,7 @@ class ContinuousBatch:
         length = cache.get_seq_length()
         mask = torch.ones(1, length, dtype=torch.long, device=self.loaded.device)
         if not self.rows:
-            self._kv, self._mask = cache, mask
+            self._kv, self._mask = growing(cache), mask
         else:
             width = max(length, self._mask.shape[1])
             for layer, new in zip(self._kv.layers, cache.layers, strict=True):
@@ -262,9 +268,8 @@ class ContinuousBatch:
 
     def _choose(self, rows: list[_Row], logits: torch.Tensor) -> None:
         """Each row's next token, by its own settings and generator; then stream it or end the row."""
-        scores = logits.float()
+        scores = _repetition_controls(rows, logits.float())
         for index, row in enumerate(rows):
-            scores[index] = self._repetition_controls(row, scores[index : index + 1])[0]
             if row.generated == 0 and row.whole_words:
                 self._bounds.ban_glue(scores[index : index + 1])
         tokens = scores.argmax(dim=-1)
@@ -293,6 +298,7 @@ class ContinuousBatch:
                 row.state.finished_by = StopReason.LENGTH  # before the next word: it is not shown
                 ended.append(row)
                 continue
+            row.id_buffer[len(row.ids)] = token
             row.ids.append(token)
             row.generated += 1
             row.next_token = token
@@ -301,18 +307,6 @@ class ContinuousBatch:
                 row.state.finished_by = StopReason.LENGTH
                 ended.append(row)
         self._end_rows(ended)
-
-    def _repetition_controls(self, row: _Row, scores: torch.Tensor) -> torch.Tensor:
-        """Hugging Face's repetition penalty and n-gram ban, on this row's own tokens."""
-        settings = row.settings
-        if settings.repetition_penalty == 1.0 and not settings.no_repeat_ngram_size:
-            return scores
-        ids = torch.tensor([row.ids], device=scores.device)
-        if settings.repetition_penalty != 1.0:
-            scores = RepetitionPenaltyLogitsProcessor(settings.repetition_penalty)(ids, scores)
-        if settings.no_repeat_ngram_size:
-            scores = NoRepeatNGramLogitsProcessor(settings.no_repeat_ngram_size)(ids, scores)
-        return scores
 
     def _stopped_rows(self) -> list[_Row]:
         """Rows whose user pressed Stop or whose time ran out, checked before each step."""
@@ -346,6 +340,47 @@ class ContinuousBatch:
         for layer in self._kv.layers:
             layer.keys = layer.keys[index, :, start:]
             layer.values = layer.values[index, :, start:]
+
+
+def _repetition_controls(rows: list[_Row], scores: torch.Tensor) -> torch.Tensor:
+    """Hugging Face's repetition penalty and n-gram ban, each row on its own tokens.
+
+    Rows with the same settings go through the processors together, their tokens left-padded with
+    an id past the vocabulary: the penalty's gather and scatter send it to a spare column that is
+    dropped, and no n-gram with it can match a row's last tokens, so each row is penalised and
+    banned exactly as alone (one call per group instead of one per row: on eight rows it was most
+    of a step's own Python work).
+    """
+    groups: dict[tuple[float, int], list[int]] = {}
+    for index, row in enumerate(rows):
+        settings = row.settings
+        if settings.repetition_penalty != 1.0 or settings.no_repeat_ngram_size:
+            groups.setdefault((settings.repetition_penalty, settings.no_repeat_ngram_size), []).append(index)
+    vocabulary = scores.shape[-1]
+    for (penalty, ngram), members in groups.items():
+        ids = pad_sequence(
+            [rows[i].id_buffer[: len(rows[i].ids)] for i in members],
+            batch_first=True,
+            padding_value=vocabulary,
+            padding_side="left",
+        )
+        everyone = len(members) == len(rows)
+        part = scores if everyone else scores[members]
+        if penalty != 1.0:
+            part = RepetitionPenaltyLogitsProcessor(penalty)(ids, part)
+        if ngram:
+            part = NoRepeatNGramLogitsProcessor(ngram)(ids, part)
+        if everyone:
+            scores = part
+        else:
+            scores[members] = part
+    return scores
+
+
+def _id_buffer(ids: list[int], room: int, device: torch.device) -> torch.Tensor:
+    buffer = torch.empty(len(ids) + room, dtype=torch.long, device=device)
+    buffer[: len(ids)] = torch.tensor(ids, dtype=torch.long, device=device)
+    return buffer
 
 
 def _layers(kv: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:

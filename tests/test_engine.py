@@ -6,9 +6,13 @@ from __future__ import annotations
 import threading
 import time
 
+import torch
+from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor
+
 from core.settings import DecodingSettings
-from model.engine import ContinuousBatch
+from model.engine import ContinuousBatch, _repetition_controls
 from model.generation import RowJob, generate_batch
+from model.kv_cache import GrowingLayer
 
 SETTINGS = [
     DecodingSettings(strategy="greedy", max_new_tokens=40),
@@ -48,3 +52,53 @@ def test_rows_prefilled_together_and_joining_later_write_what_they_write_alone(t
     sizes = list(engine.stats.batch_sizes)
     assert sizes[0] == 3 and max(sizes) == 5 and sizes[-1] == 1  # joined, then left one by one
     assert not engine.submit(jobs[0])  # the run is over: a new job starts a new run
+
+
+def test_growing_cache_layer_writes_in_place_and_rebuffers_what_the_engine_replaced() -> None:
+    """Steps write into spare room (no copy of the past); keys replaced from outside (a row joined or
+    left) move into a new buffer at the next step; the values are always those `torch.cat` gives."""
+    generator = torch.Generator().manual_seed(0)
+    keys, values = (torch.randn(2, 3, 5, 4, generator=generator) for _ in range(2))
+    layer = GrowingLayer(keys.clone(), values.clone())
+    expected_keys, expected_values = keys, values
+    pointers = set()
+    for _ in range(70):  # past the first buffer's room (5 + 64): one reallocation
+        new_keys, new_values = (torch.randn(2, 3, 1, 4, generator=generator) for _ in range(2))
+        got_keys, got_values = layer.update(new_keys, new_values)
+        expected_keys = torch.cat([expected_keys, new_keys], dim=-2)
+        expected_values = torch.cat([expected_values, new_values], dim=-2)
+        assert torch.equal(got_keys, expected_keys) and torch.equal(got_values, expected_values)
+        pointers.add(got_keys.data_ptr())
+    assert len(pointers) == 2
+    layer.keys, layer.values = layer.keys[[1]], layer.values[[1]]  # a row left the batch
+    new_keys, new_values = (torch.randn(1, 3, 1, 4, generator=generator) for _ in range(2))
+    got_keys, got_values = layer.update(new_keys, new_values)
+    assert torch.equal(got_keys, torch.cat([expected_keys[[1]], new_keys], dim=-2))
+    assert torch.equal(got_values, torch.cat([expected_values[[1]], new_values], dim=-2))
+    assert got_keys.data_ptr() not in pointers
+
+
+def test_repetition_controls_of_rows_of_different_lengths_together_equal_each_row_alone(tiny_loaded) -> None:
+    """One call per group of settings, rows left-padded: each row's scores are exactly those of
+    Hugging Face's processors applied to that row alone."""
+    engine = ContinuousBatch(tiny_loaded, on_error=lambda job, exc: None)
+    settings = [
+        DecodingSettings(repetition_penalty=1.3, no_repeat_ngram_size=2),
+        DecodingSettings(repetition_penalty=1.3, no_repeat_ngram_size=2),
+        DecodingSettings(repetition_penalty=1.1),
+        DecodingSettings(repetition_penalty=1.0),
+        DecodingSettings(repetition_penalty=1.3, no_repeat_ngram_size=2),
+    ]
+    prompts = ["the cat and the cat and the", "the", "a dog saw a dog", "the the the", "once upon a time a fox"]
+    rows = [engine._new_row(RowJob(p, s, 1)) for p, s in zip(prompts, settings, strict=True)]
+    scores = torch.randn(len(rows), tiny_loaded.model.config.vocab_size, generator=torch.Generator().manual_seed(1))
+    together = _repetition_controls(rows, scores.clone())
+    for index, row in enumerate(rows):
+        ids = torch.tensor([row.ids])
+        alone = scores[index : index + 1]
+        if row.settings.repetition_penalty != 1.0:
+            alone = RepetitionPenaltyLogitsProcessor(row.settings.repetition_penalty)(ids, alone)
+        if row.settings.no_repeat_ngram_size:
+            alone = NoRepeatNGramLogitsProcessor(row.settings.no_repeat_ngram_size)(ids, alone)
+        assert torch.equal(together[index], alone[0]), index
+    assert torch.isinf(together[0]).any()  # "the cat and the" → after "the", "cat" is banned
