@@ -272,12 +272,20 @@ class ContinuousBatch:
         for index, row in enumerate(rows):
             if row.generated == 0 and row.whole_words:
                 self._bounds.ban_glue(scores[index : index + 1])
-        tokens = scores.argmax(dim=-1)
         sampling: dict[tuple[float, int, float], list[int]] = {}
+        greedy = []
         for index, row in enumerate(rows):
             if row.settings.strategy == "sampling":
                 key = (row.settings.temperature, row.settings.top_k, row.settings.top_p)
                 sampling.setdefault(key, []).append(index)
+            else:
+                greedy.append(index)
+        if len(greedy) == len(rows):
+            tokens = scores.argmax(dim=-1)
+        else:  # the argmax of the whole vocabulary only for the rows that use it
+            tokens = torch.empty(len(rows), dtype=torch.long, device=scores.device)
+            if greedy:
+                tokens[greedy] = scores[greedy].argmax(dim=-1)
         for members in sampling.values():
             indices = torch.tensor(members, device=scores.device)
             group = _SamplingGroup(rows[members[0]].settings, indices, [rows[i].generator for i in members])
