@@ -113,8 +113,8 @@ class ServiceConfig(Section):
 
 class WhyConfig(Section):
     time_budget_s: PositiveFloat = Field(20.0, description="Wall-clock budget of one /why explanation, in seconds.")
-    max_steps: PositiveInt = Field(8, description="Most optimisation steps of the fast perturbation method.")
-    starts: PositiveInt = Field(6, description="Random starts, optimised as one batch and averaged.")
+    max_steps: PositiveInt = Field(10, description="Most optimisation steps of the fast perturbation method.")
+    starts: PositiveInt = Field(8, description="Random starts, optimised as one batch and averaged.")
     samples_per_step: PositiveInt = Field(1, description="Noise samples per start and step.")
     patience: PositiveInt = Field(10, description="Stop after this many steps without a lower loss.")
     antithetic: bool = Field(

@@ -117,6 +117,8 @@ def test_fast_ranks_the_copied_position_most_important(copy_model) -> None:
             samples_per_step=FAST.samples_per_step,
             patience=FAST.patience,
             seed=seed,
+            antithetic=FAST.antithetic,
+            antithetic_starts=FAST.antithetic_starts,
         )
         assert run.sigmas.argmin().item() == COPY_POSITION, run.sigmas
 
