@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from core.errors import ModelLoadError
 from model.lm_head import slice_lm_head
+from model.prepacked import prepack_linears
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,8 @@ def load_model(
         tokenizer.pad_token = tokenizer.eos_token
     model.to(torch_device).eval().requires_grad_(False)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    slice_lm_head(model)
+    slice_lm_head(model)  # the fallback where oneDNN does not take the head
+    prepack_linears(model)
     if compile:
         model.forward = torch.compile(model.forward, dynamic=True)
     log.info(
