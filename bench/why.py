@@ -47,6 +47,7 @@ from model.explain.importance import (  # noqa: E402
     init_ratios,
     noise_samples,
     phi_std_for,
+    prepare,
     rank_correlation,
     sigmas_fast,
     sigmas_reference,
@@ -172,6 +173,8 @@ def run(loaded: LoadedModel, prompts: list[str], args: argparse.Namespace, model
     rows = []
     with frozen(loaded.model):
         phi_std = phi_std_for(loaded, config.cache_dir)
+        for why in settings.values():  # as the service does at its start (`why.prepare_at_start`)
+            prepare(loaded, why, config.cache_dir)
         for index, prompt in enumerate(prompts):
             ids, offsets = tokenize_prompt(loaded, prompt, config.limits.max_prompt_tokens)
             setup_start = time.monotonic()
