@@ -143,7 +143,12 @@ async def model_service(config: Config) -> ModelServiceAPI:
     from model.service import ModelService
 
     loaded = await asyncio.to_thread(
-        load_model, config.model_source, config.model.device, config.model.dtype, config.model.compile
+        load_model,
+        config.model_source,
+        config.model.device,
+        config.model.dtype,
+        config.model.compile,
+        config.model.onednn_linears,
     )
     return ModelService(loaded, config)
 

@@ -54,7 +54,11 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def load_model(
-    source: str | os.PathLike[str], device: str = "auto", dtype: str = "auto", compile: bool = False
+    source: str | os.PathLike[str],
+    device: str = "auto",
+    dtype: str = "auto",
+    compile: bool = False,
+    onednn_linears: bool = True,
 ) -> LoadedModel:
     """Load a local directory or a hub id; frozen, in eval mode, on the chosen device.
 
@@ -82,7 +86,8 @@ def load_model(
     model.to(torch_device).eval().requires_grad_(False)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     slice_lm_head(model)  # the fallback where oneDNN does not take the head
-    prepack_linears(model)
+    if onednn_linears:
+        prepack_linears(model)
     if compile:
         model.forward = torch.compile(model.forward, dynamic=True)
     log.info(

@@ -91,3 +91,10 @@ def test_gradients_copies_and_changed_weights_take_the_plain_path(packed_loaded,
         x = torch.randn(4, layer.weight.shape[0])
         torch.testing.assert_close(layer(x), torch.addmm(layer.bias, x, layer.weight))
     assert calls == []
+
+
+def test_the_config_switch_turns_packing_off(tiny_model_dir, monkeypatch) -> None:
+    """`model.onednn_linears: false` (to save the packed copy's memory) keeps every plain layer."""
+    monkeypatch.setattr(prepacked, "MIN_WEIGHT", 0)
+    loaded = load_model(tiny_model_dir, device="cpu", dtype="float32", onednn_linears=False)
+    assert not any(m in prepacked._packed for m in loaded.model.modules())

@@ -58,7 +58,9 @@ class _Replica:
         unlimited = {"per_user_in_flight": UNLIMITED, "per_user_per_minute": UNLIMITED}
         self.config = given.model_copy(update={"service": given.service.model_copy(update=unlimited)})
         model = self.config.model
-        self.loaded = load_model(self.config.model_source, model.device, model.dtype, model.compile)
+        self.loaded = load_model(
+            self.config.model_source, model.device, model.dtype, model.compile, model.onednn_linears
+        )
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
         self.actor = ray.get_runtime_context().get_actor_name()
         """Serve's name of this replica's actor (`ray.get_actor(name, namespace="serve")`)."""
