@@ -60,7 +60,9 @@ class ModelConfig(Section):
         "auto", description="auto (bf16/fp16 on GPU, float32 on CPU), float32, bfloat16, float16."
     )
     cpu_threads: PositiveInt = Field(
-        1, description="Torch threads on CPU; 1 is as fast as 2 at batch 1 and robust to contention."
+        1,
+        description="Torch threads on CPU. 1 is robust when other work shares the cores; 2 on a quiet two-core "
+        "host made GPT-2-small steps 1.7x faster but ran 6-15x slower with another process on the second core.",
     )
     compile: bool = Field(
         False, description="torch.compile the model: a little faster on CPU for a slow start; off until proven."
