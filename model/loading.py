@@ -85,7 +85,7 @@ def load_model(
         tokenizer.pad_token = tokenizer.eos_token
     model.to(torch_device).eval().requires_grad_(False)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    slice_lm_head(model)  # the fallback where oneDNN does not take the head
+    slice_lm_head(model)  # a packed head still falls back to it (gradients, copies, 1–2 rows)
     if onednn_linears:
         prepack_linears(model)
     if compile:

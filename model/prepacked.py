@@ -27,9 +27,10 @@ import weakref
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers.pytorch_utils import Conv1D
+
+from model.lm_head import sliced_linear
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,6 @@ def _conv1d_forward(self: Conv1D, x: torch.Tensor) -> torch.Tensor:
 
 def _linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     packed = _usable(self, x)
-    if packed is None:
-        return F.linear(x, self.weight, self.bias)
+    if packed is None:  # what the head did before it was packed (`model.lm_head`)
+        return sliced_linear(x, self.weight, self.bias)
     return torch.ops.mkldnn._linear_pointwise(x, packed.weight, self.bias, "none", [], "")

@@ -73,9 +73,14 @@ def test_batched_stories_through_packed_layers_are_the_stories_alone(packed_load
 def test_gradients_copies_and_changed_weights_take_the_plain_path(packed_loaded, monkeypatch) -> None:
     model = packed_loaded.model
     calls = _calls(monkeypatch)
+    sliced = []
+    monkeypatch.setattr(
+        prepacked, "sliced_linear", lambda *args, real=prepacked.sliced_linear: sliced.append(1) or real(*args)
+    )
     embeds = model.get_input_embeddings()(torch.randint(0, 300, (4, 6))).detach().requires_grad_(True)
     model(inputs_embeds=embeds).logits.sum().backward()  # /why: gradients through the input
     assert embeds.grad is not None and calls == []
+    assert sliced, "the head's fallback is the sliced head it had before packing"
     twin = copy.deepcopy(model).to(torch.bfloat16)  # /why's low-precision copy
     with torch.inference_mode():
         twin(input_ids=torch.randint(0, 300, (4, 6)))
