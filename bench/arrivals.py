@@ -8,6 +8,13 @@ Reported: time to first text (p50/p95: all stories, and the late arrivals of the
 time, tokens/s, and the goals of the continuous-batching issue: late arrivals' first text within
 3× a lone story's, eight stories at once within 2× one.
 
+"× one" is measured two ways. "× lone" divides a scenario's total time by story 1's time alone,
+as earlier runs did. But the stories differ in length (a story that ends its sentence can run a
+few dozen tokens past the limit: 303 to 340 steps on the shipped model), and eight at once last as
+long as the longest of them, while story 1 is the shortest; so each story is also divided by its
+own time alone (same prompt, seed and mode): what each user waits, against what they would wait
+with the machine to themselves.
+
     python -m bench.arrivals [--quick]
 """
 
@@ -72,9 +79,15 @@ class Run:
     total_s: float
     first_text_s: list[float]
     tokens: int
+    story_s: list[float]
+    """Each story's time from its arrival to its last token, by story number."""
 
 
-async def run_arrivals(loaded: LoadedModel, model: str, mode: str, arrivals: Arrivals, new_tokens: int) -> Run:
+async def run_arrivals(
+    loaded: LoadedModel, model: str, mode: str, arrivals: Arrivals, new_tokens: int, first_story: int = 0
+) -> Run:
+    """Stories number `first_story`, `first_story` + 1, … (each its own prompt and seed) arriving at
+    `arrivals.times`."""
     base = service_config(max_batch_size=8)
     service_cfg = base.service.model_copy(update={"continuous_batching": mode == "continuous"})
     config = base.model_copy(update={"service": service_cfg})
@@ -84,7 +97,7 @@ async def run_arrivals(loaded: LoadedModel, model: str, mode: str, arrivals: Arr
     settings = config.defaults.replace(max_new_tokens=new_tokens, seed=None)
     started = time.perf_counter()
 
-    async def one(index: int, at: float) -> tuple[float, int]:
+    async def one(index: int, at: float) -> tuple[float, int, float]:
         await asyncio.sleep(max(0.0, at - (time.perf_counter() - started)))
         submitted = time.perf_counter()
         request = StoryRequest(2000 + index, PROMPTS[index % len(PROMPTS)], settings, seed=index)
@@ -93,36 +106,63 @@ async def run_arrivals(loaded: LoadedModel, model: str, mode: str, arrivals: Arr
         async for _ in stream:
             first = first or time.perf_counter()
         result = await stream.result()
-        return (first or time.perf_counter()) - submitted, result.new_tokens
+        done = time.perf_counter()
+        return (first or done) - submitted, result.new_tokens, done - submitted
 
     try:
-        outcomes = await asyncio.gather(*(one(i, at) for i, at in enumerate(arrivals.times)))
+        outcomes = await asyncio.gather(*(one(first_story + i, at) for i, at in enumerate(arrivals.times)))
     finally:
         await service.close()
     total = time.perf_counter() - started
-    return Run(model, mode, arrivals.name, total, [f for f, _ in outcomes], sum(n for _, n in outcomes))
+    return Run(
+        model,
+        mode,
+        arrivals.name,
+        total,
+        [f for f, _, _ in outcomes],
+        sum(n for _, n, _ in outcomes),
+        [s for _, _, s in outcomes],
+    )
 
 
-async def measure(quick: bool, shipped_tokens: int, gpt2_tokens: int) -> list[Run]:
+async def alone_times(loaded: LoadedModel, model: str, count: int, new_tokens: int) -> dict[str, list[float]]:
+    """Each of stories 0 … count − 1 written alone, in each mode: what the per-story slowdowns divide by."""
+    times: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for story in range(count):
+        for mode in MODES if story % 2 == 0 else MODES[::-1]:
+            run = await run_arrivals(loaded, model, mode, Arrivals("alone", (0.0,)), new_tokens, first_story=story)
+            times[mode].append(run.story_s[0])
+    return times
+
+
+async def measure(
+    quick: bool, shipped_tokens: int, gpt2_tokens: int
+) -> tuple[list[Run], dict[tuple[str, str], list[float]]]:
     runs: list[Run] = []
+    alone: dict[tuple[str, str], list[float]] = {}
     for bench_model in bench_models():
         config = service_config()
         loaded = load_model(bench_model.path, config.model.device, config.model.dtype)
         tokens = shipped_tokens if "gpt2" not in bench_model.name else gpt2_tokens
         await run_arrivals(loaded, bench_model.name, "continuous", Arrivals("warm-up", (0.0, 0.0)), 4)
+        most = max(len(arrivals.times) for arrivals in scenarios(quick))
+        for mode, times in (await alone_times(loaded, bench_model.name, most, tokens)).items():
+            alone[(bench_model.name, mode)] = times
         for index, arrivals in enumerate(scenarios(quick)):
             modes = MODES if index % 2 == 0 else MODES[::-1]
             for mode in modes:
                 runs.append(await run_arrivals(loaded, bench_model.name, mode, arrivals, tokens))
                 print(f"  {bench_model.name} {mode:<10} {arrivals.name}: {runs[-1].total_s:.1f} s", flush=True)
-    return runs
+    return runs, alone
 
 
-def summarise(runs: list[Run]) -> list[dict]:
+def summarise(runs: list[Run], alone: dict[tuple[str, str], list[float]]) -> list[dict]:
     rows = []
     for run in runs:
         lone = next(r for r in runs if r.model == run.model and r.mode == run.mode and r.scenario == "lone")
         late = run.first_text_s[1:] if run.scenario.startswith("burst") else run.first_text_s
+        by_itself = alone[(run.model, run.mode)]
+        slowdowns = [took / by_itself[story] for story, took in enumerate(run.story_s)]
         rows.append(
             {
                 "model": run.model,
@@ -134,6 +174,8 @@ def summarise(runs: list[Run]) -> list[dict]:
                 "late_first_text_p50_x_lone": percentile(late, 50) / lone.first_text_s[0],
                 "late_first_text_max_x_lone": max(late) / lone.first_text_s[0],
                 "total_x_lone": run.total_s / lone.total_s,
+                "story_x_alone_p50": percentile(slowdowns, 50),
+                "story_x_alone_max": max(slowdowns),
                 "tokens_per_s": run.tokens / run.total_s,
             }
         )
@@ -147,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpt2-tokens", type=int, default=100, help="new tokens per story on GPT-2 small")
     args = parser.parse_args(argv)
     tokens, gpt2_tokens = (16, 16) if args.quick else (args.tokens, args.gpt2_tokens)
-    runs = asyncio.run(measure(args.quick, tokens, gpt2_tokens))
-    rows = summarise(runs)
+    runs, alone = asyncio.run(measure(args.quick, tokens, gpt2_tokens))
+    rows = summarise(runs, alone)
     print_table(
         f"Staggered arrivals ({tokens} new tokens a story on the shipped model, {gpt2_tokens} on GPT-2 small)",
         [
@@ -157,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             "batching",
             "total s",
             "× lone",
+            "each story × itself alone p50 / max",
             "first text p50 / p95 s",
             "late first text p50 / max × lone",
             "tokens/s",
@@ -168,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                 r["mode"],
                 fmt(r["total_s"]),
                 f"{r['total_x_lone']:.2f}×",
+                f"{r['story_x_alone_p50']:.2f}× / {r['story_x_alone_max']:.2f}×",
                 f"{fmt(r['first_text_p50_s'], 2)} / {fmt(r['first_text_p95_s'], 2)}",
                 f"{r['late_first_text_p50_x_lone']:.1f}× / {r['late_first_text_max_x_lone']:.1f}×",
                 fmt(r["tokens_per_s"]),

@@ -107,7 +107,9 @@ class _SamplingGroup:
     Which way a row goes depends on its own logits only, so batching cannot change it.
     """
 
-    def __init__(self, settings: DecodingSettings, indices: torch.Tensor, generators: list[torch.Generator]) -> None:
+    def __init__(
+        self, settings: DecodingSettings, indices: torch.Tensor | None, generators: list[torch.Generator]
+    ) -> None:
         self.indices = indices
         self.generators = generators
         self.top_k = settings.top_k
@@ -119,7 +121,9 @@ class _SamplingGroup:
 
     def draw(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         """The token each row draws, as vocabulary ids (R,)."""
-        scores = scores[self.indices].float()
+        if self.indices is not None:  # None: the group is the whole batch, in order (no copy)
+            scores = scores[self.indices]
+        scores = scores.float()
         vocabulary = scores.shape[-1]
         if self.top_k:
             values, ids = scores.topk(min(self.top_k, vocabulary), dim=-1)

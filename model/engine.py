@@ -235,7 +235,7 @@ class ContinuousBatch:
         output = self.loaded.model(
             input_ids=torch.tensor([[row.next_token] for row in rows], device=device),
             cache=kv,
-            attention_mask=_with_new_column(mask),
+            attention_mask=_step_attention_mask(mask),
             position_ids=mask.sum(dim=1, keepdim=True),
             use_cache=True,
         )
@@ -287,10 +287,14 @@ class ContinuousBatch:
             if greedy:
                 tokens[greedy] = scores[greedy].argmax(dim=-1)
         for members in sampling.values():
-            indices = torch.tensor(members, device=scores.device)
-            group = _SamplingGroup(rows[members[0]].settings, indices, [rows[i].generator for i in members])
+            generators = [rows[i].generator for i in members]
             # Hugging Face's warpers take input ids but do not read them.
-            tokens[indices] = group.draw(torch.zeros(len(members), 1, dtype=torch.long), scores)
+            no_ids = torch.zeros(len(members), 1, dtype=torch.long)
+            if len(members) == len(rows):  # the usual case: everyone on the same settings, no copies
+                tokens = _SamplingGroup(rows[members[0]].settings, None, generators).draw(no_ids, scores)
+                continue
+            indices = torch.tensor(members, device=scores.device)
+            tokens[indices] = _SamplingGroup(rows[members[0]].settings, indices, generators).draw(no_ids, scores)
         ended = []
         for row, token in zip(rows, tokens.tolist(), strict=True):
             if token == self._eos:
@@ -393,6 +397,19 @@ def _id_buffer(ids: list[int], room: int, device: torch.device) -> torch.Tensor:
 
 def _layers(kv: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in kv.layers]
+
+
+def _step_attention_mask(mask: torch.Tensor) -> torch.Tensor | None:
+    """What a decoding step's one query per row may attend to: its row's past (not the left padding)
+    and itself, as the 4D boolean mask (rows, 1, 1, past + 1) that SDPA takes; None when no row is padded.
+
+    It is the mask Hugging Face would build from the 2D one (for the last position the causal part
+    allows everything), built here because its general mask code (packed-sequence detection, mask
+    functions per layer type) cost more than the attention's own mask handling on eight rows.
+    """
+    if bool(mask.all()):
+        return None
+    return _with_new_column(mask).bool()[:, None, None, :]
 
 
 def _with_new_column(mask: torch.Tensor) -> torch.Tensor:

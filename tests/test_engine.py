@@ -7,10 +7,11 @@ import threading
 import time
 
 import torch
+from transformers import DynamicCache
 from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor
 
 from core.settings import DecodingSettings
-from model.engine import ContinuousBatch, _repetition_controls
+from model.engine import ContinuousBatch, _repetition_controls, _step_attention_mask, _with_new_column
 from model.generation import RowJob, generate_batch
 from model.kv_cache import GrowingLayer
 
@@ -103,3 +104,57 @@ def test_repetition_controls_of_rows_of_different_lengths_together_equal_each_ro
             alone = NoRepeatNGramLogitsProcessor(row.settings.no_repeat_ngram_size)(ids, alone)
         assert torch.equal(together[index], alone[0]), index
     assert torch.isinf(together[0]).any()  # "the cat and the" → after "the", "cat" is banned
+
+
+def test_step_mask_gives_the_logits_of_hugging_faces_own_mask(tiny_loaded) -> None:
+    """The engine hands the model its own 4D mask for a decoding step (or None when no row is padded);
+    the logits must be those of the model's mask built from the 2D one, padding hidden and all."""
+    model = tiny_loaded.model
+    rows, past = 3, 9
+    layers = model.config.n_layer
+    heads, size = model.config.n_head, model.config.n_embd // model.config.n_head
+    generator = torch.Generator().manual_seed(0)
+    cache = [
+        (
+            torch.randn(rows, heads, past, size, generator=generator),
+            torch.randn(rows, heads, past, size, generator=generator),
+        )
+        for _ in range(layers)
+    ]
+    padded = torch.ones(rows, past, dtype=torch.long)
+    padded[1, :4] = 0
+    padded[2, :7] = 0
+    ids = torch.randint(0, 100, (rows, 1), generator=generator)
+    for mask in (padded, torch.ones(rows, past, dtype=torch.long)):
+        ours = _step_attention_mask(mask)
+        assert (ours is None) == bool(mask.all())
+        with torch.inference_mode():
+            logits = [
+                model(
+                    input_ids=ids,
+                    cache=DynamicCache([(k.clone(), v.clone()) for k, v in cache]),
+                    attention_mask=attention_mask,
+                    position_ids=mask.sum(dim=1, keepdim=True),
+                ).logits
+                for attention_mask in (_with_new_column(mask), ours)
+            ]
+        torch.testing.assert_close(logits[1], logits[0], rtol=0, atol=0)
+    # The padding is really hidden: other values in the padded columns change nothing.
+    changed = [(k.clone(), v.clone()) for k, v in cache]
+    for k, v in changed:
+        k[2, :, :7] += 5.0
+        v[2, :, :7] -= 3.0
+    with torch.inference_mode():
+        again = model(
+            input_ids=ids,
+            cache=DynamicCache(changed),
+            attention_mask=_step_attention_mask(padded),
+            position_ids=padded.sum(dim=1, keepdim=True),
+        ).logits
+        before = model(
+            input_ids=ids,
+            cache=DynamicCache([(k.clone(), v.clone()) for k, v in cache]),
+            attention_mask=_step_attention_mask(padded),
+            position_ids=padded.sum(dim=1, keepdim=True),
+        ).logits
+    torch.testing.assert_close(again[2], before[2], rtol=1e-6, atol=1e-6)
