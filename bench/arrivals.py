@@ -125,13 +125,20 @@ async def run_arrivals(
     )
 
 
-async def alone_times(loaded: LoadedModel, model: str, count: int, new_tokens: int) -> dict[str, list[float]]:
-    """Each of stories 0 … count − 1 written alone, in each mode: what the per-story slowdowns divide by."""
+async def alone_times(
+    loaded: LoadedModel, model: str, count: int, new_tokens: int, repeats: int = 2
+) -> dict[str, list[float]]:
+    """Each of stories 0 … count − 1 written alone, in each mode (the mean of `repeats` runs): what
+    the per-story slowdowns divide by."""
     times: dict[str, list[float]] = {mode: [] for mode in MODES}
     for story in range(count):
-        for mode in MODES if story % 2 == 0 else MODES[::-1]:
-            run = await run_arrivals(loaded, model, mode, Arrivals("alone", (0.0,)), new_tokens, first_story=story)
-            times[mode].append(run.story_s[0])
+        took: dict[str, list[float]] = {mode: [] for mode in MODES}
+        for repeat in range(repeats):
+            for mode in MODES if (story + repeat) % 2 == 0 else MODES[::-1]:
+                alone = Arrivals("alone", (0.0,))
+                took[mode].append((await run_arrivals(loaded, model, mode, alone, new_tokens, story)).story_s[0])
+        for mode in MODES:
+            times[mode].append(sum(took[mode]) / repeats)
     return times
 
 

@@ -46,6 +46,10 @@ from model.kv_cache import growing
 from model.loading import LoadedModel
 
 
+ENDING_SLACK = 32
+"""Positions reserved past a story's length for ending its sentence (more are made if it needs them)."""
+
+
 @dataclass(eq=False)
 class _Row:
     """One story in the running batch: its tokens so far (prompt included) and its own state."""
@@ -88,8 +92,10 @@ class ContinuousBatch:
     whose prefill fails reports through `on_error` and never joins; the rest carry on.
     """
 
-    def __init__(self, loaded: LoadedModel, on_error, stats: EngineStats | None = None) -> None:
+    def __init__(self, loaded: LoadedModel, on_error, stats: EngineStats | None = None, max_rows: int = 8) -> None:
         self.loaded = loaded
+        self.max_rows = max_rows
+        """Rows the cache is made with room for (more still fit: it grows)."""
         self.on_error = on_error
         """Called from the worker with (job, exception) when one job fails alone."""
         self.stats = stats or EngineStats()
@@ -207,14 +213,16 @@ class ContinuousBatch:
         length = cache.get_seq_length()
         mask = torch.ones(1, length, dtype=torch.long, device=self.loaded.device)
         if not self.rows:
-            self._kv, self._mask = growing(cache), mask
+            self._kv, self._mask = growing(cache, self.max_rows), mask
         else:
             width = max(length, self._mask.shape[1])
             for layer, new in zip(self._kv.layers, cache.layers, strict=True):
-                layer.keys = torch.cat([_pad_left(layer.keys, width), _pad_left(new.keys, width)])
-                layer.values = torch.cat([_pad_left(layer.values, width), _pad_left(new.values, width)])
+                layer.add_row(new.keys, new.values)
             self._mask = torch.cat([_pad_left(self._mask, width, dim=1), _pad_left(mask, width, dim=1)])
         self.rows.append(row)
+        steps = min(row.room, row.max_new_tokens + ENDING_SLACK)  # the most this row is likely to need
+        for layer in self._kv.layers:
+            layer.reserve(steps)
 
     def _step(self) -> None:
         """One token for every row: a forward pass over the last tokens, then each row's choice."""
@@ -345,13 +353,11 @@ class ContinuousBatch:
         if not self.rows:
             self._kv, self._mask = None, None
             return
-        index = torch.tensor(keep, device=self.loaded.device)
-        mask = self._mask[index]
+        mask = self._mask[torch.tensor(keep, device=self.loaded.device)]
         start = int((mask.sum(dim=0) > 0).nonzero()[0])  # the first column some row still uses
         self._mask = mask[:, start:]
         for layer in self._kv.layers:
-            layer.keys = layer.keys[index, :, start:]
-            layer.values = layer.values[index, :, start:]
+            layer.keep_rows(keep, start)
 
 
 def _repetition_controls(rows: list[_Row], scores: torch.Tensor) -> torch.Tensor:

@@ -78,7 +78,9 @@ class ModelService:
         self._running: list[Job] = []
         self.batches_run: list[int] = []
         """Sizes of the static batches (beam search, /why) started so far (for tests and the benchmark)."""
-        self.engine = ContinuousBatch(loaded, on_error=self._row_failed_in_worker)
+        self.engine = ContinuousBatch(
+            loaded, on_error=self._row_failed_in_worker, max_rows=config.service.max_batch_size
+        )
         """Greedy and sampling stories: written together, joining and leaving at every step."""
         self._writing: dict[int, StoryJob] = {}
         """Stories in the continuous batch, by the id of their `RowJob`."""

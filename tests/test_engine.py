@@ -158,3 +158,68 @@ def test_step_mask_gives_the_logits_of_hugging_faces_own_mask(tiny_loaded) -> No
             position_ids=padded.sum(dim=1, keepdim=True),
         ).logits
     torch.testing.assert_close(again[2], before[2], rtol=1e-6, atol=1e-6)
+
+
+def test_growing_cache_layer_joins_and_departures_equal_the_rebuilt_cache() -> None:
+    """Rows join (shorter and longer than the batch), leave (first, middle, last) and padding is cut,
+    all inside the layer's buffers; after each, keys and values are what rebuilding the cache with
+    `torch.cat` and indexing gives, and only running out of rows or room makes new buffers."""
+    generator = torch.Generator().manual_seed(1)
+    heads, dim = 2, 3
+
+    def states(rows: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return tuple(torch.randn(rows, heads, length, dim, generator=generator) for _ in range(2))
+
+    def pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:
+        missing = width - tensor.shape[2]
+        return torch.cat([tensor.new_zeros(tensor.shape[0], heads, missing, dim), tensor], dim=2)
+
+    keys, values = states(2, 6)
+    layer = GrowingLayer(keys.clone(), values.clone(), row_room=4)
+    buffer = layer._key_buffer
+
+    def check() -> None:
+        assert torch.equal(layer.keys, keys) and torch.equal(layer.values, values)
+
+    def step() -> None:
+        nonlocal keys, values
+        new_keys, new_values = states(keys.shape[0], 1)
+        layer.update(new_keys, new_values)
+        keys, values = torch.cat([keys, new_keys], dim=2), torch.cat([values, new_values], dim=2)
+        check()
+
+    def join(length: int) -> None:
+        nonlocal keys, values
+        new_keys, new_values = states(1, length)
+        layer.add_row(new_keys, new_values)
+        width = max(length, keys.shape[2])
+        keys = torch.cat([pad_left(keys, width), pad_left(new_keys, width)])
+        values = torch.cat([pad_left(values, width), pad_left(new_values, width)])
+        check()
+
+    def leave(kept: list[int], cut: int) -> None:
+        nonlocal keys, values
+        layer.keep_rows(kept, cut)
+        keys, values = keys[kept, :, cut:], values[kept, :, cut:]
+        check()
+
+    step()
+    join(3)  # shorter: padded on the left
+    step()
+    leave([0, 2], 0)  # the middle row leaves: the last one moves up
+    join(5)
+    leave([1, 2], 2)  # the first row leaves, and two padding positions nobody needs go
+    join(keys.shape[2] + 2)  # longer than the batch, by no more than the room the cut left
+    assert layer._key_buffer is buffer  # all of that inside the first buffers
+    step()
+    join(2)  # the fourth row: the buffers' last
+    assert layer._key_buffer is buffer
+    join(1)  # the fifth: more rows than the buffers hold
+    assert layer._key_buffer is not buffer and layer._key_buffer.shape[0] >= 5
+    buffer = layer._key_buffer
+    join(keys.shape[2] + 10)  # longer than any room on the left: new buffers too
+    assert layer._key_buffer is not buffer
+    for _ in range(80):  # past the room for positions
+        step()
+    leave([1, 5], 3)
+    step()
