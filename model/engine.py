@@ -9,8 +9,9 @@ static path in `model.generation`: its beams are a batch of their own).
 
 How rows share a step. The batch's key/value cache is left-padded: each row's past sits at the
 right end, and an attention mask hides the padding. A new row's cache (from its own prefill) is
-padded to the batch's length, or the batch's to the row's, and concatenated; a finished row is
-selected out; padding columns that no row needs any more are cut from the left. Positions are
+written into a spare row of the batch's buffers, padded to the batch's length (or the batch's
+padding extended to the row's); a finished row is closed up in place; padding columns that no row
+needs any more are cut from the left (`model.kv_cache`: none of this copies the whole cache). Positions are
 per row (GPT-2's position embeddings are absolute), so a row's numbers are the ones it would
 get alone: the same prefill, the same steps, its own seed and its own settings (temperature,
 top-k, top-p, repetition penalty, n-gram ban), whoever shares the step.
@@ -44,7 +45,6 @@ from model.endings import boundaries_for, prompt_ends_word
 from model.generation import RowJob, _RowState, context_room
 from model.kv_cache import growing
 from model.loading import LoadedModel
-
 
 ENDING_SLACK = 32
 """Positions reserved past a story's length for ending its sentence (more are made if it needs them)."""
