@@ -81,6 +81,7 @@ class Run:
     tokens: int
     story_s: list[float]
     """Each story's time from its arrival to its last token, by story number."""
+    repeat: int = 0
 
 
 async def run_arrivals(
@@ -145,7 +146,7 @@ async def alone_times(
 async def measure(
     quick: bool, shipped_tokens: int, gpt2_tokens: int, repeats: int = 1
 ) -> tuple[list[Run], dict[tuple[str, str], list[float]]]:
-    """Each scenario in each mode `repeats` times, rounds interleaved; the run of median total time is kept."""
+    """Each scenario in each mode `repeats` times, in interleaved rounds."""
     runs: list[Run] = []
     alone: dict[tuple[str, str], list[float]] = {}
     for bench_model in bench_models():
@@ -156,43 +157,50 @@ async def measure(
         most = max(len(arrivals.times) for arrivals in scenarios(quick))
         for mode, times in (await alone_times(loaded, bench_model.name, most, tokens)).items():
             alone[(bench_model.name, mode)] = times
-        tried: dict[tuple[str, str], list[Run]] = {}
         for repeat in range(repeats):
             for index, arrivals in enumerate(scenarios(quick)):
                 modes = MODES if (index + repeat) % 2 == 0 else MODES[::-1]
                 for mode in modes:
                     run = await run_arrivals(loaded, bench_model.name, mode, arrivals, tokens)
-                    tried.setdefault((arrivals.name, mode), []).append(run)
+                    run.repeat = repeat
+                    runs.append(run)
                     print(f"  {bench_model.name} {mode:<10} {arrivals.name}: {run.total_s:.1f} s", flush=True)
-        for candidates in tried.values():
-            runs.append(sorted(candidates, key=lambda run: run.total_s)[len(candidates) // 2])
     return runs, alone
 
 
 def summarise(runs: list[Run], alone: dict[tuple[str, str], list[float]]) -> list[dict]:
-    rows = []
+    """One row per model, scenario and mode: each figure is the median over the rounds, and the
+    ratios to the lone story are paired by round (this scenario's run ÷ the lone run of its round)."""
+    groups: dict[tuple[str, str, str], list[Run]] = {}
     for run in runs:
-        lone = next(r for r in runs if r.model == run.model and r.mode == run.mode and r.scenario == "lone")
-        late = run.first_text_s[1:] if run.scenario.startswith("burst") else run.first_text_s
-        by_itself = alone[(run.model, run.mode)]
-        slowdowns = [took / by_itself[story] for story, took in enumerate(run.story_s)]
-        rows.append(
-            {
-                "model": run.model,
-                "scenario": run.scenario,
-                "mode": run.mode,
-                "total_s": run.total_s,
-                "first_text_p50_s": percentile(run.first_text_s, 50),
-                "first_text_p95_s": percentile(run.first_text_s, 95),
-                "late_first_text_p50_x_lone": percentile(late, 50) / lone.first_text_s[0],
-                "late_first_text_max_x_lone": max(late) / lone.first_text_s[0],
-                "total_x_lone": run.total_s / lone.total_s,
-                "story_x_alone_p50": percentile(slowdowns, 50),
-                "story_x_alone_max": max(slowdowns),
-                "tokens_per_s": run.tokens / run.total_s,
-            }
-        )
+        groups.setdefault((run.model, run.scenario, run.mode), []).append(run)
+    rows = []
+    for (model, scenario, mode), group in groups.items():
+        figures = [_figures(run, _lone(runs, run), alone[(model, mode)]) for run in group]
+        row = {"model": model, "scenario": scenario, "mode": mode, "repeats": len(group)}
+        row.update({key: percentile([f[key] for f in figures], 50) for key in figures[0]})
+        rows.append(row)
     return rows
+
+
+def _lone(runs: list[Run], run: Run) -> Run:
+    return next(r for r in runs if (r.model, r.mode, r.scenario, r.repeat) == (run.model, run.mode, "lone", run.repeat))
+
+
+def _figures(run: Run, lone: Run, by_itself: list[float]) -> dict[str, float]:
+    late = run.first_text_s[1:] if run.scenario.startswith("burst") else run.first_text_s
+    slowdowns = [took / by_itself[story] for story, took in enumerate(run.story_s)]
+    return {
+        "total_s": run.total_s,
+        "first_text_p50_s": percentile(run.first_text_s, 50),
+        "first_text_p95_s": percentile(run.first_text_s, 95),
+        "late_first_text_p50_x_lone": percentile(late, 50) / lone.first_text_s[0],
+        "late_first_text_max_x_lone": max(late) / lone.first_text_s[0],
+        "total_x_lone": run.total_s / lone.total_s,
+        "story_x_alone_p50": percentile(slowdowns, 50),
+        "story_x_alone_max": max(slowdowns),
+        "tokens_per_s": run.tokens / run.total_s,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=300, help="new tokens per story on the shipped model")
     parser.add_argument("--gpt2-tokens", type=int, default=100, help="new tokens per story on GPT-2 small")
     parser.add_argument(
-        "--repeats", type=int, default=3, help="runs of each scenario (the median is reported; --quick: one)"
+        "--repeats", type=int, default=3, help="rounds of every scenario (medians are reported; --quick: one)"
     )
     args = parser.parse_args(argv)
     tokens, gpt2_tokens = (16, 16) if args.quick else (args.tokens, args.gpt2_tokens)
