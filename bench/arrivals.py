@@ -126,38 +126,33 @@ async def run_arrivals(
     )
 
 
-async def alone_times(
-    loaded: LoadedModel, model: str, count: int, new_tokens: int, repeats: int = 2
-) -> dict[str, list[float]]:
-    """Each of stories 0 … count − 1 written alone, in each mode (the mean of `repeats` runs): what
-    the per-story slowdowns divide by."""
+async def alone_times(loaded: LoadedModel, model: str, count: int, new_tokens: int) -> dict[str, list[float]]:
+    """Each of stories 0 … count − 1 written alone, in each mode: what one round's per-story
+    slowdowns divide by."""
     times: dict[str, list[float]] = {mode: [] for mode in MODES}
     for story in range(count):
-        took: dict[str, list[float]] = {mode: [] for mode in MODES}
-        for repeat in range(repeats):
-            for mode in MODES if (story + repeat) % 2 == 0 else MODES[::-1]:
-                alone = Arrivals("alone", (0.0,))
-                took[mode].append((await run_arrivals(loaded, model, mode, alone, new_tokens, story)).story_s[0])
-        for mode in MODES:
-            times[mode].append(sum(took[mode]) / repeats)
+        for mode in MODES if story % 2 == 0 else MODES[::-1]:
+            run = await run_arrivals(loaded, model, mode, Arrivals("alone", (0.0,)), new_tokens, story)
+            times[mode].append(run.story_s[0])
     return times
 
 
 async def measure(
     quick: bool, shipped_tokens: int, gpt2_tokens: int, repeats: int = 1
-) -> tuple[list[Run], dict[tuple[str, str], list[float]]]:
-    """Each scenario in each mode `repeats` times, in interleaved rounds."""
+) -> tuple[list[Run], dict[tuple[str, str, int], list[float]]]:
+    """Each scenario in each mode `repeats` times, in interleaved rounds; each round also writes
+    every story alone (by model, mode and round: what that round's slowdowns divide by)."""
     runs: list[Run] = []
-    alone: dict[tuple[str, str], list[float]] = {}
+    alone: dict[tuple[str, str, int], list[float]] = {}
     for bench_model in bench_models():
         config = service_config()
         loaded = load_model(bench_model.path, config.model.device, config.model.dtype)
         tokens = shipped_tokens if "gpt2" not in bench_model.name else gpt2_tokens
         await run_arrivals(loaded, bench_model.name, "continuous", Arrivals("warm-up", (0.0, 0.0)), 4)
         most = max(len(arrivals.times) for arrivals in scenarios(quick))
-        for mode, times in (await alone_times(loaded, bench_model.name, most, tokens)).items():
-            alone[(bench_model.name, mode)] = times
         for repeat in range(repeats):
+            for mode, times in (await alone_times(loaded, bench_model.name, most, tokens)).items():
+                alone[(bench_model.name, mode, repeat)] = times
             for index, arrivals in enumerate(scenarios(quick)):
                 modes = MODES if (index + repeat) % 2 == 0 else MODES[::-1]
                 for mode in modes:
@@ -168,15 +163,15 @@ async def measure(
     return runs, alone
 
 
-def summarise(runs: list[Run], alone: dict[tuple[str, str], list[float]]) -> list[dict]:
+def summarise(runs: list[Run], alone: dict[tuple[str, str, int], list[float]]) -> list[dict]:
     """One row per model, scenario and mode: each figure is the median over the rounds, and the
-    ratios to the lone story are paired by round (this scenario's run ÷ the lone run of its round)."""
+    ratios are paired by round (this scenario's run ÷ the lone run, or each story alone, of its round)."""
     groups: dict[tuple[str, str, str], list[Run]] = {}
     for run in runs:
         groups.setdefault((run.model, run.scenario, run.mode), []).append(run)
     rows = []
     for (model, scenario, mode), group in groups.items():
-        figures = [_figures(run, _lone(runs, run), alone[(model, mode)]) for run in group]
+        figures = [_figures(run, _lone(runs, run), alone[(model, mode, run.repeat)]) for run in group]
         row = {"model": model, "scenario": scenario, "mode": mode, "repeats": len(group)}
         row.update({key: percentile([f[key] for f in figures], 50) for key in figures[0]})
         rows.append(row)
