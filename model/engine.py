@@ -212,15 +212,15 @@ class ContinuousBatch:
     def _add_to_batch(self, row: _Row, cache: DynamicCache) -> None:
         length = cache.get_seq_length()
         mask = torch.ones(1, length, dtype=torch.long, device=self.loaded.device)
+        steps = min(row.room, row.max_new_tokens + ENDING_SLACK)  # the most this row is likely to need
         if not self.rows:
-            self._kv, self._mask = growing(cache, self.max_rows), mask
+            self._kv, self._mask = growing(cache, self.max_rows, 2 * steps), mask
         else:
             width = max(length, self._mask.shape[1])
             for layer, new in zip(self._kv.layers, cache.layers, strict=True):
                 layer.add_row(new.keys, new.values)
             self._mask = torch.cat([_pad_left(self._mask, width, dim=1), _pad_left(mask, width, dim=1)])
         self.rows.append(row)
-        steps = min(row.room, row.max_new_tokens + ENDING_SLACK)  # the most this row is likely to need
         for layer in self._kv.layers:
             layer.reserve(steps)
 

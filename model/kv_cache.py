@@ -37,13 +37,13 @@ MIN_SPARE = 64
 class GrowingLayer(DynamicLayer):
     """A `DynamicLayer` whose `keys` and `values` are views of preallocated buffers."""
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, row_room: int = 1) -> None:
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, row_room: int = 1, spare: int = MIN_SPARE) -> None:
         super().__init__()
         self.is_initialized = True
         self.device = keys.device
         self.keys, self.values = keys, values
         self._views: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._rebuffer(rows=max(row_room, keys.shape[0]), width=keys.shape[-2], spare=MIN_SPARE)
+        self._rebuffer(rows=max(row_room, keys.shape[0]), width=keys.shape[-2], spare=max(spare, MIN_SPARE))
 
     # What the model calls ------------------------------------------------------------------------
     def update(
@@ -135,11 +135,11 @@ class GrowingLayer(DynamicLayer):
         self._views = (self.keys, self.values)
 
 
-def growing(cache: DynamicCache, row_room: int = 1) -> DynamicCache:
+def growing(cache: DynamicCache, row_room: int = 1, spare: int = MIN_SPARE) -> DynamicCache:
     """`cache` with its layers swapped for `GrowingLayer`s holding the same keys and values, with
-    room for `row_room` rows."""
+    room for `row_room` rows and `spare` more positions."""
     cache.layers = [
-        layer if isinstance(layer, GrowingLayer) else GrowingLayer(layer.keys, layer.values, row_room)
+        layer if isinstance(layer, GrowingLayer) else GrowingLayer(layer.keys, layer.values, row_room, spare)
         for layer in cache.layers
     ]
     return cache

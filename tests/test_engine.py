@@ -34,6 +34,15 @@ def test_rows_prefilled_together_and_joining_later_write_what_they_write_alone(t
         RowJob(p, s, 7, on_done=lambda output, i=i: done.__setitem__(i, output))
         for i, (p, s) in enumerate(zip(PROMPTS, SETTINGS, strict=True))
     ]
+    buffers: list[torch.Tensor] = []  # held, so that a freed buffer's memory cannot come back as a "new" one
+    step = engine._step
+
+    def step_noting_the_buffer() -> None:
+        if not buffers or engine._kv.layers[0]._key_buffer is not buffers[-1]:
+            buffers.append(engine._kv.layers[0]._key_buffer)
+        step()
+
+    engine._step = step_noting_the_buffer
     engine.start(jobs[:3])  # three arrive at once: one batched prefill
     worker = threading.Thread(target=engine.run)
     worker.start()
@@ -52,6 +61,7 @@ def test_rows_prefilled_together_and_joining_later_write_what_they_write_alone(t
         )
     sizes = list(engine.stats.batch_sizes)
     assert sizes[0] == 3 and max(sizes) == 5 and sizes[-1] == 1  # joined, then left one by one
+    assert len(buffers) == 1  # joins, steps and departures all inside the cache's first buffers
     assert not engine.submit(jobs[0])  # the run is over: a new job starts a new run
 
 
