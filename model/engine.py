@@ -219,7 +219,7 @@ class ContinuousBatch:
             width = max(length, self._mask.shape[1])
             for layer, new in zip(self._kv.layers, cache.layers, strict=True):
                 layer.add_row(new.keys, new.values)
-            self._mask = torch.cat([_pad_left(self._mask, width, dim=1), _pad_left(mask, width, dim=1)])
+            self._mask = torch.cat([_pad_left(self._mask, width), _pad_left(mask, width)])
         self.rows.append(row)
         for layer in self._kv.layers:
             layer.reserve(steps)
@@ -229,22 +229,24 @@ class ContinuousBatch:
         self.stats.steps += 1
         self.stats.batch_sizes.append(len(self.rows))
         BATCH_SIZE.observe(len(self.rows))
+        mask = _with_new_column(self._mask)
         try:
-            logits = self._forward(self._kv, self._mask, self.rows)
+            logits = self._forward(self._kv, mask, self.rows)
         except Exception as exc:
             self._step_rows_alone(exc)
             return
-        self._mask = _with_new_column(self._mask)
+        self._mask = mask
         self._choose(self.rows, logits)
 
     def _forward(self, kv: DynamicCache, mask: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
-        """The next-token logits of `rows` (their last tokens in, their cache and mask); the cache grows."""
+        """The next-token logits of `rows` (their last tokens in, their cache, the step's mask: the
+        past and the token fed); the cache grows."""
         device = self.loaded.device
         output = self.loaded.model(
             input_ids=torch.tensor([[row.next_token] for row in rows], device=device),
             cache=kv,
             attention_mask=_step_attention_mask(mask),
-            position_ids=mask.sum(dim=1, keepdim=True),
+            position_ids=mask.sum(dim=1, keepdim=True) - 1,
             use_cache=True,
         )
         return output.logits[:, -1, :]
@@ -265,7 +267,7 @@ class ContinuousBatch:
                 [(k[index : index + 1, :, start:], v[index : index + 1, :, start:]) for k, v in _layers(kv)]
             )
             try:
-                logits.append(self._forward(alone, mask[index : index + 1, start:], [row]))
+                logits.append(self._forward(alone, _with_new_column(mask[index : index + 1, start:]), [row]))
             except Exception as exc:
                 self.on_error(row.job, exc)
                 continue
@@ -406,8 +408,9 @@ def _layers(kv: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def _step_attention_mask(mask: torch.Tensor) -> torch.Tensor | None:
-    """What a decoding step's one query per row may attend to: its row's past (not the left padding)
-    and itself, as the 4D boolean mask (rows, 1, 1, past + 1) that SDPA takes; None when no row is padded.
+    """What a decoding step's one query per row may attend to (`mask`: the step's 2D mask, its row's
+    past without the left padding, and itself), as the 4D boolean mask (rows, 1, 1, past + 1) that
+    SDPA takes; None when no row is padded.
 
     It is the mask Hugging Face would build from the 2D one (for the last position the causal part
     allows everything), built here because its general mask code (packed-sequence detection, mask
@@ -415,7 +418,7 @@ def _step_attention_mask(mask: torch.Tensor) -> torch.Tensor | None:
     """
     if bool(mask.all()):
         return None
-    return _with_new_column(mask).bool()[:, None, None, :]
+    return mask.bool()[:, None, None, :]
 
 
 def _with_new_column(mask: torch.Tensor) -> torch.Tensor:
@@ -423,10 +426,9 @@ def _with_new_column(mask: torch.Tensor) -> torch.Tensor:
     return torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
 
 
-def _pad_left(tensor: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:
-    missing = width - tensor.shape[dim]
+def _pad_left(mask: torch.Tensor, width: int) -> torch.Tensor:
+    """A 2D mask padded with zeros on the left to `width` columns."""
+    missing = width - mask.shape[1]
     if missing == 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+        return mask
+    return torch.cat([mask.new_zeros(mask.shape[0], missing), mask], dim=1)

@@ -42,7 +42,6 @@ class GrowingLayer(DynamicLayer):
         self.is_initialized = True
         self.device = keys.device
         self.keys, self.values = keys, values
-        self._views: tuple[torch.Tensor, torch.Tensor] | None = None
         self._rebuffer(rows=max(row_room, keys.shape[0]), width=keys.shape[-2], spare=max(spare, MIN_SPARE))
 
     # What the model calls ------------------------------------------------------------------------
@@ -70,10 +69,9 @@ class GrowingLayer(DynamicLayer):
         length, width = keys.shape[-2], self._end - self._start
         capacity = self._key_buffer.shape[0]
         rows = capacity if self._rows < capacity else max(1, 2 * self._rows)
-        if length > width and (rows > capacity or length - width > self._start):
-            self._rebuffer(rows=rows, width=length, spare=max(MIN_SPARE, self._key_buffer.shape[2] - self._end))
-        elif rows > capacity:
-            self._rebuffer(rows=rows, width=width, spare=max(MIN_SPARE, self._key_buffer.shape[2] - self._end))
+        if rows > capacity or length - width > self._start:  # no free row, or no room on the left
+            spare = max(MIN_SPARE, self._key_buffer.shape[2] - self._end)
+            self._rebuffer(rows=rows, width=max(width, length), spare=spare)
         elif length > width:  # the new row is longer: the others' padding grows into the room on the left
             start = self._end - length
             self._key_buffer[: self._rows, :, start : self._start] = 0
@@ -110,7 +108,7 @@ class GrowingLayer(DynamicLayer):
     # Inside --------------------------------------------------------------------------------------
     def _check_views(self) -> None:
         """If `keys` or `values` were replaced from outside, move the replacements into new buffers."""
-        if self._views is None or self.keys is not self._views[0] or self.values is not self._views[1]:
+        if self.keys is not self._views[0] or self.values is not self._views[1]:
             self._rebuffer(
                 rows=max(self.keys.shape[0], self._key_buffer.shape[0]), width=self.keys.shape[-2], spare=MIN_SPARE
             )

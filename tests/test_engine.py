@@ -136,7 +136,7 @@ def test_step_mask_gives_the_logits_of_hugging_faces_own_mask(tiny_loaded) -> No
     padded[2, :7] = 0
     ids = torch.randint(0, 100, (rows, 1), generator=generator)
     for mask in (padded, torch.ones(rows, past, dtype=torch.long)):
-        ours = _step_attention_mask(mask)
+        ours = _step_attention_mask(_with_new_column(mask))
         assert (ours is None) == bool(mask.all())
         with torch.inference_mode():
             logits = [
@@ -158,13 +158,13 @@ def test_step_mask_gives_the_logits_of_hugging_faces_own_mask(tiny_loaded) -> No
         again = model(
             input_ids=ids,
             cache=DynamicCache(changed),
-            attention_mask=_step_attention_mask(padded),
+            attention_mask=_step_attention_mask(_with_new_column(padded)),
             position_ids=padded.sum(dim=1, keepdim=True),
         ).logits
         before = model(
             input_ids=ids,
             cache=DynamicCache([(k.clone(), v.clone()) for k, v in cache]),
-            attention_mask=_step_attention_mask(padded),
+            attention_mask=_step_attention_mask(_with_new_column(padded)),
             position_ids=padded.sum(dim=1, keepdim=True),
         ).logits
     torch.testing.assert_close(again[2], before[2], rtol=1e-6, atol=1e-6)
