@@ -20,7 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import discord  # noqa: E402
 from discord.ext import commands  # noqa: E402
 
-from cogs.errors import RESTARTING, Refused  # noqa: E402
+from cogs.utils.checks import RESTARTING, Refused  # noqa: E402
 from core.config import Config, ConfigError, load_config  # noqa: E402
 from core.errors import TaleweaverError  # noqa: E402
 from core.metrics import COMMANDS, DISCORD_HTTP_ERRORS  # noqa: E402

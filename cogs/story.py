@@ -18,8 +18,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.errors import RESTARTING, on_app_command_error
+from cogs.errors import on_app_command_error
 from cogs.story_view import STORY_ID_MAX, StoryButton, StoryState, recipe_embed, render_story, story_view  # noqa: F401
+from cogs.utils.checks import RESTARTING
 from cogs.utils.options import narrow_option, prompt_chars, prompt_help
 from cogs.utils.replies import NO_MENTIONS, send_error, withdraw
 from cogs.utils.throttle import EditThrottle
