@@ -167,9 +167,8 @@ class StoryCog(commands.Cog):
             notes=tuple(resolved.notes),
             text=prompt,
         )
-        state.story_id = await self._create(interaction, state)
         plan = PartPlan(None, prompt, "", state.settings, self._seed(state.settings), interaction.user.id)
-        saved = await self.write(interaction, state, plan, first=True)
+        saved = await self.write(interaction, state, plan, first=True, new_story=True)
         if thread and saved and state.story_id is not None:
             threads = self.bot.get_cog("StoryThreads")
             if threads is not None:
@@ -208,12 +207,11 @@ class StoryCog(commands.Cog):
             notes=(f"A replay of story #{story.id}.",),
             text=story.opening,
         )
-        state.story_id = await self._create(interaction, state)
         parent: int | None = None
         text = story.opening
         for number, part in enumerate(story.chain):
             plan = PartPlan(parent, text, part.added, part.settings, part.seed, interaction.user.id)
-            saved = await self.write(interaction, state, plan, first=number == 0)
+            saved = await self.write(interaction, state, plan, first=number == 0, new_story=number == 0)
             if not saved:
                 return
             text = state.text
@@ -400,10 +398,18 @@ class StoryCog(commands.Cog):
     # Writing ---------------------------------------------------------------------------------
 
     async def write(
-        self, interaction: discord.Interaction, state: StoryState, plan: PartPlan, *, first: bool = False
+        self,
+        interaction: discord.Interaction,
+        state: StoryState,
+        plan: PartPlan,
+        *,
+        first: bool = False,
+        new_story: bool = False,
     ) -> Story | None:
         """Write one part into the story message, editing it as text arrives; save it once finished.
 
+        A `new_story` gets its record (and number) only once the model service has accepted the
+        part, and loses it again if the part ends before any text: a refusal changes nothing.
         Returns the story as saved, or None when nothing was kept (refused, failed, unsaved story).
         """
         if self.restarting:
@@ -420,6 +426,8 @@ class StoryCog(commands.Cog):
         except TaleweaverError as exc:
             await (withdraw(interaction, exc.message) if first else send_error(interaction, exc.message))
             return None
+        if new_story:
+            state.story_id = await self._create(interaction, state)
         key = state.story_id if state.story_id is not None else next(self._unsaved_keys)
         shown_before = prompt if state.with_buttons else state.text
         state.text, state.settings, state.stream = shown_before, settings, stream
@@ -446,6 +454,8 @@ class StoryCog(commands.Cog):
         if self.restarting:
             return await self._cut_by_restart(interaction, state)
         saved = await self._save(state, plan, continuation, result)
+        if new_story and saved is None and not continuation:
+            await self._forget_empty(state)
         if saved is not None and state.with_buttons:
             shown_state = self._state_of(saved)
             shown_state.notes, shown_state.message_saved = state.notes, state.message_saved
@@ -488,6 +498,16 @@ class StoryCog(commands.Cog):
             log.warning("a finished part could not be saved: %s", exc.message)
             state.notes = (*state.notes, f"This part could not be saved: {exc.message}")
             return None
+
+    async def _forget_empty(self, state: StoryState) -> None:
+        """A new story whose first part ended before any text keeps no record (and so no buttons)."""
+        if state.story_id is None:
+            return
+        try:
+            await self.stories.delete(state.story_id)
+        except StoreUnavailableError as exc:
+            log.warning("an empty story could not be forgotten: %s", exc.message)
+        state.story_id = None
 
     async def _cut_by_restart(self, interaction: discord.Interaction, state: StoryState) -> None:
         """The part is lost; the story shows what was kept, and its buttons work again after the restart."""

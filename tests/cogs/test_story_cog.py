@@ -306,3 +306,31 @@ async def test_replay_refuses_other_options_unknown_stories_and_other_servers_st
         await cog.story.callback(cog, refused, **options)
         assert [c.name for c in refused.calls] == ["send_message"] and refused.calls[0].kwargs["ephemeral"]
     assert await cog.stories.get(story_id + 1) is None  # nothing was written
+
+
+async def story_count(cog: StoryCog) -> int:
+    return len(list(await cog.bot.preferences._read("SELECT id FROM stories", ())))
+
+
+async def test_a_refused_story_takes_no_number_and_leaves_no_record(cog, slowed) -> None:
+    """Too long a prompt, or a second request while one runs: refused before any text, nothing kept."""
+    first = FakeInteraction(OWNER)
+    await run_story(cog, first, "Once", length=5)
+    number = story_id_of(first)
+    await run_story(cog, FakeInteraction(OWNER), "word " * 100)
+    running = FakeInteraction(OWNER)
+    task = asyncio.create_task(run_story(cog, running, "Once upon a time", length=200, strategy="greedy"))
+    deadline = time.monotonic() + 10
+    while not cog._writing:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    refused = FakeInteraction(OWNER)
+    await run_story(cog, refused, "Another opening")
+    assert "already have a request running" in refused.last_text()
+    await press(cog, OWNER, number + 1, "stop")
+    await task
+    assert story_id_of(running) == number + 1
+    after = FakeInteraction(OWNER)
+    await run_story(cog, after, "Once", length=5)
+    assert story_id_of(after) == number + 2 and await story_count(cog) == 3
+
