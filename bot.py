@@ -36,7 +36,15 @@ discord.VoiceClient.warn_dave = False
 
 log = logging.getLogger("taleweaver")
 
-INITIAL_EXTENSIONS = ("cogs.errors", "cogs.story", "cogs.story_threads", "cogs.settings", "cogs.why")
+INITIAL_EXTENSIONS = (
+    "cogs.errors",
+    "cogs.story",
+    "cogs.story_threads",
+    "cogs.settings",
+    "cogs.why",
+    "cogs.help",
+    "cogs.unanswered",
+)
 TOKEN_ENV = "DISCORD_TOKEN"
 SHUTDOWN_TIMEOUT_S = 10.0
 """The longest running stories get to tell their users about a restart before the bot closes."""

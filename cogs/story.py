@@ -39,9 +39,6 @@ log = logging.getLogger(__name__)
 PERSONAL_UNAVAILABLE = "Your personal settings are unavailable right now, so this story uses the defaults."
 UNSAVED = "This story could not be saved (the database is unavailable), so it has no buttons."
 GONE = "This story's record was deleted (by its owner, a moderator, or after the retention period), so its buttons no longer work. Start a new one with `/story`."  # noqa: E501
-LEGACY_BUTTON = (
-    "This story was written before stories were kept, so its buttons no longer work. Start a new one with `/story`."
-)
 NOT_OWNER = "Only the person who asked for this story can use its buttons. Start your own with `/story`!"
 BUSY = "This story is being written right now; wait for it to finish (or press Stop)."
 CUT_BY_RESTART = "⚠️ The bot is restarting: this part was not kept. Press Continue or Regenerate in a minute."
@@ -250,19 +247,6 @@ class StoryCog(commands.Cog):
         return settings.seed if settings.seed is not None and not fresh else random.randrange(SEED_MAX)
 
     # Buttons ---------------------------------------------------------------------------------
-
-    @commands.Cog.listener()
-    async def on_interaction(self, interaction: discord.Interaction) -> None:
-        """Buttons from before stories were kept (`story:<action>:<boot>:<owner>:<nonce>`) match no
-        template: answer them, and let their owner's press take them away."""
-        if interaction.type != discord.InteractionType.component:
-            return
-        parts = str((interaction.data or {}).get("custom_id", "")).split(":")
-        if len(parts) != 5 or parts[0] != "story":
-            return
-        if parts[3] == str(interaction.user.id):
-            await interaction.response.edit_message(view=None, allowed_mentions=NO_MENTIONS)
-        await send_error(interaction, LEGACY_BUTTON)
 
     async def on_button(self, interaction: discord.Interaction, action: str, story_id: int) -> None:
         """Every story button lands here, with the story loaded fresh from the database."""
