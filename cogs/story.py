@@ -39,7 +39,13 @@ log = logging.getLogger(__name__)
 PERSONAL_UNAVAILABLE = "Your personal settings are unavailable right now, so this story uses the defaults."
 UNSAVED = "This story could not be saved (the database is unavailable), so it has no buttons."
 GONE = "This story's record was deleted (by its owner, a moderator, or after the retention period), so its buttons no longer work. Start a new one with `/story`."  # noqa: E501
-NOT_OWNER = "Only the person who asked for this story can use its buttons. Start your own with `/story`!"
+NOT_OWNER = (
+    "Only the person who asked for this story can use its buttons (anyone may press Why? and Details). "
+    "Start your own with `/story`!"
+)
+DELETE_REFUSED = (
+    "Only the story's owner, or members with the Manage Messages permission, may delete it. Nothing was changed."
+)
 BUSY = "This story is being written right now; wait for it to finish (or press Stop)."
 CUT_BY_RESTART = "⚠️ The bot is restarting: this part was not kept. Press Continue or Regenerate in a minute."
 SHUTDOWN_GRACE_S = 8.0
@@ -268,8 +274,8 @@ class StoryCog(commands.Cog):
         if story is None:
             return
         if action not in ANYONE and interaction.user.id != story.owner_id:
-            if not (action == "delete" and _manages_messages(interaction)):
-                await send_error(interaction, NOT_OWNER)
+            if action != "delete" or not _manages_messages(interaction):
+                await send_error(interaction, DELETE_REFUSED if action == "delete" else NOT_OWNER)
                 return
         if action == "why":
             await interaction.response.defer(ephemeral=True, thinking=True)

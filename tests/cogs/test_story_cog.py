@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import discord
 import pytest
 
-from cogs.story import NOT_OWNER, StoryCog
+from cogs.story import DELETE_REFUSED, NOT_OWNER, StoryCog
 from cogs.story_threads import thread_name
 from cogs.story_view import StoryButton, StoryState, render_story
 from cogs.utils.formats import EMBED_DESCRIPTION_LIMIT
@@ -203,7 +203,8 @@ async def test_only_the_owner_or_manage_messages_may_delete(cog) -> None:
     interaction = FakeInteraction(OWNER)
     await run_story(cog, interaction, "Once", length=5)
     story_id = story_id_of(interaction)
-    await press(cog, STRANGER, story_id, "delete")
+    refused = await press(cog, STRANGER, story_id, "delete")
+    assert refused.calls[-1].kwargs["content"] == DELETE_REFUSED and "Manage Messages" in DELETE_REFUSED
     assert await cog.stories.get(story_id) is not None
     moderator = FakeInteraction(STRANGER, type=discord.InteractionType.component)
     moderator.permissions = discord.Permissions(manage_messages=True)
@@ -333,4 +334,3 @@ async def test_a_refused_story_takes_no_number_and_leaves_no_record(cog, slowed)
     after = FakeInteraction(OWNER)
     await run_story(cog, after, "Once", length=5)
     assert story_id_of(after) == number + 2 and await story_count(cog) == 3
-
