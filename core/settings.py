@@ -196,8 +196,13 @@ class DecodingSettings:
         return ("strategy", *common)
 
     def summary(self) -> str:
-        """One line naming the strategy and its parameters, enough to reproduce a story."""
-        parts = [f"{name}={getattr(self, name)}" for name in self.relevant_fields() if name != "strategy"]
+        """One line naming the strategy and its parameters, enough to reproduce a story (a seed not
+        chosen yet is left out rather than shown as None)."""
+        parts = [
+            f"{name}={getattr(self, name)}"
+            for name in self.relevant_fields()
+            if name != "strategy" and getattr(self, name) is not None
+        ]
         return f"{self.strategy} · " + " · ".join(parts)
 
 

@@ -50,7 +50,7 @@ def generate_main(args: argparse.Namespace) -> int:
     output = generate_batch(loaded, [job])[0]
     elapsed = time.monotonic() - started
     print(
-        f"\n\n[{settings.summary().replace('seed=None', f'seed={seed}')}; {output.new_tokens} tokens in "
+        f"\n\n[{settings.replace(seed=seed).summary()}; {output.new_tokens} tokens in "
         f"{elapsed:.1f} s, {output.new_tokens / max(elapsed, 1e-9):.1f} tok/s; ended by {output.stop_reason}]",
         file=sys.stderr,
     )
