@@ -334,3 +334,16 @@ async def test_a_refused_story_takes_no_number_and_leaves_no_record(cog, slowed)
     after = FakeInteraction(OWNER)
     await run_story(cog, after, "Once", length=5)
     assert story_id_of(after) == number + 2 and await story_count(cog) == 3
+
+
+async def test_a_first_part_cut_by_a_restart_shows_no_none_in_its_footer(cog, slowed) -> None:
+    interaction = FakeInteraction(OWNER)
+    task = asyncio.create_task(run_story(cog, interaction, "Once upon a time", length=200))
+    deadline = time.monotonic() + 10
+    while not cog._writing:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    await cog.shutdown()
+    await task
+    footer = final_embed(interaction).footer.text
+    assert "restarting" in footer and "None" not in footer
