@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from types import SimpleNamespace
 
@@ -140,6 +141,24 @@ async def test_why_button_answers_anyone_privately_about_the_storys_next_word(co
     assert embed.title == "Why this next word?"
     bars = [line.split()[0] for line in embed.description.split("```")[1].strip().splitlines()]
     assert bars[:5] == ["The", "fox", "said", "to", "the"]
+    assert embed.description.startswith("Explained: the whole story (")
+
+
+async def test_why_on_a_long_story_says_which_part_it_explains_and_lists_the_most_important_word(cog) -> None:
+    """The model reads the story's last `max_prompt_tokens` (64 here) tokens: the reply says so, and
+    the word it names as most important is one of the words it lists (marked ◀)."""
+    interaction = FakeInteraction(OWNER)
+    await run_story(cog, interaction, "Once upon a time there lived a king", length=60, strategy="greedy")
+    story_id = story_id_of(interaction)
+    await press(cog, OWNER, story_id, "continue")
+    assert await cog.bot.service.count_tokens((await cog.stories.get(story_id)).text) > 64
+    (embed,) = (await press(cog, STRANGER, story_id, "why")).named("edit_original")[-1].kwargs["embeds"]
+    assert embed.description.startswith("Explained: the story's last ")
+    tokens = int(re.search(r"words? \((\d+) tokens, as much as the model reads at once\)", embed.description)[1])
+    assert tokens <= 64
+    best = embed.description.split("Most important: **", 1)[1].split("**", 1)[0].replace("\\", "")
+    marked = [line for line in embed.description.split("```")[1].splitlines() if line.endswith("◀")]
+    assert len(marked) == 1 and marked[0].startswith(best[:8])
 
 
 async def test_continue_extends_the_story(cog) -> None:
