@@ -132,7 +132,7 @@ class StoryCog(commands.Cog):
         strategy: str | None = None,
         temperature: app_commands.Range[float, _TEMP.minimum, _TEMP.maximum] | None = None,
         seed: app_commands.Range[int, 0, SEED_MAX] | None = None,
-        replay: app_commands.Range[int, 1, STORY_ID_MAX] | None = None,
+        replay: app_commands.Range[int, 1] | None = None,
         thread: bool = False,
     ) -> None:
         if replay is not None:
@@ -327,7 +327,7 @@ class StoryCog(commands.Cog):
     async def _load(self, interaction: discord.Interaction, story_id: int) -> Story | None:
         """The story, or None after answering: gone (its buttons are taken away) or the database failing."""
         try:
-            story = await self.stories.get(story_id)
+            story = await self.stories.get(story_id) if story_id <= STORY_ID_MAX else None
         except StoreUnavailableError as exc:
             await send_error(interaction, exc.message)
             return None

@@ -21,7 +21,9 @@ from store import Story
 
 CURSOR = " ▌"
 STORY_ID_MAX = 2**53 - 1
-"""Discord's integer options stop at 2^53 - 1 (story numbers are SQLite row ids, far below)."""
+"""Discord's integer options stop at 2^53 - 1 (story numbers are SQLite row ids, far below). The
+options do not declare it (a client would show it as the range); a larger number from a modified
+client is answered as a story that does not exist."""
 STORY_COLOUR = discord.Colour(0x8E6CBF)
 ACTIONS = ("continue", "regenerate", "stop", "prev", "next", "why", "details", "thread", "delete")
 TEMPLATE = re.compile(r"story:(?P<action>" + "|".join(ACTIONS) + r"):(?P<story_id>[0-9]{1,19})")

@@ -320,6 +320,7 @@ async def test_replay_refuses_other_options_unknown_stories_and_other_servers_st
     for user, guild, options in (
         (OWNER, 555, {"replay": story_id, "seed": 3}),  # the recipe says how: no other option
         (OWNER, 555, {"replay": story_id + 1000}),  # no such story
+        (OWNER, 555, {"replay": 2**70}),  # beyond any story number (a modified client)
         (STRANGER, 666, {"replay": story_id}),  # someone else's story, in another server
     ):
         refused = FakeInteraction(user, guild_id=guild)
