@@ -213,6 +213,16 @@ class Preset:
     values: Mapping[str, Any]
 
 
+LOOP_GUARD: tuple[str, ...] = ("repetition_penalty", "no_repeat_ngram_size")
+"""The repetition controls: what keeps greedy and beam search from writing one sentence over and over."""
+
+
+def loop_guard(strategy: str) -> dict[str, Any]:
+    """The repetition controls of the first preset of `strategy` (beam: `precise`), none without one."""
+    preset = next((p for p in PRESETS.values() if p.values.get("strategy") == strategy), None)
+    return {name: preset.values[name] for name in LOOP_GUARD if name in preset.values} if preset else {}
+
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (

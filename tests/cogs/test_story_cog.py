@@ -367,3 +367,11 @@ async def test_a_first_part_cut_by_a_restart_shows_no_none_in_its_footer(cog, sl
     await task
     footer = final_embed(interaction).footer.text
     assert "restarting" in footer and "None" not in footer
+
+
+async def test_story_strategy_beam_writes_with_the_beam_presets_loop_guard(cog) -> None:
+    interaction = FakeInteraction(OWNER)
+    await run_story(cog, interaction, "Once upon a time", length=20, strategy="beam")
+    footer = final_embed(interaction).footer.text
+    assert footer.startswith("beam · ") and "no_repeat_ngram_size=3" in footer
+    assert (await cog.stories.get(story_id_of(interaction))).shown.settings.no_repeat_ngram_size == 3
