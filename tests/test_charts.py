@@ -47,6 +47,21 @@ def assert_legible_where_discord_shows_it(figure) -> None:
     assert outside_text(figure) == []
 
 
+def overlapping(figure) -> list[tuple[str, str]]:
+    """Pairs of drawn things (texts, bars) that overlap: a label run into a bar or into another label."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    boxes = [(text.get_text(), text.get_window_extent(renderer)) for text in texts_of(figure)]
+    boxes += [("bar", patch.get_window_extent(renderer)) for ax in figure.axes for patch in ax.patches]
+    return [
+        (a, b)
+        for i, (a, box_a) in enumerate(boxes)
+        for b, box_b in boxes[i + 1 :]
+        if not (a == b == "bar") and box_a.overlaps(box_b)
+    ]
+
+
 @pytest.mark.parametrize("count", [2, 6, 20, 45, 160])
 def test_bars_chart_text_is_legible_at_discords_size_and_inside_the_picture(count: int) -> None:
     figure = charts.importance_figure(words(count), scale=2.5)
@@ -61,6 +76,15 @@ def test_a_long_texts_chart_shows_its_most_important_words_and_says_so() -> None
     assert {w.word for w in many[: charts.CHART_WORDS]} <= drawn and "word159" not in drawn
     assert "★ word0" in {text.get_text() for text in texts_of(figure)}
     assert any("the 25 most important of 160 words" in text.get_text() for text in texts_of(figure))
+
+
+def test_the_longest_labels_and_smallest_sigmas_run_into_nothing() -> None:
+    crowded = [
+        WordImportance("W" * 30, ("W" * 30,), 0.000123, 1.0),
+        WordImportance("mmmmmmmmmmmmmmmm", (" mm", "mm", "mmm", "mm"), 2.5, 0.0),
+        WordImportance("a", (" a",), 1.25, 0.5),
+    ]
+    assert overlapping(charts.importance_figure(crowded, scale=2.5)) == []
 
 
 def test_bidi_controls_are_left_out_of_the_labels() -> None:

@@ -18,6 +18,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.textpath import TextToPath
 
 from core.bars import SHOWN_WORDS, most_important, printable
 from core.service import WordImportance
@@ -36,6 +38,7 @@ WORD_FONT, SIGMA_FONT, TOKEN_FONT, TITLE_FONT, SUBTITLE_FONT = 12.0, 10.0, 10.0,
 MIN_FONT = 9.0
 """No text in any picture is smaller (12.5 px at 100 dpi, shown at its own size)."""
 MAX_LABEL_CHARS = 16
+_TEXT_PATHS = TextToPath()
 IMPORTANCE_CMAP = "Blues"
 """Darker = more important, as in the source article's figure."""
 Shade = Callable[[float], tuple[float, float, float, float]]
@@ -92,7 +95,7 @@ def importance_figure(words: Sequence[WordImportance], *, scale: float) -> Figur
 
 
 def _draw_bar_column(ax, words: Sequence[WordImportance], best: int, cmap: Shade, rows: int) -> None:
-    label_x, bar_x, bar_w = 0.0, 0.36, 0.24
+    label_x, bar_x, bar_w = 0.0, 0.37, 0.22
     ys = [rows - 1 - row for row in range(len(words))]
     levels = [word.importance for word in words]
     ax.barh(
@@ -104,17 +107,19 @@ def _draw_bar_column(ax, words: Sequence[WordImportance], best: int, cmap: Shade
         edgecolor="0.6",
         linewidth=0.4,
     )
+    room = (bar_x - 0.01) * PICTURE_INCHES * 0.96 * 72  # points between the label's start and its bar
     for index, (y, word) in enumerate(zip(ys, words, strict=True)):
         mark = "★ " if index == best else ""
+        weight = "bold" if index == best else "normal"
         ax.text(
             label_x,
             y,
-            mark + _short(printable(word.word), MAX_LABEL_CHARS - len(mark)),
+            _fit(mark + _short(printable(word.word)), room, WORD_FONT, weight),
             va="center",
             ha="left",
             fontsize=WORD_FONT,
             parse_math=False,
-            fontweight="bold" if index == best else "normal",
+            fontweight=weight,
         )
         ax.text(
             bar_x + bar_w + 0.015,
@@ -127,9 +132,9 @@ def _draw_bar_column(ax, words: Sequence[WordImportance], best: int, cmap: Shade
         )
         pieces = "·".join(_visible(t) for t in word.tokens)
         ax.text(
-            bar_x + bar_w + 0.15,
+            bar_x + bar_w + 0.18,
             y,
-            _short(pieces, 11),
+            _short(pieces, 10),
             va="center",
             ha="left",
             fontsize=TOKEN_FONT,
@@ -220,6 +225,15 @@ def _head_colours(heads: int) -> np.ndarray:
 def _visible(token: str) -> str:
     """A token with its spaces and line breaks made visible (and nothing that would reorder it)."""
     return printable(token.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥"))
+
+
+def _fit(text: str, points: float, size: float, weight: str) -> str:
+    """`text` cut with "…" until it is at most `points` wide in the picture's font (wide letters
+    such as "W" fill a label far sooner than its character count says)."""
+    font = FontProperties(size=size, weight=weight)
+    while len(text) > 1 and _TEXT_PATHS.get_text_width_height_descent(text, font, ismath=False)[0] > points:
+        text = text[:-2] + "…"
+    return text
 
 
 def _short(text: str, limit: int = MAX_LABEL_CHARS) -> str:
