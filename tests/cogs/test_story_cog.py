@@ -30,6 +30,16 @@ async def run_story(cog: StoryCog, interaction: FakeInteraction, prompt: str, **
     await cog.story.callback(cog, interaction, prompt=prompt, **options)
 
 
+async def story_being_written(cog: StoryCog, interaction: FakeInteraction, **options) -> asyncio.Task:
+    """A 200-token story started in the background, once its part is being written."""
+    task = asyncio.create_task(run_story(cog, interaction, "Once upon a time", length=200, **options))
+    deadline = time.monotonic() + 10
+    while not cog._writing:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    return task
+
+
 def final_embed(interaction: FakeInteraction) -> discord.Embed:
     return interaction.named("edit_original")[-1].kwargs["embed"]
 
@@ -189,11 +199,7 @@ async def test_regenerate_adds_a_draft_with_a_new_seed_and_keeps_the_first(cog) 
 
 async def test_stop_ends_a_running_story(cog, slowed) -> None:
     interaction = FakeInteraction(OWNER)
-    task = asyncio.create_task(run_story(cog, interaction, "Once upon a time", length=200, strategy="greedy"))
-    deadline = time.monotonic() + 10
-    while not cog._writing:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
+    task = await story_being_written(cog, interaction, strategy="greedy")
     (story_id,) = cog._writing
     assert not button(view_of(interaction), "stop").item.disabled
     assert button(view_of(interaction), "continue").item.disabled
@@ -340,11 +346,7 @@ async def test_a_refused_story_takes_no_number_and_leaves_no_record(cog, slowed)
     number = story_id_of(first)
     await run_story(cog, FakeInteraction(OWNER), "word " * 100)
     running = FakeInteraction(OWNER)
-    task = asyncio.create_task(run_story(cog, running, "Once upon a time", length=200, strategy="greedy"))
-    deadline = time.monotonic() + 10
-    while not cog._writing:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
+    task = await story_being_written(cog, running, strategy="greedy")
     refused = FakeInteraction(OWNER)
     await run_story(cog, refused, "Another opening")
     assert "already have a request running" in refused.last_text()
@@ -358,11 +360,7 @@ async def test_a_refused_story_takes_no_number_and_leaves_no_record(cog, slowed)
 
 async def test_a_first_part_cut_by_a_restart_shows_no_none_in_its_footer(cog, slowed) -> None:
     interaction = FakeInteraction(OWNER)
-    task = asyncio.create_task(run_story(cog, interaction, "Once upon a time", length=200))
-    deadline = time.monotonic() + 10
-    while not cog._writing:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
+    task = await story_being_written(cog, interaction)
     await cog.shutdown()
     await task
     footer = final_embed(interaction).footer.text
