@@ -21,6 +21,7 @@ import discord  # noqa: E402
 from discord.ext import commands  # noqa: E402
 
 from cogs.utils.checks import RESTARTING, Refused  # noqa: E402
+from cogs.utils.dispatch import note_handler  # noqa: E402
 from core.config import Config, ConfigError, load_config  # noqa: E402
 from core.errors import TaleweaverError  # noqa: E402
 from core.metrics import COMMANDS, DISCORD_HTTP_ERRORS  # noqa: E402
@@ -97,6 +98,11 @@ class TaleweaverBot(commands.AutoShardedBot):
                 raise
 
         self.http.request = counted
+
+    def dispatch(self, event_name: str, /, *args, **kwargs) -> None:
+        if event_name == "interaction":  # before any view's callback can stop its view (cogs/unanswered.py)
+            note_handler(args[0])
+        super().dispatch(event_name, *args, **kwargs)
 
     async def on_app_command_completion(self, interaction: discord.Interaction, command) -> None:
         COMMANDS.labels(command=command.qualified_name, outcome="ok").inc()

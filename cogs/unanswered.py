@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
+from cogs.utils.dispatch import KINDS, handled
 from cogs.utils.replies import NO_MENTIONS, send_error
 
 if TYPE_CHECKING:
@@ -30,24 +31,6 @@ LEGACY_STORY = (
 )
 
 
-def has_handler(interaction: discord.Interaction) -> bool:
-    """Whether discord.py hands this press (or form) to one of the bot's views, dynamic items or modals.
-
-    discord.py has no public way to ask, so this makes the lookups its `ViewStore.dispatch_view`
-    and `dispatch_modal` make, on the same store.
-    """
-    store = interaction.client._connection._view_store  # type: ignore[attr-defined]
-    data = interaction.data or {}
-    custom_id = str(data.get("custom_id", ""))
-    if interaction.type == discord.InteractionType.modal_submit:
-        return custom_id in store._modals
-    if interaction.message is not None and any(pattern.fullmatch(custom_id) for pattern in store._dynamic_items):
-        return True
-    key = (int(data.get("component_type", 0)), custom_id)
-    message_id = interaction.message.id if interaction.message is not None else None
-    return key in store._views.get(message_id, {}) or key in store._views.get(None, {})
-
-
 class Unanswered(commands.Cog):
     """Answers the presses no view of the bot will."""
 
@@ -56,8 +39,7 @@ class Unanswered(commands.Cog):
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        kinds = (discord.InteractionType.component, discord.InteractionType.modal_submit)
-        if interaction.type not in kinds or has_handler(interaction):
+        if interaction.type not in KINDS or handled(interaction):
             return
         custom_id = str((interaction.data or {}).get("custom_id", ""))
         log.info("answered a press nothing handles (custom id %r)", custom_id[:100])

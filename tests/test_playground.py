@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -79,7 +78,6 @@ async def test_the_playground_restarts_a_bot_that_stops_and_keeps_its_messages(t
 def test_a_bot_that_cannot_start_stops_the_playground_with_its_status(tmp_path) -> None:
     broken = tmp_path / "config.yaml"
     broken.write_text("model: {device: toaster}\n", encoding="utf-8")
-    started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "playground", "--port", "0", "--bot-config", str(broken)],
         cwd=ROOT,
@@ -89,4 +87,3 @@ def test_a_bot_that_cannot_start_stops_the_playground_with_its_status(tmp_path) 
     )
     assert done.returncode == 2, done.stderr
     assert "3 times" in done.stderr and "config error" in done.stderr
-    assert time.monotonic() - started < 60

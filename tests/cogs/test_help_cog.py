@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from types import SimpleNamespace
 
@@ -21,12 +22,12 @@ from tests.discord_fakes import FakeInteraction
 async def bot(story_cog):
     """The bot with all its extensions (not connected): the commands Discord would get."""
     base = story_cog.bot
-    bot = TaleweaverBot(base.config, base.service, base.preferences)
-    for extension in INITIAL_EXTENSIONS:
-        await bot.load_extension(extension)
-    yield bot
-    for extension in INITIAL_EXTENSIONS:
-        await bot.unload_extension(extension)
+    async with TaleweaverBot(base.config, base.service, base.preferences) as bot:  # its loop; never logs in
+        for extension in INITIAL_EXTENSIONS:
+            await bot.load_extension(extension)
+        yield bot
+        for extension in INITIAL_EXTENSIONS:
+            await bot.unload_extension(extension)
 
 
 def subnames(command: app_commands.Command | app_commands.Group) -> set[str]:
@@ -116,3 +117,17 @@ async def test_an_old_story_button_is_taken_away_for_its_owner_only(bot) -> None
     assert [c.name for c in owner.calls] == ["edit_message", "followup"]
     assert owner.calls[0].kwargs["view"] is None and owner.calls[1].kwargs["content"] == LEGACY_STORY
     assert [c.name for c in stranger.calls] == ["send_message"]
+
+
+async def test_a_view_that_stops_itself_in_its_callback_is_still_its_presses_handler(bot) -> None:
+    """discord.py runs the view's callback (a Confirm button stops its view, which leaves the store)
+    before the listeners: whether a view answers is noted as the press is dispatched."""
+    view = discord.ui.View(timeout=60)
+    view.add_item(discord.ui.Button(label="Confirm", custom_id="confirm-77"))
+    bot._connection.store_view(view, 77)  # as discord.py does for the message that carries it
+    interaction = component("confirm-77")
+    interaction.client = bot
+    bot.dispatch("interaction", interaction)  # as discord.py does, after scheduling the view's callback
+    view.stop()  # what the callback does first
+    await asyncio.sleep(0.05)  # the listeners run
+    assert interaction.calls == []
