@@ -129,5 +129,6 @@ async def test_a_view_that_stops_itself_in_its_callback_is_still_its_presses_han
     interaction.client = bot
     bot.dispatch("interaction", interaction)  # as discord.py does, after scheduling the view's callback
     view.stop()  # what the callback does first
-    await asyncio.sleep(0.05)  # the listeners run
+    listeners = [task for task in asyncio.all_tasks() if task.get_name() == "discord.py: on_interaction"]
+    await asyncio.gather(*listeners)
     assert interaction.calls == []
