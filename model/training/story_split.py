@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from model.training.perplexity import context_length
+
 CANDIDATE = re.compile(r"(?<=\S)\n(?=\S)")
 CONTEXT_CHARS = 400
 CONTINUATION_CHARS = 100
@@ -56,8 +58,9 @@ class _Reading:
 
 
 def _readings(
-    tokenizer: PreTrainedTokenizerBase, before: str, after: str, separator_id: int
+    tokenizer: PreTrainedTokenizerBase, before: str, after: str, separator_id: int, limit: int
 ) -> tuple[_Reading, _Reading]:
+    """Both readings of the text around a break, each at most `limit` tokens (the context is cut)."""
     context, continuation = _tail(before, CONTEXT_CHARS), _head(after, CONTINUATION_CHARS)
     context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
     new_story = context_ids + [separator_id] + tokenizer(continuation, add_special_tokens=False)["input_ids"]
@@ -65,8 +68,10 @@ def _readings(
     same_story = tokenizer(context + "\n" + continuation, add_special_tokens=False)["input_ids"]
     if same_story[: len(context_ids)] != context_ids:
         raise ValueError("the context tokenises differently before a line break")
-    n = len(context_ids)
-    return _Reading(new_story, n), _Reading(same_story, n)
+    cut = max(0, len(new_story) - limit, len(same_story) - limit)
+    cut = min(cut, len(context_ids) - 1)
+    n = len(context_ids) - cut
+    return _Reading(new_story[cut:][:limit], n), _Reading(same_story[cut:][:limit], n)
 
 
 @torch.inference_mode()
@@ -95,11 +100,12 @@ def story_margins(
 ) -> list[float]:
     """For each pair of neighbouring chunks, log P(new story) − log P(same story) of the text after the break."""
     margins: list[float] = []
+    limit = context_length(model.config)
     pairs = list(zip(chunks, chunks[1:]))
     for start in range(0, len(pairs), batch_size // 2):
         readings: list[_Reading] = []
         for before, after in pairs[start : start + batch_size // 2]:
-            readings.extend(_readings(tokenizer, before, after, separator_id))
+            readings.extend(_readings(tokenizer, before, after, separator_id, limit))
         scores = _log_probs(model, readings, separator_id)
         margins.extend(scores[i] - scores[i + 1] for i in range(0, len(scores), 2))
     return margins
