@@ -153,3 +153,28 @@ def test_the_overlap_is_found_or_the_files_are_refused(tmp_path: Path) -> None:
 
 def test_story_starts_are_word_offsets() -> None:
     assert story_starts(["a b", "c", "d e f"]) == {0, 2, 3}
+
+
+def write_corpus(folder: Path, stories: list[str]) -> Path:
+    folder.mkdir(parents=True)
+    for name in ("train.txt", "eval.txt"):
+        (folder / name).write_text("".join(f"{s} ({name})\n<|endoftext|>\n" for s in stories))
+    return folder
+
+
+def test_mixture_takes_a_share_of_each_part_the_same_way_every_time(tmp_path: Path) -> None:
+    from model.training.mixture import Part, mix
+
+    tales = write_corpus(tmp_path / "tales", [f"Tale number {i}." for i in range(40)])
+    tiny = write_corpus(tmp_path / "tiny", [f"Tiny story {i}." for i in range(400)])
+    counts = mix([Part.parse(str(tales)), Part.parse(f"{tiny}:0.25")], tmp_path / "mix")
+    train = split_documents((tmp_path / "mix" / "train.txt").read_text())
+    assert sum("Tale" in d for d in train) == 40
+    assert 70 <= sum("Tiny" in d for d in train) <= 130 and counts[str(tiny)]["train.txt"] == len(train) - 40
+    assert {d.split(" (")[1] for d in train} == {"train.txt)"}
+    again = tmp_path / "again"
+    mix([Part.parse(f"{tiny}:0.25"), Part.parse(str(tales))], again)
+    assert (again / "train.txt").read_bytes() == (tmp_path / "mix" / "train.txt").read_bytes()
+    for bad in (f"{tiny}:0", f"{tiny}:1.5", f"{tiny}:half"):
+        with pytest.raises(TrainingError):
+            Part.parse(bad)

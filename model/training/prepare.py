@@ -2,7 +2,8 @@
 
 `--corpus tales` (the default) makes tales v2; `--corpus tinystories` makes the TinyStories corpus
 (`model.training.tinystories`: truecasing, story boundaries, teacher-written stories, the valid
-file held out).
+file held out); `--corpus mixture --part DIR:SHARE ...` mixes prepared corpora for fine-tuning
+(`model.training.mixture`).
 
 Tales v2:
 
@@ -211,7 +212,7 @@ TINYSTORIES = Path("../shared/corpus/tinystories")
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model.training.prepare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", choices=("tales", "tinystories"), default="tales")
+    parser.add_argument("--corpus", choices=("tales", "tinystories", "mixture"), default="tales")
     parser.add_argument("--out", help="where train.txt, eval.txt and the card go (default data/corpus/<corpus>)")
     tiny = parser.add_argument_group("--corpus tinystories")
     tiny.add_argument("--cased", default=str(TINYSTORIES / "train-v1-cased-2MiB.txt"))
@@ -221,6 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     tiny.add_argument(
         "--synthetic", action="append", default=[], help="a file of teacher-written stories (repeatable)"
     )
+    mixture = parser.add_argument_group("--corpus mixture")
+    mixture.add_argument(
+        "--part", action="append", default=[], help="a prepared corpus folder and the share of it: DIR or DIR:0.5"
+    )
     tales = parser.add_argument_group("--corpus tales")
     tales.add_argument("--raw", default="../shared/corpus/raw-v2", help="folder of raw books (with SHA256SUMS)")
     tales.add_argument("--base", default="../shared/corpus/tales", help="today's cleaned corpus (train.txt, eval.txt)")
@@ -228,9 +233,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     tales.add_argument("--min-words", type=int, default=150, help="shorter sections are not tales (contents, notes)")
     tales.add_argument("--tokenizer", help="a tokenizer folder to count tokens per work with (optional)")
     options = parser.parse_args(argv)
-    options.out = options.out or ("data/corpus/tales-v2" if options.corpus == "tales" else "data/corpus/tinystories")
+    options.out = options.out or {
+        "tales": "data/corpus/tales-v2",
+        "tinystories": "data/corpus/tinystories",
+        "mixture": "data/corpus/mixture",
+    }[options.corpus]
     if options.corpus == "tinystories":
         return _main_tinystories(options)
+    if options.corpus == "mixture":
+        return _main_mixture(options)
     try:
         card = prepare(
             Path(options.raw),
@@ -245,6 +256,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print((Path(options.out) / "DATA_CARD.md").read_text())
     print(f"train/eval sha256: {card['files']}")
+    return 0
+
+
+def _main_mixture(options: argparse.Namespace) -> int:
+    from model.training.mixture import Part, mix
+
+    try:
+        mix([Part.parse(spec) for spec in options.part], Path(options.out))
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print((Path(options.out) / "MIXTURE.md").read_text())
     return 0
 
 
