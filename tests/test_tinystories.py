@@ -80,7 +80,10 @@ def test_candidate_breaks_are_single_line_breaks_between_text() -> None:
     assert chunks[0] == CASED_STORIES[0].lower()
     assert chunks[1] == CASED_STORIES[1].lower()
     assert chunks[2:] == ["a story with", "its own single breaks.\nand odd spaces."]
-    assert join_stories(chunks, [True, True, False]) == [*chunks[:2], "a story with\nits own single breaks.\nand odd spaces."]
+    assert join_stories(chunks, [True, True, False]) == [
+        *chunks[:2],
+        "a story with\nits own single breaks.\nand odd spaces.",
+    ]
 
 
 def test_story_margins_are_the_teachers_log_odds_and_do_not_depend_on_the_batch(teacher: Path) -> None:
@@ -178,3 +181,52 @@ def test_mixture_takes_a_share_of_each_part_the_same_way_every_time(tmp_path: Pa
     for bad in (f"{tiny}:0", f"{tiny}:1.5", f"{tiny}:half"):
         with pytest.raises(TrainingError):
             Part.parse(bad)
+
+
+def test_the_two_stages_run_from_a_pretrained_gpt2_too(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`--base gpt2` in docs/model.md: pretrain on stories, then fine-tune on the mixture, from any GPT-2."""
+    from model.loading import load_model
+    from model.training.mixture import Part, mix
+    from model.training.train import main as train_main
+
+    stories = [f"Once upon a time the fox number {i} met a crow. The crow sang." for i in range(30)]
+    tiny = write_corpus(tmp_path / "tiny", stories)
+    tales = write_corpus(tmp_path / "tales", [f"The king had {i} sons, and the youngest was wise." for i in range(30)])
+    mix([Part.parse(str(tales)), Part.parse(f"{tiny}:0.5")], tmp_path / "mix")
+    common = ["--max-steps", "3", "--batch-size", "2", "--block-size", "32", "--precision", "fp32", "--patience", "0"]
+    stage1, stage2 = tmp_path / "stage1", tmp_path / "stage2"
+    assert (
+        train_main(
+            [
+                "--base",
+                str(tiny_model_dir),
+                "--train",
+                str(tiny / "train.txt"),
+                "--eval",
+                str(tiny / "eval.txt"),
+                "--out",
+                str(stage1),
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert (
+        train_main(
+            [
+                "--base",
+                str(stage1),
+                "--train",
+                str(tmp_path / "mix" / "train.txt"),
+                "--eval",
+                str(tmp_path / "mix" / "eval.txt"),
+                "--out",
+                str(stage2),
+                *common,
+            ]
+        )
+        == 0
+    )
+    loaded = load_model(stage2, device="cpu", dtype="float32")
+    assert loaded.model.config.model_type == "gpt2"
+    assert f"fine-tuned from `{stage1}`" in (stage2 / "README.md").read_text()

@@ -62,10 +62,17 @@ def mix(parts: Sequence[Part], out: Path) -> dict[str, dict[str, int]]:
     for name, documents in files.items():
         documents.sort(key=_rank)
         (out / name).write_text("".join(f"{doc}\n{SEPARATOR}\n" for doc in documents), encoding="utf-8")
-    lines = ["# Mixture", "", "| part | share | train documents | train bytes | eval documents |", "| --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "# Mixture",
+        "",
+        "| part | share | train documents | train bytes | eval documents |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for part in parts:
         c = counts[str(part.folder)]
-        lines.append(f"| `{part.folder}` | {part.share:g} | {c['train.txt']:,} | {c['train bytes']:,} | {c['eval.txt']:,} |")
+        lines.append(
+            f"| `{part.folder}` | {part.share:g} | {c['train.txt']:,} | {c['train bytes']:,} | {c['eval.txt']:,} |"
+        )
     digests = {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in files}
     lines += ["", "| file | sha256 |", "| --- | --- |", *(f"| {n} | `{d}` |" for n, d in digests.items())]
     (out / "MIXTURE.md").write_text("\n".join(lines) + "\n")

@@ -219,9 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tiny.add_argument("--lower", default=str(TINYSTORIES / "train-v1-lowercase-4MB.txt"))
     tiny.add_argument("--valid", default=str(TINYSTORIES / "valid-v2-public.txt"), help="evaluation only")
     tiny.add_argument("--teacher", default="data/teacher", help="python -m model.training.teacher makes it")
-    tiny.add_argument(
-        "--synthetic", action="append", default=[], help="a file of teacher-written stories (repeatable)"
-    )
+    tiny.add_argument("--synthetic", action="append", default=[], help="a file of teacher-written stories (repeatable)")
     mixture = parser.add_argument_group("--corpus mixture")
     mixture.add_argument(
         "--part", action="append", default=[], help="a prepared corpus folder and the share of it: DIR or DIR:0.5"
@@ -233,11 +231,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     tales.add_argument("--min-words", type=int, default=150, help="shorter sections are not tales (contents, notes)")
     tales.add_argument("--tokenizer", help="a tokenizer folder to count tokens per work with (optional)")
     options = parser.parse_args(argv)
-    options.out = options.out or {
-        "tales": "data/corpus/tales-v2",
-        "tinystories": "data/corpus/tinystories",
-        "mixture": "data/corpus/mixture",
-    }[options.corpus]
+    options.out = (
+        options.out
+        or {
+            "tales": "data/corpus/tales-v2",
+            "tinystories": "data/corpus/tinystories",
+            "mixture": "data/corpus/mixture",
+        }[options.corpus]
+    )
     if options.corpus == "tinystories":
         return _main_tinystories(options)
     if options.corpus == "mixture":

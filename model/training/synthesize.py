@@ -95,13 +95,19 @@ def synthesize(options: argparse.Namespace) -> dict:
         meta = {**record, "attempted": done, "kept": kept, "dropped": dropped, "seconds": round(seconds, 1)}
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
         words = sum(len(s.split()) for s in good)
-        print(f"{done}/{options.stories} stories, {kept} kept; last batch {words / (time.monotonic() - started):.0f} words/s", flush=True)
+        print(
+            f"{done}/{options.stories} stories, {kept} kept; "
+            f"last batch {words / (time.monotonic() - started):.0f} words/s",
+            flush=True,
+        )
     return meta
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model.training.synthesize", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--teacher", default="data/teacher", help="a model directory (python -m model.training.teacher)")
+    parser.add_argument(
+        "--teacher", default="data/teacher", help="a model directory (python -m model.training.teacher)"
+    )
     parser.add_argument("--out", required=True, help="text file to write (a .json of the settings beside it)")
     parser.add_argument("--stories", type=int, required=True, help="stories to attempt in all")
     parser.add_argument("--temperature", type=float, default=0.8)

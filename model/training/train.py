@@ -42,8 +42,8 @@ from transformers import logging as hf_logging
 from transformers.trainer_utils import get_last_checkpoint
 
 from model.loading import DTYPES, explain_load_failure
-from model.training.distill import DistillationTrainer, load_teacher
 from model.training.corpus import BlockDataset, CorpusFile, build_blocks, read_corpus, separator_id
+from model.training.distill import DistillationTrainer, load_teacher
 from model.training.errors import TrainingError
 from model.training.model_card import CardFacts, write_model_card
 from model.training.perplexity import EvalResult, evaluate
