@@ -7,7 +7,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from playground.standin.client import DriverClient
+from playground.standin.client import DriverClient, DriverRefused
 
 T = TypeVar("T")
 
@@ -129,6 +129,17 @@ async def reply_where(
 
 async def finished(driver: DriverClient, message_id: str, *, timeout: float = 30.0) -> dict[str, Any]:
     return await reply_where(driver, message_id, is_finished, what="finished story", timeout=timeout)
+
+
+async def stop_and_wait(driver: DriverClient, user: str, message: dict[str, Any]) -> dict[str, Any]:
+    """Press a story's Stop (as last seen) and wait for it to finish; a story that ended by itself
+    in between has its Stop disabled, which the stand-in refuses as Discord's client would."""
+    try:
+        await driver.click(user, message["id"], buttons(message)["Stop"]["custom_id"])
+    except DriverRefused as refused:
+        if "disabled" not in refused.message:
+            raise
+    return await finished(driver, message["id"])
 
 
 async def running(driver: DriverClient, message_id: str, *, timeout: float = 15.0) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from tests.e2e.replies import (
     private_reply,
     replies_to,
     running,
+    stop_and_wait,
     story_started,
 )
 
@@ -86,8 +87,7 @@ async def test_continue_while_another_story_runs_is_refused_and_leaves_the_story
         first["embeds"],
         first["components"],
     )
-    await driver.click(reader, second["id"], buttons(second)["Stop"]["custom_id"])
-    await finished(driver, second["id"])
+    await stop_and_wait(driver, reader, second)
 
 
 async def test_requests_over_the_per_minute_limit_are_told_when_to_try_again(driver, rig, reader):
