@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig
 
+from core.settings import PRESETS
 from model.loading import LoadedModel, load_model
 from model.training.corpus import build_blocks, read_corpus
 from model.training.perplexity import evaluate
@@ -37,14 +38,30 @@ DEFAULT_EVAL = ROOT.parent / "shared" / "corpus" / "tales" / "eval.txt"
 STRATEGIES: dict[str, dict[str, object]] = {
     "greedy": {"do_sample": False, "num_beams": 1},
     "beam 4": {"do_sample": False, "num_beams": 4},
-    "greedy, no repeated 3-gram (preset)": {"do_sample": False, "num_beams": 1, "no_repeat_ngram_size": 3},
-    "beam 4, no repeated 3-gram (preset)": {"do_sample": False, "num_beams": 4, "no_repeat_ngram_size": 3},
     "pure sampling": {"do_sample": True, "top_k": 0, "top_p": 1.0, "temperature": 1.0},
     "top-k 40": {"do_sample": True, "top_k": 40, "top_p": 1.0, "temperature": 1.0},
     "top-k 40, temperature 0.7": {"do_sample": True, "top_k": 40, "top_p": 1.0, "temperature": 0.7},
     "nucleus 0.95": {"do_sample": True, "top_k": 0, "top_p": 0.95, "temperature": 1.0},
 }
 """`top_k=0` is spelt out because `GenerationConfig` otherwise applies top-k 50 when sampling."""
+
+
+def preset_generation(values: dict[str, object]) -> dict[str, object]:
+    """A /settings preset as `GenerationConfig` arguments (the bot's strategies and their controls)."""
+    strategy = values.get("strategy", "sampling")
+    settings: dict[str, object] = {
+        "do_sample": strategy == "sampling",
+        "num_beams": int(values.get("num_beams", 4)) if strategy == "beam" else 1,
+        "repetition_penalty": float(values.get("repetition_penalty", 1.0)),
+        "no_repeat_ngram_size": int(values.get("no_repeat_ngram_size", 0)),
+    }
+    if strategy == "sampling":
+        settings |= {k: values[k] for k in ("temperature", "top_k", "top_p") if k in values}
+    return settings
+
+
+STRATEGIES |= {f"{name} (preset)": preset_generation(preset.values) for name, preset in PRESETS.items()}
+"""The bot's presets as they stand in core/settings.py, so the table shows what users get."""
 
 
 @dataclass(frozen=True)

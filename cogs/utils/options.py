@@ -51,6 +51,7 @@ def prompt_chars(config: Config) -> int:
 def prompt_help(config: Config, what: str) -> str:
     """Help for a prompt option: its real limit is in tokens, which only the bot can count. Discord's
     client shows the declared length in characters beside it, so the help gives words, not a second
-    character count that would contradict it."""
+    character count that would contradict it. Words per token depend on the model's vocabulary (GPT-2's
+    50,257 tokens: about 0.75; the shipped model's 512: about 0.4), which a cog does not know."""
     tokens = config.limits.max_prompt_tokens
-    return f"{what} At most {tokens} tokens (about {round(tokens * 0.75)} words), counted after sending."
+    return f"{what} At most {tokens} tokens (words or word pieces), counted once sent."

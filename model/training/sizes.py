@@ -21,11 +21,13 @@ class ModelSize:
     n_positions: int
 
     @property
+    def shape(self) -> str:
+        """Depth, width and context, for a model card (its parameter count depends on the vocabulary)."""
+        return f"{self.n_layer} layers × {self.n_embd}, context {self.n_positions}"
+
+    @property
     def description(self) -> str:
-        return (
-            f"{self.n_layer} layers × {self.n_embd}, context {self.n_positions}, "
-            f"{self.parameters(8192) / 1e6:.1f}M parameters with 8192 tokens"
-        )
+        return f"{self.shape}, {self.parameters(8192) / 1e6:.1f}M parameters with 8192 tokens"
 
     def parameters(self, vocab_size: int) -> int:
         """Count with tied embeddings: token and position embeddings, blocks, final layer norm."""

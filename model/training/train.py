@@ -341,7 +341,7 @@ def _save(trainer: Trainer, plan: _Plan, options: argparse.Namespace, result: Tr
             name=str(plan.out),
             base=options.base,
             size=options.size,
-            size_description=SIZES[options.size].description if options.size else None,
+            size_description=SIZES[options.size].shape if options.size else None,
             parameters=n_parameters,
             n_layer=config.n_layer,
             n_embd=config.n_embd,

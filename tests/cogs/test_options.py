@@ -39,7 +39,7 @@ def test_story_length_and_prompt_declare_the_bots_limits() -> None:
     assert f"1-{CAP}" in story["length"].description
     assert story["prompt"].max_value == PROMPT_TOKENS * 16  # the longest prompt that could still fit
     assert f"{PROMPT_TOKENS} tokens" in story["prompt"].description
-    assert "after sending" in story["prompt"].description  # tokens are counted by the bot, not Discord
+    assert "counted once sent" in story["prompt"].description  # tokens are counted by the bot, not Discord
     temperature = FIELDS["temperature"]
     assert (story["temperature"].min_value, story["temperature"].max_value) == (
         temperature.minimum,
@@ -52,7 +52,7 @@ def test_prompt_help_gives_one_character_count_only_discords() -> None:
     """Discord's client shows "1-2000 characters" beside the help: the help speaks of tokens and words."""
     for command in (StoryCog(make_bot(prompt_tokens=200)).story, WhyCog(make_bot(prompt_tokens=200)).why):
         prompt = options(command)["prompt"]
-        assert "200 tokens (about 150 words)" in prompt.description and "character" not in prompt.description
+        assert "200 tokens (words or word pieces)" in prompt.description and "character" not in prompt.description
 
 
 def test_story_numbers_declare_no_maximum_a_client_would_show() -> None:
