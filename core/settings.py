@@ -83,7 +83,7 @@ FIELDS: dict[str, FieldSpec] = {
         FieldSpec(
             "repetition_penalty",
             float,
-            1.1,
+            1.0,
             "Divides the score of tokens already written; 1 turns it off.",
             1.0,
             2.0,
@@ -229,7 +229,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "precise",
             "Beam search with 4 beams: careful, coherent, a little dull.",
-            {"strategy": "beam", "num_beams": 4, "no_repeat_ngram_size": 3, "repetition_penalty": 1.0},
+            {"strategy": "beam", "num_beams": 4, "no_repeat_ngram_size": 6, "repetition_penalty": 1.0},
         ),
         Preset(
             "balanced",
@@ -239,7 +239,7 @@ PRESETS: dict[str, Preset] = {
                 "temperature": 0.8,
                 "top_k": 40,
                 "top_p": 1.0,
-                "repetition_penalty": 1.1,
+                "repetition_penalty": 1.0,
                 "no_repeat_ngram_size": 0,
             },
         ),
@@ -257,7 +257,7 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "greedy",
-            "Always the likeliest next word, never the same three words twice: deterministic.",
+            "Always the likeliest next word, never the same three tokens twice: deterministic.",
             {"strategy": "greedy", "repetition_penalty": 1.0, "no_repeat_ngram_size": 3},
         ),
     )

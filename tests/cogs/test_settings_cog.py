@@ -147,7 +147,7 @@ async def test_show_lists_every_setting_with_its_source(cog: SettingsCog, store:
     assert "`temperature` **0.9** — bot default" in text
     assert "`top_k` **5** — server default" in text
     assert "`top_p` **0.9** — yours" in text
-    assert "`repetition_penalty` **1.1** — built-in default" in text
+    assert f"`repetition_penalty` **{FIELDS['repetition_penalty'].default}** — built-in default" in text
     assert "`seed` **random**" in text
 
 

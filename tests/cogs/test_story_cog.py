@@ -14,7 +14,7 @@ from cogs.story import DELETE_REFUSED, NOT_OWNER, StoryCog
 from cogs.story_threads import thread_name
 from cogs.story_view import StoryButton, StoryState, render_story
 from cogs.utils.formats import EMBED_DESCRIPTION_LIMIT
-from core.settings import DecodingSettings
+from core.settings import PRESETS, DecodingSettings
 from tests.cogs.conftest import OWNER, STRANGER
 from tests.discord_fakes import Call, FakeInteraction
 
@@ -371,5 +371,6 @@ async def test_story_strategy_beam_writes_with_the_beam_presets_loop_guard(cog) 
     interaction = FakeInteraction(OWNER)
     await run_story(cog, interaction, "Once upon a time", length=20, strategy="beam")
     footer = final_embed(interaction).footer.text
-    assert footer.startswith("beam · ") and "no_repeat_ngram_size=3" in footer
-    assert (await cog.stories.get(story_id_of(interaction))).shown.settings.no_repeat_ngram_size == 3
+    guard = PRESETS["precise"].values["no_repeat_ngram_size"]
+    assert guard > 0 and footer.startswith("beam · ") and f"no_repeat_ngram_size={guard}" in footer
+    assert (await cog.stories.get(story_id_of(interaction))).shown.settings.no_repeat_ngram_size == guard

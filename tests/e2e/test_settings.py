@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.settings import PRESETS
 from playground.standin.client import DriverClient, DriverRefused
 from tests.e2e.replies import EPHEMERAL, buttons, finished, footer, private_reply, story_started
 
@@ -131,7 +132,8 @@ async def test_settings_preset_saves_its_values_and_the_next_story_uses_them(dri
     assert reply["content"].startswith("Preset **precise**:")
     interaction = await story_started(driver, reader, "The fox said to the crow", length=6)
     assert footer(await finished(driver, interaction["original_message_id"])).startswith(
-        "beam · num_beams=4 · max_new_tokens=6 · repetition_penalty=1.0 · no_repeat_ngram_size=3"
+        "beam · num_beams=4 · max_new_tokens=6 · repetition_penalty=1.0 · "
+        f"no_repeat_ngram_size={PRESETS['precise'].values['no_repeat_ngram_size']}"
     )
 
 
