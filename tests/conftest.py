@@ -47,3 +47,15 @@ def ray_serve():
         yield cluster
     finally:
         stop_cluster()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the whole session, on loopback (see tests/pg_server.py)."""
+    from tests.pg_server import start_server, stop_server
+
+    server = start_server()
+    try:
+        yield server
+    finally:
+        stop_server(server)

@@ -8,19 +8,13 @@ import sqlite3
 import sys
 from pathlib import Path
 
-import aiosqlite
 import pytest
 
 from store import Scope, SqlitePreferencesStore, StoreUnavailableError
 from store.errors import unavailable
-from tests.store.conftest import OpenStore
+from tests.store.conftest import OpenStore, sqlite_writer
 
 USER = 1001
-
-
-def connection_of(store: SqlitePreferencesStore) -> aiosqlite.Connection:
-    """The store's own connection, to inject faults SQLite can produce but a test cannot cause."""
-    return store._db
 
 
 HOLD_WRITE_LOCK = """
@@ -61,7 +55,7 @@ async def test_a_write_while_another_process_holds_the_lock_is_refused_and_reads
 
 async def test_a_full_disk_refuses_the_write_whole_and_keeps_the_old_values(store: SqlitePreferencesStore) -> None:
     """SQLITE_FULL: a message for the user, no partial write, and writes resume when space returns."""
-    db = connection_of(store)
+    db = await sqlite_writer(store)
     ((pages,),) = await db.execute_fetchall("PRAGMA page_count")
     await db.execute(f"PRAGMA max_page_count = {pages}")
     every_field = {
@@ -91,7 +85,7 @@ async def test_a_full_disk_refuses_the_write_whole_and_keeps_the_old_values(stor
 async def test_a_read_only_database_refuses_writes_with_a_message(store: SqlitePreferencesStore) -> None:
     """SQLITE_READONLY (a remount, a permission change): the user hears it, nothing changes."""
     await store.set(Scope.USER, USER, {"top_k": 7})
-    await connection_of(store).execute("PRAGMA query_only = ON")
+    await (await sqlite_writer(store)).execute("PRAGMA query_only = ON")
     with pytest.raises(StoreUnavailableError, match="read-only"):
         await store.set(Scope.USER, USER, {"top_k": 8})
     assert await store.get(Scope.USER, USER) == {"top_k": 7}

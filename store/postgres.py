@@ -1,0 +1,181 @@
+"""The store on PostgreSQL: one database that every bot process shares, whichever shards it runs.
+
+The queries are the shared ones (store/preferences.py, store/stories.py); this module opens the
+database. Each process keeps a pool of `pool_size` connections (asyncpg), checked before use,
+so a restarted server costs no command an error. Each write is one transaction committed before
+the call returns (PostgreSQL's default `synchronous_commit`: on disk when acknowledged).
+
+Bounds, so that a busy, hung or vanished server is answered within Discord's 3 seconds: a row or
+table lock held by another process is waited for LOCK_TIMEOUT_MS, a statement runs at most
+STATEMENT_TIMEOUT_MS, a free connection is waited for POOL_TIMEOUT_S, and the whole operation
+(connecting included) gives up after DEADLINE_S; the transaction is rolled back in every case.
+
+Migrations run at start-up in one transaction holding an advisory lock: processes starting
+together take turns, and all but the first find nothing left to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.exc
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from core.settings import DecodingSettings
+from store import migrations, schema
+from store.database import Database
+from store.errors import (
+    StoreBusyError,
+    StoreCorruptError,
+    StoreError,
+    StoreUnavailableError,
+    disk_full,
+    read_only,
+    unreachable,
+)
+from store.preferences import SqlPreferencesStore
+
+POOL_TIMEOUT_S = 1.0
+LOCK_TIMEOUT_MS = 1500
+STATEMENT_TIMEOUT_MS = 2000
+CONNECT_TIMEOUT_S = 2.0
+DEADLINE_S = 2.8
+STARTUP_TIMEOUT_S = 60.0
+"""Start-up waits longer: for the server to come up beside the bot, or another process's migration."""
+MIGRATION_LOCK = 0x54616C65
+"""The advisory lock key of migrations (b"Tale")."""
+
+_BUSY = {
+    "55P03": "lock_not_available",
+    "57014": "query_canceled (statement_timeout)",
+    "40001": "serialization_failure",
+    "40P01": "deadlock_detected",
+    "53300": "too_many_connections",
+}
+_UNREACHABLE_CLASSES = ("08", "28", "3D", "53", "57", "58")
+"""Connection failures, refused logins, a dropped database, resources, shutdowns, system errors."""
+
+
+class PostgresPreferencesStore(SqlPreferencesStore):
+    """`PreferencesStore` on PostgreSQL. Create it with `open`, which checks and migrates the database."""
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        password: str | None,
+        config_defaults: DecodingSettings,
+        max_new_tokens_cap: int,
+        pool_size: int = 5,
+        startup_timeout_s: float = STARTUP_TIMEOUT_S,
+    ) -> PostgresPreferencesStore:
+        """Connect, check the database is ours (or empty) and migrate it; `StoreError` says why not.
+
+        `url` is `postgresql://user@host:port/database` (query options go to asyncpg, e.g.
+        `?ssl=require`); `password` None leaves it to libpq's conventions (PGPASSWORD, ~/.pgpass).
+        """
+        address = database_url(url, password)
+        where = address.render_as_string(hide_password=True)
+        database = Database(_engine(address, pool_size), _classify, where=where, deadline_s=DEADLINE_S)
+        try:
+            async with asyncio.timeout(startup_timeout_s), database.writer.begin() as connection:
+                timeout_ms = round(startup_timeout_s * 1000)
+                await connection.exec_driver_sql(f"SET LOCAL lock_timeout = {timeout_ms}")
+                await connection.exec_driver_sql(f"SET LOCAL statement_timeout = {timeout_ms}")
+                await connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+                await connection.run_sync(_check_ours, where)
+                await connection.run_sync(migrations.upgrade, where)
+        except StoreError:
+            await database.close()
+            raise
+        except TimeoutError as exc:
+            await database.close()
+            raise StoreError(
+                f"PostgreSQL at {where} did not answer within {startup_timeout_s:g} s (a hung server, a firewall "
+                "dropping packets, or another Taleweaver migrating it for that long)."
+            ) from exc
+        except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+            await database.close()
+            raise _startup_error(where, exc) from exc
+        except BaseException:
+            await database.close()
+            raise
+        return cls(database, config_defaults=config_defaults, max_new_tokens_cap=max_new_tokens_cap)
+
+
+def database_url(url: str, password: str | None) -> URL:
+    """The asyncpg URL of `database.url`, with the password from the environment (never from the file)."""
+    address = make_url(url).set(drivername="postgresql+asyncpg")
+    return address.set(password=password) if password else address
+
+
+def _engine(address: URL, pool_size: int) -> AsyncEngine:
+    return create_async_engine(
+        address,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=POOL_TIMEOUT_S,
+        pool_pre_ping=True,
+        connect_args={
+            "timeout": CONNECT_TIMEOUT_S,
+            "server_settings": {
+                "application_name": "taleweaver",
+                "lock_timeout": str(LOCK_TIMEOUT_MS),
+                "statement_timeout": str(STATEMENT_TIMEOUT_MS),
+                "idle_in_transaction_session_timeout": "30000",
+            },
+        },
+    )
+
+
+def _check_ours(connection: sa.Connection, where: str) -> None:
+    """A database with Taleweaver's tables but not its version table was not made by Taleweaver."""
+    tables = set(sa.inspect(connection).get_table_names())
+    if migrations.VERSION_TABLE not in tables and tables & set(schema.metadata.tables):
+        raise StoreError(
+            f"{where} has tables named like Taleweaver's ({', '.join(sorted(tables & set(schema.metadata.tables)))}) "
+            "but no Taleweaver schema version: it was not made by Taleweaver and was left untouched. Point "
+            "`database.url` at an empty database."
+        )
+
+
+def _classify(exc: BaseException) -> StoreUnavailableError | None:
+    """The user-facing error for a failure at run time (the transaction is rolled back)."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate is None:
+        gone = isinstance(exc, OSError | TimeoutError | AsyncAdapt_asyncpg_dbapi.InterfaceError)
+        return unreachable() if gone else None
+    if sqlstate in _BUSY:
+        return StoreBusyError()
+    if sqlstate == "53100":
+        return disk_full()
+    if sqlstate == "25006":
+        return read_only()
+    if sqlstate in ("XX001", "XX002"):
+        return StoreCorruptError(
+            "Preferences are unavailable right now: the preferences database could not be reached (it is "
+            "damaged). Please tell the bot's owner. Nothing was changed."
+        )
+    return unreachable() if sqlstate[:2] in _UNREACHABLE_CLASSES else None
+
+
+def _startup_error(where: str, exc: BaseException) -> StoreError:
+    orig: Any = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else exc
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate in ("28P01", "28000"):
+        return StoreError(
+            f"PostgreSQL at {where} refused the login ({orig}). Check the user in `database.url` and the "
+            "password in TALEWEAVER_DATABASE_PASSWORD."
+        )
+    if sqlstate == "3D000":
+        return StoreError(f"PostgreSQL at {where}: the database does not exist ({orig}). Create it first.")
+    if sqlstate == "42501":
+        return StoreError(f"PostgreSQL at {where}: the user may not create Taleweaver's tables ({orig}).")
+    if isinstance(orig, OSError):
+        return StoreError(f"Cannot reach PostgreSQL at {where}: {orig}. Check `database.url` and that the server runs.")
+    return StoreError(f"Cannot use PostgreSQL at {where} as the preferences database: {orig}.")

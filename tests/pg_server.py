@@ -1,0 +1,177 @@
+"""A real PostgreSQL server for the tests: `initdb` into a temporary folder, a loopback port, stopped at the end.
+
+Debian's server binaries (`make postgresql` installs them). PostgreSQL refuses to run as root, so
+as root every server command runs as the `postgres` user, on a folder that user owns. The bot's
+role `taleweaver` logs in with a password (scram-sha-256 over TCP), as it would in production;
+`create_database` gives each test a fresh database of its own.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import psutil
+
+ROLE = "taleweaver"
+START_TIMEOUT_S = 60
+
+
+def server_binaries() -> Path:
+    """The newest installed PostgreSQL's bin folder (Debian keeps the server out of PATH)."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
+    if not found:
+        raise RuntimeError("PostgreSQL's server is not installed: run `make postgresql` (Debian's postgresql package).")
+    return Path(found[-1]).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class PostgresServer:
+    """One server; `url(name)` is what `database.url` would hold (no password: that comes from the environment)."""
+
+    folder: Path
+    port: int
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    """The `taleweaver` role's password."""
+    superuser_password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    bin_dir: Path = field(default_factory=server_binaries)
+    _names: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def data_dir(self) -> Path:
+        return self.folder / "data"
+
+    def url(self, database: str) -> str:
+        return f"postgresql://{ROLE}@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *command: str) -> None:
+        as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*as_owner, *command], check=True, capture_output=True, timeout=START_TIMEOUT_S)
+
+    def init(self) -> None:
+        pwfile = self.folder / "superuser-password"
+        pwfile.write_text(self.superuser_password)
+        self._run(
+            str(self.bin_dir / "initdb"),
+            "--pgdata",
+            str(self.data_dir),
+            "--username=postgres",
+            f"--pwfile={pwfile}",
+            "--auth-host=scram-sha-256",
+            "--auth-local=trust",
+            "--encoding=UTF8",
+            "--no-instructions",
+        )
+        pwfile.unlink()
+
+    def start(self) -> None:
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder} -c max_connections=200"
+        self._run(
+            str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-o", options, "-l", str(self.log), "-w", "start"
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """`fast`: roll back, checkpoint, stop; `immediate`: stop without the checkpoint (recovery on next start)."""
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop")
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "server.log"
+
+    def processes(self) -> list[psutil.Process]:
+        """The postmaster and every backend it started."""
+        pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        postmaster = psutil.Process(pid)
+        return [postmaster, *postmaster.children(recursive=True)]
+
+    def kill(self) -> None:
+        """SIGKILL the whole server, as a crash of its machine's process would; `start` recovers it from its WAL."""
+        processes = self.processes()
+        for process in processes:
+            process.send_signal(signal.SIGKILL)
+        psutil.wait_procs(processes, timeout=10)
+
+    def freeze(self) -> list[psutil.Process]:
+        """SIGSTOP the server: connections stay open and nothing answers, as with a hung host."""
+        processes = self.processes()
+        for process in processes:
+            process.suspend()
+        return processes
+
+    @staticmethod
+    def thaw(processes: list[psutil.Process]) -> None:
+        for process in processes:
+            process.resume()
+
+    async def admin(self) -> asyncpg.Connection:
+        return await asyncpg.connect(
+            host="127.0.0.1", port=self.port, user="postgres", password=self.superuser_password, database="postgres"
+        )
+
+    def create_role(self) -> None:
+        """The bot's role, made over the server's own socket (trusted, as the `postgres` user)."""
+        sql = f"CREATE ROLE {ROLE} LOGIN PASSWORD '{self.password}'"
+        self._run(str(self.bin_dir / "psql"), "-h", str(self.folder), "-p", str(self.port), "-U", "postgres", "-c", sql)
+
+    async def create_database(self) -> str:
+        """A new, empty database owned by the bot's role; its name."""
+        name = f"taleweaver_{next(self._names)}"
+        admin = await self.admin()
+        try:
+            await admin.execute(f"CREATE DATABASE {name} OWNER {ROLE}")
+        finally:
+            await admin.close()
+        return name
+
+    async def drop_database(self, name: str) -> None:
+        admin = await self.admin()
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await admin.close()
+
+
+def start_server() -> PostgresServer:
+    """A new server in a new folder, started, with the bot's role; `stop_server` removes it all."""
+    folder = Path(tempfile.mkdtemp(prefix="taleweaver-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    server = PostgresServer(folder, free_port())
+    try:
+        server.init()
+        server.start()
+        server.create_role()
+    except BaseException:
+        stop_server(server)
+        raise
+    return server
+
+
+def stop_server(server: PostgresServer) -> None:
+    """Stop the server and remove its folder; its data is thrown away, so no shutdown checkpoint."""
+    if (server.data_dir / "postmaster.pid").exists():
+        try:
+            server.stop("immediate")
+        except subprocess.SubprocessError:
+            server.kill()
+    deadline = time.monotonic() + 10
+    while (server.data_dir / "postmaster.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    shutil.rmtree(server.folder, ignore_errors=True)
