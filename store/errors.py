@@ -81,5 +81,13 @@ def unreachable() -> StoreUnavailableError:
     return _unavailable("the preferences database could not be reached. Please try again later")
 
 
+def outcome_unknown() -> StoreUnavailableError:
+    """The connection was lost while committing: the server may have kept the change or not."""
+    return StoreUnavailableError(
+        "The preferences database stopped answering while saving, so the change may or may not have been kept. "
+        "Please check, and try again later."
+    )
+
+
 def _unavailable(reason: str) -> StoreUnavailableError:
     return StoreUnavailableError(f"Preferences are unavailable right now: {reason}. Nothing was changed.")

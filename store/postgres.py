@@ -1,9 +1,11 @@
 """The store on PostgreSQL: one database that every bot process shares, whichever shards it runs.
 
 The queries are the shared ones (store/preferences.py, store/stories.py); this module opens the
-database. Each process keeps a pool of `pool_size` connections (asyncpg), checked before use,
-so a restarted server costs no command an error. Each write is one transaction committed before
-the call returns (PostgreSQL's default `synchronous_commit`: on disk when acknowledged).
+database. Each process keeps two pools of `pool_size` connections (asyncpg), checked before use
+so that a restarted server costs no command an error: one for writes, and one for reads in
+read-only transactions, which writes waiting for another process's lock never hold up (as on
+SQLite). Each write is one transaction committed before the call returns (PostgreSQL's default
+`synchronous_commit`: on disk when acknowledged).
 
 Bounds, so that a busy, hung or vanished server is answered within Discord's 3 seconds: a row or
 table lock held by another process is waited for LOCK_TIMEOUT_MS, a statement runs at most
@@ -81,7 +83,13 @@ class PostgresPreferencesStore(SqlPreferencesStore):
         """
         address = database_url(url, password)
         where = address.render_as_string(hide_password=True)
-        database = Database(_engine(address, pool_size), _classify, where=where, deadline_s=DEADLINE_S)
+        database = Database(
+            _engine(address, pool_size),
+            _classify,
+            where=where,
+            reader=_engine(address, pool_size, read_only=True),
+            deadline_s=DEADLINE_S,
+        )
         try:
             async with asyncio.timeout(startup_timeout_s), database.writer.begin() as connection:
                 timeout_ms = round(startup_timeout_s * 1000)
@@ -114,9 +122,10 @@ def database_url(url: str, password: str | None) -> URL:
     return address.set(password=password) if password else address
 
 
-def _engine(address: URL, pool_size: int) -> AsyncEngine:
+def _engine(address: URL, pool_size: int, *, read_only: bool = False) -> AsyncEngine:
     return create_async_engine(
         address,
+        execution_options={"postgresql_readonly": read_only},
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=POOL_TIMEOUT_S,
@@ -148,7 +157,14 @@ def _classify(exc: BaseException) -> StoreUnavailableError | None:
     """The user-facing error for a failure at run time (the transaction is rolled back)."""
     sqlstate = getattr(exc, "sqlstate", None)
     if sqlstate is None:
-        gone = isinstance(exc, OSError | TimeoutError | AsyncAdapt_asyncpg_dbapi.InterfaceError)
+        # A dropped connection: refused or reset, no answer, or asyncpg's state machine left mid-operation.
+        lost = (
+            OSError,
+            TimeoutError,
+            AsyncAdapt_asyncpg_dbapi.InterfaceError,
+            AsyncAdapt_asyncpg_dbapi.InternalClientError,
+        )
+        gone = isinstance(exc, lost)
         return unreachable() if gone else None
     if sqlstate in _BUSY:
         return StoreBusyError()

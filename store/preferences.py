@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from core.errors import SettingsError
 from core.settings import FIELDS, DecodingSettings, coerce_field
 from store import schema
-from store.database import Database
+from store.database import Database, operation
 from store.errors import StoreBusyError, StoreUnavailableError
 from store.interface import Scope
 from store.resolve import LIMIT_FIELDS, ResolvedSettings, resolve_settings
@@ -97,13 +97,14 @@ class SqlPreferencesStore:
     async def close(self) -> None:
         await self.database.close()
 
+    @operation("resolve")
     async def resolve(
         self, user_id: int, guild_id: int | None, overrides: Mapping[str, Any] = _EMPTY
     ) -> ResolvedSettings:
         _check_id(user_id)
         if guild_id is not None:
             _check_id(guild_id)
-        async with self.database.read("resolve") as connection:
+        async with self.database.read() as connection:
             rows = await connection.execute(_USER_AND_SERVER, {"user": user_id, "guild": guild_id})
         layers = _split_layers(rows)
         return resolve_settings(
@@ -115,9 +116,10 @@ class SqlPreferencesStore:
             server_limits=layers[Scope.SERVER_LIMIT],
         )
 
+    @operation("resolve_server")
     async def resolve_server(self, guild_id: int) -> ResolvedSettings:
         _check_id(guild_id)
-        async with self.database.read("resolve_server") as connection:
+        async with self.database.read() as connection:
             rows = await connection.execute(_SERVER_ONLY, {"guild": guild_id})
         layers = _split_layers(rows)
         return resolve_settings(
@@ -127,15 +129,17 @@ class SqlPreferencesStore:
             server_limits=layers[Scope.SERVER_LIMIT],
         )
 
+    @operation("get")
     async def get(self, scope: Scope, owner_id: int) -> dict[str, Any]:
         _check_id(owner_id)
-        async with self.database.read("get") as connection:
+        async with self.database.read() as connection:
             rows = await connection.execute(_SELECT[scope], {"owner": owner_id})
         return _decode(scope, rows)
 
+    @operation("set")
     async def set(self, scope: Scope, owner_id: int, values: Mapping[str, Any]) -> dict[str, Any]:
         _check_id(owner_id)
-        async with self._turn(scope, owner_id), self.database.transaction("set") as connection:
+        async with self._turn(scope, owner_id), self.database.transaction() as connection:
             server_limits: dict[str, Any] = {}
             if scope is Scope.SERVER:
                 rows = await connection.execute(_SELECT[Scope.SERVER_LIMIT], {"owner": owner_id})
@@ -157,13 +161,14 @@ class SqlPreferencesStore:
                 )
         return checked
 
+    @operation("reset")
     async def reset(self, scope: Scope, owner_id: int, fields: Collection[str] | None = None) -> tuple[str, ...]:
         _check_id(owner_id)
         if fields is not None:
             for name in fields:
                 if name not in FIELDS:
                     coerce_field(name, None)  # raises the "no such setting" error
-        async with self._turn(scope, owner_id), self.database.transaction("reset") as connection:
+        async with self._turn(scope, owner_id), self.database.transaction() as connection:
             rows = await connection.execute(_SELECT[scope], {"owner": owner_id})
             present = {name for name, _ in rows}
             removed = present if fields is None else present.intersection(fields)
@@ -178,7 +183,8 @@ class SqlPreferencesStore:
         """Writes of one owner one after another, first come first served (asyncio's locks are fair)."""
         lock = self._turns.setdefault((scope, owner_id), asyncio.Lock())
         try:
-            await asyncio.wait_for(lock.acquire(), TURN_WAIT_S)
+            async with asyncio.timeout(TURN_WAIT_S):
+                await lock.acquire()
         except TimeoutError:
             raise StoreBusyError() from None
         try:

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.settings import DecodingSettings
-from store.database import Database
+from store.database import Database, operation
 from store.records import Part, Story
 from store.schema import guild_story_options, stories, story_parts
 
@@ -56,9 +56,10 @@ class SqlStoryStore:
     """`StoryStore` on the preferences database. Every write is one transaction; reads see committed data."""
 
     def __init__(self, database: Database, clock: Callable[[], float] = time.time) -> None:
-        self._database = database
+        self.database = database
         self._clock = clock
 
+    @operation("story.create")
     async def create(
         self, owner_id: int, guild_id: int | None, channel_id: int | None, opening: str, settings: DecodingSettings
     ) -> int:
@@ -73,16 +74,18 @@ class SqlStoryStore:
             "created_at": now,
             "updated_at": now,
         }
-        async with self._database.transaction("story.create") as connection:
+        async with self.database.transaction() as connection:
             return (await connection.execute(sa.insert(stories).values(row).returning(stories.c.id))).scalar_one()
 
+    @operation("story.set_message")
     async def set_message(self, story_id: int, message_id: int) -> None:
-        async with self._database.transaction("story.set_message") as connection:
+        async with self.database.transaction() as connection:
             await connection.execute(sa.update(stories).where(stories.c.id == story_id).values(message_id=message_id))
 
+    @operation("story.set_thread")
     async def set_thread(self, story_id: int, thread_id: int) -> bool:
         """Tie a thread to the story; False when the story already has one (or is gone)."""
-        async with self._database.transaction("story.set_thread") as connection:
+        async with self.database.transaction() as connection:
             result = await connection.execute(
                 sa.update(stories)
                 .where(stories.c.id == story_id, stories.c.thread_id.is_(None))
@@ -90,12 +93,15 @@ class SqlStoryStore:
             )
             return result.rowcount == 1
 
+    @operation("story.get")
     async def get(self, story_id: int) -> Story | None:
-        return await self._story("story.get", stories.c.id == story_id)
+        return await self._story(stories.c.id == story_id)
 
+    @operation("story.by_thread")
     async def by_thread(self, thread_id: int) -> Story | None:
-        return await self._story("story.by_thread", stories.c.thread_id == thread_id)
+        return await self._story(stories.c.thread_id == thread_id)
 
+    @operation("story.add_part")
     async def add_part(
         self,
         story_id: int,
@@ -120,7 +126,7 @@ class SqlStoryStore:
             "stop_reason": stop_reason,
             "created_at": self._clock(),
         }
-        async with self._database.transaction("story.add_part") as connection:
+        async with self.database.transaction() as connection:
             if not await _lock(connection, stories.c.id == story_id):
                 return None
             inserted = sa.insert(story_parts).values(row).returning(story_parts.c.id)
@@ -132,12 +138,13 @@ class SqlStoryStore:
             )
         return Part(part_id, parent_id, author_id, added, settings, seed, text, stop_reason)
 
+    @operation("story.show")
     async def show(self, story_id: int, part_id: int) -> bool:
         """Show another draft (a part of this story); False when there is no such part."""
         is_a_part = (
             sa.select(story_parts.c.id).where(story_parts.c.id == part_id, story_parts.c.story_id == story_id).exists()
         )
-        async with self._database.transaction("story.show") as connection:
+        async with self.database.transaction() as connection:
             result = await connection.execute(
                 sa.update(stories)
                 .where(stories.c.id == story_id, is_a_part)
@@ -145,33 +152,37 @@ class SqlStoryStore:
             )
             return result.rowcount == 1
 
+    @operation("story.delete")
     async def delete(self, story_id: int) -> bool:
         """Forget a story and all its parts; False when there was none."""
-        async with self._database.transaction("story.delete") as connection:
+        async with self.database.transaction() as connection:
             return await _remove(connection, stories.c.id == story_id) == 1
 
+    @operation("story.prune")
     async def prune(self, retention_days: int) -> int:
         """Forget stories untouched for `retention_days` (0: keep all); returns how many went."""
         if retention_days <= 0:
             return 0
         cutoff = self._clock() - retention_days * DAY_S
-        async with self._database.transaction("story.prune") as connection:
+        async with self.database.transaction() as connection:
             return await _remove(connection, stories.c.updated_at < cutoff)
 
+    @operation("story.threads_allowed")
     async def threads_allowed(self, guild_id: int) -> bool:
-        async with self._database.read("story.threads_allowed") as connection:
+        async with self.database.read() as connection:
             allowed = await connection.scalar(
                 sa.select(guild_story_options.c.threads).where(guild_story_options.c.guild_id == guild_id)
             )
         return True if allowed is None else bool(allowed)
 
+    @operation("story.set_threads_allowed")
     async def set_threads_allowed(self, guild_id: int, allowed: bool) -> None:
-        statement = self._database.upsert(guild_story_options, ["threads"])
-        async with self._database.transaction("story.set_threads_allowed") as connection:
+        statement = self.database.upsert(guild_story_options, ["threads"])
+        async with self.database.transaction() as connection:
             await connection.execute(statement, {"guild_id": guild_id, "threads": allowed})
 
-    async def _story(self, operation: str, where: sa.ColumnElement[bool]) -> Story | None:
-        async with self._database.read(operation) as connection:
+    async def _story(self, where: sa.ColumnElement[bool]) -> Story | None:
+        async with self.database.read() as connection:
             row = (await connection.execute(sa.select(*_STORY_COLUMNS).where(where))).first()
             if row is None:
                 return None

@@ -8,6 +8,7 @@ role `taleweaver` logs in with a password (scram-sha-256 over TCP), as it would 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -96,16 +97,19 @@ class PostgresServer:
         return self.folder / "server.log"
 
     def processes(self) -> list[psutil.Process]:
-        """The postmaster and every backend it started."""
-        pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
-        postmaster = psutil.Process(pid)
-        return [postmaster, *postmaster.children(recursive=True)]
+        """The postmaster and every backend it started (none when it is not running)."""
+        try:
+            postmaster = psutil.Process(int((self.data_dir / "postmaster.pid").read_text().split()[0]))
+            return [postmaster, *postmaster.children(recursive=True)]
+        except (FileNotFoundError, psutil.NoSuchProcess):
+            return []
 
     def kill(self) -> None:
         """SIGKILL the whole server, as a crash of its machine's process would; `start` recovers it from its WAL."""
         processes = self.processes()
         for process in processes:
-            process.send_signal(signal.SIGKILL)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGKILL)
         psutil.wait_procs(processes, timeout=10)
 
     def freeze(self) -> list[psutil.Process]:

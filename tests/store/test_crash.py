@@ -8,6 +8,7 @@ import random
 import signal
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from store import Scope
@@ -18,15 +19,24 @@ ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 6
 
 
-async def run_writer_until_killed(db_path: Path, first: int, acks_before_kill: int) -> int:
-    """Start the writer, SIGKILL it after that many acknowledged writes; return the last one."""
+async def run_writer_until_killed(
+    target: Path | str,
+    first: int,
+    acks_before_kill: int,
+    *,
+    env: dict[str, str] | None = None,
+    kill_server: Callable[[], None] | None = None,
+) -> int:
+    """Start the writer, SIGKILL it (or, with `kill_server`, the database server first) after
+    that many acknowledged writes; return the last write acknowledged."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "tests.store.crash_writer",
-        str(db_path),
+        str(target),
         str(first),
         cwd=ROOT,
+        env=env,
         stdout=asyncio.subprocess.PIPE,
     )
     try:
@@ -34,11 +44,22 @@ async def run_writer_until_killed(db_path: Path, first: int, acks_before_kill: i
         last_ack = first - 1
         for _ in range(acks_before_kill):
             last_ack = int(await asyncio.wait_for(process.stdout.readline(), 30))
+        if kill_server is not None:
+            kill_server()
+            # Writes go on being acknowledged until the writer finds the server gone.
+            while (line := await asyncio.wait_for(process.stdout.readline(), 30)) != b"failed\n":
+                assert line, f"the writer exited ({await process.wait()})"
+                last_ack = int(line)
         process.send_signal(signal.SIGKILL)
+        await process.wait()
+        # Every write it printed before the kill landed was acknowledged too.
+        for line in (await process.stdout.read()).split():
+            if line.isdigit():
+                last_ack = int(line)
     finally:
         if process.returncode is None:
             process.kill()
-        await process.wait()
+            await process.wait()
     return last_ack
 
 

@@ -30,7 +30,7 @@ ROWS_ADDED_IN: dict[int, list[tuple[str, tuple[object, ...]]]] = {
         ("INSERT INTO guild_limits VALUES (?, ?, ?)", (GUILD, "max_new_tokens", "200")),
     ],
     3: [
-        ("INSERT INTO guild_story_options VALUES (?, ?)", (GUILD, 0)),
+        ("INSERT INTO guild_story_options VALUES (?, ?)", (GUILD, False)),
     ],
 }
 """Data written in each schema version's own tables, as that version of the bot would have."""
