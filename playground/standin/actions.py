@@ -106,7 +106,8 @@ class Actions:
     ) -> InteractionRecord:
         state = self._state
         if not state.hub.connected_to(channel.guild_id):
-            raise DriverError(503, f"the bot is not connected to the stand-in's gateway for the guild of #{channel.name}")
+            where = f"the guild of #{channel.name}"
+            raise DriverError(503, f"the bot is not connected to the stand-in's gateway for {where}")
         interaction_id, token = state.ids.next(), state.interactions.new_token()
         payload = interaction_json(
             state.world,

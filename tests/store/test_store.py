@@ -6,7 +6,9 @@ import asyncio
 import inspect
 
 import pytest
+from prometheus_client import REGISTRY
 
+from core.errors import SettingsError
 from core.settings import FIELDS, DecodingSettings
 from store import PreferencesStore, Scope, SqlitePreferencesStore, StoreUnavailableError
 from store.postgres import PostgresPreferencesStore
@@ -90,8 +92,6 @@ async def test_reset_all_forgets_every_field_of_that_owner_only(store: SqlPrefer
 
 async def test_reset_of_an_unknown_setting_is_refused(store: SqlPreferencesStore) -> None:
     """A name that is not a setting is an error naming it, not a silent no-op."""
-    from core.errors import SettingsError
-
     with pytest.raises(SettingsError, match="colour"):
         await store.reset(Scope.USER, USER, ["colour"])
 
@@ -180,3 +180,18 @@ async def test_resolve_server_leaves_out_every_user(store: SqlPreferencesStore) 
     assert resolved.settings.top_k == 5
     assert resolved.settings.temperature == DecodingSettings().temperature
     assert "you" not in resolved.sources.values()
+
+
+async def test_each_operation_is_timed_by_operation_and_outcome(store: SqlPreferencesStore) -> None:
+    """`taleweaver_database_seconds` counts a saved write as ok, and a refused value as refused."""
+
+    def count(operation: str, outcome: str) -> float:
+        labels = {"operation": operation, "outcome": outcome}
+        return REGISTRY.get_sample_value("taleweaver_database_seconds_count", labels) or 0.0
+
+    ok, refused, reads = count("set", "ok"), count("set", "refused"), count("story.get", "ok")
+    await store.set(Scope.USER, USER, {"top_k": 7})
+    with pytest.raises(SettingsError):
+        await store.set(Scope.USER, USER, {"top_k": -1})
+    await store.stories.get(1)
+    assert (count("set", "ok"), count("set", "refused"), count("story.get", "ok")) == (ok + 1, refused + 1, reads + 1)
