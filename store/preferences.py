@@ -104,9 +104,7 @@ class SqlPreferencesStore:
         _check_id(user_id)
         if guild_id is not None:
             _check_id(guild_id)
-        async with self.database.read() as connection:
-            rows = await connection.execute(_USER_AND_SERVER, {"user": user_id, "guild": guild_id})
-        layers = _split_layers(rows)
+        layers = await self.database.read(_read_layers, _USER_AND_SERVER, {"user": user_id, "guild": guild_id})
         return resolve_settings(
             config_defaults=self.config_defaults,
             max_new_tokens_cap=self.max_new_tokens_cap,
@@ -119,9 +117,7 @@ class SqlPreferencesStore:
     @operation("resolve_server")
     async def resolve_server(self, guild_id: int) -> ResolvedSettings:
         _check_id(guild_id)
-        async with self.database.read() as connection:
-            rows = await connection.execute(_SERVER_ONLY, {"guild": guild_id})
-        layers = _split_layers(rows)
+        layers = await self.database.read(_read_layers, _SERVER_ONLY, {"guild": guild_id})
         return resolve_settings(
             config_defaults=self.config_defaults,
             max_new_tokens_cap=self.max_new_tokens_cap,
@@ -132,33 +128,29 @@ class SqlPreferencesStore:
     @operation("get")
     async def get(self, scope: Scope, owner_id: int) -> dict[str, Any]:
         _check_id(owner_id)
-        async with self.database.read() as connection:
-            rows = await connection.execute(_SELECT[scope], {"owner": owner_id})
-        return _decode(scope, rows)
+        return await self.database.read(_read_layer, scope, owner_id)
 
     @operation("set")
     async def set(self, scope: Scope, owner_id: int, values: Mapping[str, Any]) -> dict[str, Any]:
         _check_id(owner_id)
-        async with self._turn(scope, owner_id), self.database.transaction() as connection:
-            server_limits: dict[str, Any] = {}
-            if scope is Scope.SERVER:
-                rows = await connection.execute(_SELECT[Scope.SERVER_LIMIT], {"owner": owner_id})
-                server_limits = _decode(Scope.SERVER_LIMIT, rows)
-            checked = check_values(
-                scope, values, max_new_tokens_cap=self.max_new_tokens_cap, server_limits=server_limits
+        async with self._turn(scope, owner_id):
+            return await self.database.write(self._set, scope, owner_id, values)
+
+    def _set(self, connection: sa.Connection, scope: Scope, owner_id: int, values: Mapping[str, Any]) -> dict[str, Any]:
+        server_limits = _read_layer(connection, Scope.SERVER_LIMIT, owner_id) if scope is Scope.SERVER else {}
+        checked = check_values(scope, values, max_new_tokens_cap=self.max_new_tokens_cap, server_limits=server_limits)
+        if not checked:
+            return checked
+        owner = _owner(_TABLES[scope]).name
+        rows = [{owner: owner_id, "field": name, "value": json.dumps(checked[name])} for name in sorted(checked)]
+        connection.execute(self._upserts[scope], rows)
+        # Read back before committing: a damaged page can take a write and fail every read of it,
+        # and a write is acknowledged only if it can be read.
+        stored = _read_layer(connection, scope, owner_id)
+        if any(stored.get(name, _MISSING) != value for name, value in checked.items()):
+            raise StoreUnavailableError(
+                "Preferences are unavailable right now: a saved value did not read back. Nothing was changed."
             )
-            if not checked:
-                return checked
-            owner = _owner(_TABLES[scope]).name
-            rows = [{owner: owner_id, "field": name, "value": json.dumps(checked[name])} for name in sorted(checked)]
-            await connection.execute(self._upserts[scope], rows)
-            # Read back before committing: a damaged page can take a write and fail every read of it,
-            # and a write is acknowledged only if it can be read.
-            stored = _decode(scope, await connection.execute(_SELECT[scope], {"owner": owner_id}))
-            if any(stored.get(name, _MISSING) != value for name, value in checked.items()):
-                raise StoreUnavailableError(
-                    "Preferences are unavailable right now: a saved value did not read back. Nothing was changed."
-                )
         return checked
 
     @operation("reset")
@@ -168,14 +160,8 @@ class SqlPreferencesStore:
             for name in fields:
                 if name not in FIELDS:
                     coerce_field(name, None)  # raises the "no such setting" error
-        async with self._turn(scope, owner_id), self.database.transaction() as connection:
-            rows = await connection.execute(_SELECT[scope], {"owner": owner_id})
-            present = {name for name, _ in rows}
-            removed = present if fields is None else present.intersection(fields)
-            if removed:
-                await connection.execute(
-                    _DELETE[scope], [{"owner": owner_id, "name": name} for name in sorted(removed)]
-                )
+        async with self._turn(scope, owner_id):
+            removed = await self.database.write(_reset, scope, owner_id, fields)
         return tuple(name for name in FIELDS if name in removed)
 
     @contextlib.asynccontextmanager
@@ -193,17 +179,29 @@ class SqlPreferencesStore:
             lock.release()
 
 
+def _read_layers(connection: sa.Connection, query: sa.CompoundSelect, owners: dict[str, Any]) -> dict[Scope, dict]:
+    grouped: dict[Scope, list[tuple[str, str]]] = {scope: [] for scope in Scope}
+    for scope, name, value in connection.execute(query, owners):
+        grouped[Scope(scope)].append((name, value))
+    return {scope: _decode(scope, layer) for scope, layer in grouped.items()}
+
+
+def _read_layer(connection: sa.Connection, scope: Scope, owner_id: int) -> dict[str, Any]:
+    return _decode(scope, connection.execute(_SELECT[scope], {"owner": owner_id}))
+
+
+def _reset(connection: sa.Connection, scope: Scope, owner_id: int, fields: Collection[str] | None) -> set[str]:
+    present = {name for name, _ in connection.execute(_SELECT[scope], {"owner": owner_id})}
+    removed = present if fields is None else present.intersection(fields)
+    if removed:
+        connection.execute(_DELETE[scope], [{"owner": owner_id, "name": name} for name in sorted(removed)])
+    return removed
+
+
 def _check_id(owner_id: int) -> None:
     """Discord ids are positive 64-bit ints; anything else here is a bug, not a user's mistake."""
     if isinstance(owner_id, bool) or not isinstance(owner_id, int) or not 0 < owner_id <= _MAX_ID:
         raise ValueError(f"not a Discord id: {owner_id!r}")
-
-
-def _split_layers(rows: Iterable[Any]) -> dict[Scope, dict[str, Any]]:
-    grouped: dict[Scope, list[tuple[str, str]]] = {scope: [] for scope in Scope}
-    for scope, name, value in rows:
-        grouped[Scope(scope)].append((name, value))
-    return {scope: _decode(scope, layer) for scope, layer in grouped.items()}
 
 
 def _decode(scope: Scope, rows: Iterable[Any]) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """The store on one SQLite file: the embedded default, for a bot on one machine.
 
 The queries are the shared ones (store/preferences.py, store/stories.py); this module opens the
-file. Two connections, each alone in its engine's pool: a writer, and a read-only reader (WAL:
-reads see committed data and are not held up by a write that waits for another process's lock).
+file and runs them. Two connections, each with a thread of its own that runs a whole transaction
+at a time: a writer, and a read-only reader (WAL: reads see committed data and are not held up
+by a write that waits for another process's lock).
 Each write is one `BEGIN IMMEDIATE` … `COMMIT` transaction, committed (`synchronous=FULL`)
 before the call returns: a write the user was told about survives a crash, and a crash mid-write
 leaves the old values or the new ones, never a mix. Settings writes are rare, so the fsync per
@@ -16,20 +17,23 @@ SQLite, damaged, or a newer Taleweaver's is refused at start-up and left exactly
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import aiosqlite
+import sqlalchemy as sa
 import sqlalchemy.exc
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.pool import QueuePool
 
 from core.settings import DecodingSettings
 from store import migrations
-from store.database import Database
+from store.database import Database, P, Work
 from store.errors import (
     SQLITE_BUSY,
     SQLITE_CANTOPEN,
@@ -37,6 +41,7 @@ from store.errors import (
     SQLITE_LOCKED,
     SQLITE_NOTADB,
     SQLITE_READONLY,
+    StoreBusyError,
     StoreError,
     StoreUnavailableError,
     primary_code,
@@ -50,6 +55,63 @@ RUNTIME_BUSY_TIMEOUT_S = 2.0
 with the wait for this store's own connection, an answer comes well within Discord's limits."""
 LOCK_WAIT_S = 4.0
 """How long an operation waits for this store's connection (held by operations queued before it)."""
+
+T = TypeVar("T")
+
+
+class SqliteDatabase(Database):
+    """An SQLite file: two sync engines of one connection each, a writer and a read-only reader,
+    each used by a thread of its own, so that a whole transaction runs in one hop off the event loop."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: Path, busy_ms: int) -> None:
+        super().__init__(str(path))
+        self.writer = _engine(path, busy_ms, writer=True)
+        self.reader = _engine(path, busy_ms, writer=False)
+        self._threads = {
+            engine: ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-{role}")
+            for engine, role in ((self.writer, "writer"), (self.reader, "reader"))
+        }
+        self._turns = {self.writer: asyncio.Lock(), self.reader: asyncio.Lock()}
+
+    async def write(self, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._in_thread(
+            self.writer, functools.partial(_in_transaction, self.writer, work, *args, **kwargs)
+        )
+
+    async def read(self, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._in_thread(
+            self.reader, functools.partial(_in_transaction, self.reader, work, *args, **kwargs)
+        )
+
+    async def start(self, path: Path, busy_timeout_s: float, busy_ms: int) -> None:
+        """Check the file, migrate it (the writer's thread), and prove the reader can read it."""
+        await self._in_thread(self.writer, functools.partial(_prepare, self.writer, path, busy_timeout_s, busy_ms))
+        await self.read(_count_schema)
+
+    async def _in_thread(self, engine: sa.Engine, call: Callable[[], T]) -> T:
+        """`call` in the engine's thread, after the operations queued before it (at most LOCK_WAIT_S)."""
+        turn = self._turns[engine]
+        try:
+            async with asyncio.timeout(LOCK_WAIT_S):
+                await turn.acquire()
+        except TimeoutError:
+            raise StoreBusyError() from None
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._threads[engine], call)
+        finally:
+            turn.release()
+
+    async def _dispose(self) -> None:
+        loop = asyncio.get_running_loop()
+        for engine, thread in self._threads.items():
+            async with self._turns[engine]:  # after the operation running now
+                await loop.run_in_executor(thread, engine.dispose)
+            thread.shutdown()
+
+    def _classify(self, exc: BaseException) -> StoreUnavailableError | None:
+        return unavailable(exc) if isinstance(exc, sqlite3.Error) else None
 
 
 class SqlitePreferencesStore(SqlPreferencesStore):
@@ -79,19 +141,9 @@ class SqlitePreferencesStore(SqlPreferencesStore):
         path = Path(path)
         _check_file(path)
         busy_ms = round(min(busy_timeout_s, runtime_busy_timeout_s) * 1000)
-        database = Database(
-            _engine(path, busy_ms, writer=True), _classify, where=str(path), reader=_engine(path, busy_ms, writer=False)
-        )
+        database = SqliteDatabase(path, busy_ms)
         try:
-            async with database.writer.connect() as connection:
-                driver = await _driver(connection)
-                await driver.execute(f"PRAGMA busy_timeout = {round(busy_timeout_s * 1000)}")
-                await _prepare(driver, path)
-                async with connection.begin():  # BEGIN IMMEDIATE: the write lock, held from the version check on
-                    await connection.run_sync(migrations.upgrade, str(path))
-                await driver.execute(f"PRAGMA busy_timeout = {busy_ms}")
-            async with database.reader.connect() as connection:
-                await connection.exec_driver_sql("SELECT count(*) FROM sqlite_master")
+            await database.start(path, busy_timeout_s, busy_ms)
         except sqlalchemy.exc.DBAPIError as exc:
             await database.close()
             raise _startup_error(path, exc.orig) from exc
@@ -104,40 +156,38 @@ class SqlitePreferencesStore(SqlPreferencesStore):
         return cls(database, path, config_defaults=config_defaults, max_new_tokens_cap=max_new_tokens_cap)
 
 
-def _engine(path: Path, busy_ms: int, *, writer: bool) -> AsyncEngine:
-    """One connection in a pool of one: operations take turns on it, waiting at most LOCK_WAIT_S."""
-    engine = create_async_engine(
-        f"sqlite+aiosqlite:///{path}",
-        poolclass=AsyncAdaptedQueuePool,
+def _engine(path: Path, busy_ms: int, *, writer: bool) -> sa.Engine:
+    """One connection, used by one thread at a time (the engine's own)."""
+    engine = sa.create_engine(
+        f"sqlite:///{path}",
+        poolclass=QueuePool,
         pool_size=1,
         max_overflow=0,
-        pool_timeout=LOCK_WAIT_S,
+        connect_args={"check_same_thread": False},
     )
 
-    @event.listens_for(engine.sync_engine, "connect")
-    def configure(dbapi_connection: Any, record: Any) -> None:
+    @event.listens_for(engine, "connect")
+    def configure(dbapi_connection: sqlite3.Connection, record: Any) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy's BEGIN below, not the driver's
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
-        cursor.execute("PRAGMA synchronous = FULL" if writer else "PRAGMA query_only = ON")
-        cursor.close()
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        dbapi_connection.execute("PRAGMA synchronous = FULL" if writer else "PRAGMA query_only = ON")
 
-    @event.listens_for(engine.sync_engine, "begin")
-    def begin(connection: Any) -> None:
-        # A writer takes the write lock at once: a write never fails halfway for want of it.
+    @event.listens_for(engine, "begin")
+    def begin(connection: sa.Connection) -> None:
+        # A writer takes the write lock at once: a write never fails halfway for want of it;
+        # a reader's transaction holds one snapshot for all its statements (WAL).
         connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
     return engine
 
 
-async def _driver(connection: AsyncConnection) -> aiosqlite.Connection:
-    """The aiosqlite connection under SQLAlchemy's: start-up reads the file's header marks on it,
-    outside any transaction."""
-    return (await connection.get_raw_connection()).driver_connection
+def _in_transaction(engine: sa.Engine, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    with engine.begin() as connection:
+        return work(connection, *args, **kwargs)
 
 
-def _classify(exc: BaseException) -> StoreUnavailableError | None:
-    return unavailable(exc) if isinstance(exc, sqlite3.Error) else None
+def _count_schema(connection: sa.Connection) -> int:
+    return connection.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar_one()
 
 
 def _check_file(path: Path) -> None:
@@ -167,25 +217,32 @@ def _check_file(path: Path) -> None:
         )
 
 
-async def _prepare(db: aiosqlite.Connection, path: Path) -> None:
-    """Check ownership, then (and only then) check integrity and switch to WAL."""
-    version = await _schema_version(db, path)
-    if version:
-        await _check_integrity(db, path)  # before WAL or a migration writes to it
-    (mode,) = next(iter(await db.execute_fetchall("PRAGMA journal_mode = WAL")))
-    if str(mode).lower() != "wal":
-        raise StoreError(f"{path} cannot be switched to WAL mode (it stays in {mode!r} mode).")
+def _prepare(engine: sa.Engine, path: Path, busy_timeout_s: float, busy_ms: int) -> None:
+    """Check ownership, then (and only then) check integrity, switch to WAL and migrate, waiting up
+    to `busy_timeout_s` for another process (a second bot migrating the same file)."""
+    with engine.connect() as connection:
+        db: sqlite3.Connection = connection.connection.driver_connection
+        db.execute(f"PRAGMA busy_timeout = {round(busy_timeout_s * 1000)}")
+        version = _schema_version(db, path)
+        if version:
+            _check_integrity(db, path)  # before WAL or a migration writes to it
+        (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
+        if str(mode).lower() != "wal":
+            raise StoreError(f"{path} cannot be switched to WAL mode (it stays in {mode!r} mode).")
+        with connection.begin():  # BEGIN IMMEDIATE: the write lock, held from the version check on
+            migrations.upgrade(connection, str(path))
+        db.execute(f"PRAGMA busy_timeout = {busy_ms}")
 
 
-async def _schema_version(db: aiosqlite.Connection, path: Path) -> int:
+def _schema_version(db: sqlite3.Connection, path: Path) -> int:
     """The schema version of an open file, after checking that it is ours (or empty).
 
     Raises `StoreError` for a foreign database or one written by a newer Taleweaver, before
     anything is written to it.
     """
-    application_id = await _pragma(db, "application_id")
-    version = await _pragma(db, "user_version")
-    (tables,) = next(iter(await db.execute_fetchall("SELECT count(*) FROM sqlite_master")))
+    application_id = _pragma(db, "application_id")
+    version = _pragma(db, "user_version")
+    (tables,) = db.execute("SELECT count(*) FROM sqlite_master").fetchone()
     if application_id == 0 and version == 0 and tables == 0:
         return 0
     if application_id != migrations.APPLICATION_ID:
@@ -202,18 +259,18 @@ async def _schema_version(db: aiosqlite.Connection, path: Path) -> int:
     return version
 
 
-async def _pragma(db: aiosqlite.Connection, name: str) -> int:
-    (value,) = next(iter(await db.execute_fetchall(f"PRAGMA {name}")))
+def _pragma(db: sqlite3.Connection, name: str) -> int:
+    (value,) = db.execute(f"PRAGMA {name}").fetchone()
     return int(value)
 
 
 QUICK_CHECK_ERRORS_SHOWN = 3
 
 
-async def _check_integrity(db: aiosqlite.Connection, path: Path) -> None:
+def _check_integrity(db: sqlite3.Connection, path: Path) -> None:
     """`PRAGMA quick_check` reads every page: damage found now stops the bot with a message,
     instead of failing /settings and /story for everyone later."""
-    rows = await db.execute_fetchall(f"PRAGMA quick_check({QUICK_CHECK_ERRORS_SHOWN})")
+    rows = db.execute(f"PRAGMA quick_check({QUICK_CHECK_ERRORS_SHOWN})").fetchall()
     problems = [str(row[0]) for row in rows]
     if problems != ["ok"]:
         raise _damaged(path, "; ".join(problems))

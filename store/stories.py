@@ -58,6 +58,7 @@ class SqlStoryStore:
     def __init__(self, database: Database, clock: Callable[[], float] = time.time) -> None:
         self.database = database
         self._clock = clock
+        self._upsert_options = database.upsert(guild_story_options, ["threads"])
 
     @operation("story.create")
     async def create(
@@ -74,32 +75,25 @@ class SqlStoryStore:
             "created_at": now,
             "updated_at": now,
         }
-        async with self.database.transaction() as connection:
-            return (await connection.execute(sa.insert(stories).values(row).returning(stories.c.id))).scalar_one()
+        return await self.database.write(_insert, stories, row)
 
     @operation("story.set_message")
     async def set_message(self, story_id: int, message_id: int) -> None:
-        async with self.database.transaction() as connection:
-            await connection.execute(sa.update(stories).where(stories.c.id == story_id).values(message_id=message_id))
+        await self.database.write(_update, stories.c.id == story_id, {"message_id": message_id})
 
     @operation("story.set_thread")
     async def set_thread(self, story_id: int, thread_id: int) -> bool:
         """Tie a thread to the story; False when the story already has one (or is gone)."""
-        async with self.database.transaction() as connection:
-            result = await connection.execute(
-                sa.update(stories)
-                .where(stories.c.id == story_id, stories.c.thread_id.is_(None))
-                .values(thread_id=thread_id, updated_at=self._clock())
-            )
-            return result.rowcount == 1
+        where = sa.and_(stories.c.id == story_id, stories.c.thread_id.is_(None))
+        return await self.database.write(_update, where, {"thread_id": thread_id, "updated_at": self._clock()}) == 1
 
     @operation("story.get")
     async def get(self, story_id: int) -> Story | None:
-        return await self._story(stories.c.id == story_id)
+        return await self.database.read(_story, stories.c.id == story_id)
 
     @operation("story.by_thread")
     async def by_thread(self, thread_id: int) -> Story | None:
-        return await self._story(stories.c.thread_id == thread_id)
+        return await self.database.read(_story, stories.c.thread_id == thread_id)
 
     @operation("story.add_part")
     async def add_part(
@@ -126,17 +120,17 @@ class SqlStoryStore:
             "stop_reason": stop_reason,
             "created_at": self._clock(),
         }
-        async with self.database.transaction() as connection:
-            if not await _lock(connection, stories.c.id == story_id):
-                return None
-            inserted = sa.insert(story_parts).values(row).returning(story_parts.c.id)
-            part_id = (await connection.execute(inserted)).scalar_one()
-            await connection.execute(
-                sa.update(stories)
-                .where(stories.c.id == story_id)
-                .values(shown_part_id=part_id, updated_at=self._clock())
-            )
-        return Part(part_id, parent_id, author_id, added, settings, seed, text, stop_reason)
+        part_id = await self.database.write(self._add_part, story_id, row)
+        return (
+            None if part_id is None else Part(part_id, parent_id, author_id, added, settings, seed, text, stop_reason)
+        )
+
+    def _add_part(self, connection: sa.Connection, story_id: int, row: dict[str, Any]) -> int | None:
+        if not _lock(connection, stories.c.id == story_id):
+            return None
+        part_id = _insert(connection, story_parts, row)
+        _update(connection, stories.c.id == story_id, {"shown_part_id": part_id, "updated_at": self._clock()})
+        return part_id
 
     @operation("story.show")
     async def show(self, story_id: int, part_id: int) -> bool:
@@ -144,64 +138,66 @@ class SqlStoryStore:
         is_a_part = (
             sa.select(story_parts.c.id).where(story_parts.c.id == part_id, story_parts.c.story_id == story_id).exists()
         )
-        async with self.database.transaction() as connection:
-            result = await connection.execute(
-                sa.update(stories)
-                .where(stories.c.id == story_id, is_a_part)
-                .values(shown_part_id=part_id, updated_at=self._clock())
-            )
-            return result.rowcount == 1
+        where = sa.and_(stories.c.id == story_id, is_a_part)
+        return await self.database.write(_update, where, {"shown_part_id": part_id, "updated_at": self._clock()}) == 1
 
     @operation("story.delete")
     async def delete(self, story_id: int) -> bool:
         """Forget a story and all its parts; False when there was none."""
-        async with self.database.transaction() as connection:
-            return await _remove(connection, stories.c.id == story_id) == 1
+        return await self.database.write(_remove, stories.c.id == story_id) == 1
 
     @operation("story.prune")
     async def prune(self, retention_days: int) -> int:
         """Forget stories untouched for `retention_days` (0: keep all); returns how many went."""
         if retention_days <= 0:
             return 0
-        cutoff = self._clock() - retention_days * DAY_S
-        async with self.database.transaction() as connection:
-            return await _remove(connection, stories.c.updated_at < cutoff)
+        return await self.database.write(_remove, stories.c.updated_at < self._clock() - retention_days * DAY_S)
 
     @operation("story.threads_allowed")
     async def threads_allowed(self, guild_id: int) -> bool:
-        async with self.database.read() as connection:
-            allowed = await connection.scalar(
-                sa.select(guild_story_options.c.threads).where(guild_story_options.c.guild_id == guild_id)
-            )
+        allowed = await self.database.read(_threads_allowed, guild_id)
         return True if allowed is None else bool(allowed)
 
     @operation("story.set_threads_allowed")
     async def set_threads_allowed(self, guild_id: int, allowed: bool) -> None:
-        statement = self.database.upsert(guild_story_options, ["threads"])
-        async with self.database.transaction() as connection:
-            await connection.execute(statement, {"guild_id": guild_id, "threads": allowed})
-
-    async def _story(self, where: sa.ColumnElement[bool]) -> Story | None:
-        async with self.database.read() as connection:
-            row = (await connection.execute(sa.select(*_STORY_COLUMNS).where(where))).first()
-            if row is None:
-                return None
-            parts = await connection.execute(_PARTS_OF, {"story_id": row.id})
-        return _assemble(tuple(row), parts)
+        await self.database.write(_execute, self._upsert_options, {"guild_id": guild_id, "threads": allowed})
 
 
-async def _lock(connection: Any, where: sa.ColumnElement[bool]) -> list[int]:
+def _insert(connection: sa.Connection, table: sa.Table, row: dict[str, Any]) -> int:
+    return connection.execute(sa.insert(table).values(row).returning(table.c.id)).scalar_one()
+
+
+def _update(connection: sa.Connection, where: sa.ColumnElement[bool], values: dict[str, Any]) -> int:
+    """Update the matching stories; how many matched."""
+    return connection.execute(sa.update(stories).where(where).values(values)).rowcount
+
+
+def _execute(connection: sa.Connection, statement: sa.Executable, parameters: dict[str, Any]) -> None:
+    connection.execute(statement, parameters)
+
+
+def _threads_allowed(connection: sa.Connection, guild_id: int) -> bool | None:
+    return connection.scalar(sa.select(guild_story_options.c.threads).where(guild_story_options.c.guild_id == guild_id))
+
+
+def _story(connection: sa.Connection, where: sa.ColumnElement[bool]) -> Story | None:
+    row = connection.execute(sa.select(*_STORY_COLUMNS).where(where)).first()
+    if row is None:
+        return None
+    return _assemble(tuple(row), connection.execute(_PARTS_OF, {"story_id": row.id}))
+
+
+def _lock(connection: sa.Connection, where: sa.ColumnElement[bool]) -> list[int]:
     """The ids of the stories that match, locked until the transaction ends."""
-    return list((await connection.execute(sa.select(stories.c.id).where(where).with_for_update())).scalars())
+    return list(connection.execute(sa.select(stories.c.id).where(where).with_for_update()).scalars())
 
 
-async def _remove(connection: Any, where: sa.ColumnElement[bool]) -> int:
+def _remove(connection: sa.Connection, where: sa.ColumnElement[bool]) -> int:
     """Delete the matching stories with their parts; how many stories went."""
-    ids = sa.select(stories.c.id).where(where)
-    if not await _lock(connection, where):
+    if not _lock(connection, where):
         return 0
-    await connection.execute(sa.delete(story_parts).where(story_parts.c.story_id.in_(ids)))
-    return (await connection.execute(sa.delete(stories).where(where))).rowcount
+    connection.execute(sa.delete(story_parts).where(story_parts.c.story_id.in_(sa.select(stories.c.id).where(where))))
+    return connection.execute(sa.delete(stories).where(where)).rowcount
 
 
 def _assemble(row: tuple, part_rows: Iterable[Any]) -> Story:

@@ -51,10 +51,11 @@ def ray_serve():
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    """A real PostgreSQL server for the whole session, on loopback (see tests/pg_server.py)."""
+    """A real PostgreSQL server for the whole session, on loopback (see tests/pg_server.py); without
+    fsync, as nothing here crashes it (tests/store/test_postgres.py crashes a durable one of its own)."""
     from tests.pg_server import start_server, stop_server
 
-    server = start_server()
+    server = start_server(durable=False)
     try:
         yield server
     finally:

@@ -49,6 +49,8 @@ class PostgresServer:
 
     folder: Path
     port: int
+    durable: bool = True
+    """False: no fsync (quick to create databases in); the crash tests start a durable server of their own."""
     password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     """The `taleweaver` role's password."""
     superuser_password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
@@ -84,6 +86,8 @@ class PostgresServer:
 
     def start(self) -> None:
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder} -c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off -c full_page_writes=off"
         self._run(
             str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-o", options, "-l", str(self.log), "-w", "start"
         )
@@ -139,7 +143,9 @@ class PostgresServer:
         name = f"taleweaver_{next(self._names)}"
         admin = await self.admin()
         try:
-            await admin.execute(f"CREATE DATABASE {name} OWNER {ROLE}")
+            # Without fsync, copying the template's files beats writing them all to the WAL.
+            strategy = "WAL_LOG" if self.durable else "FILE_COPY"
+            await admin.execute(f"CREATE DATABASE {name} OWNER {ROLE} STRATEGY {strategy}")
         finally:
             await admin.close()
         return name
@@ -152,12 +158,12 @@ class PostgresServer:
             await admin.close()
 
 
-def start_server() -> PostgresServer:
+def start_server(*, durable: bool = True) -> PostgresServer:
     """A new server in a new folder, started, with the bot's role; `stop_server` removes it all."""
     folder = Path(tempfile.mkdtemp(prefix="taleweaver-pg-"))
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
-    server = PostgresServer(folder, free_port())
+    server = PostgresServer(folder, free_port(), durable=durable)
     try:
         server.init()
         server.start()

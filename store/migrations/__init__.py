@@ -13,6 +13,7 @@ upgraded, and an older Taleweaver still refuses a file that a newer one migrated
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -35,7 +36,13 @@ APPLICATION_ID = 0x54616C65
 
 
 def script_directory() -> ScriptDirectory:
-    return ScriptDirectory(str(SCRIPTS))
+    return _scripts_in(SCRIPTS)
+
+
+@functools.cache
+def _scripts_in(folder: Path) -> ScriptDirectory:
+    """Alembic reads every revision file when it makes one: once per folder is enough."""
+    return ScriptDirectory(str(folder))
 
 
 def latest_version() -> int:
@@ -50,16 +57,19 @@ def current_revision(connection: Connection) -> str | None:
 
 def upgrade(connection: Connection, where: str, target: str = "head") -> int:
     """Apply every revision after the database's own up to `target`, in the open transaction; the new version."""
-    config = Config()
-    config.set_main_option("script_location", str(SCRIPTS))
-    config.attributes["connection"] = connection
-    known = {script.revision for script in script_directory().walk_revisions()}
+    scripts = script_directory()
+    known = {script.revision for script in scripts.walk_revisions()}
     current = current_revision(connection)
     if current is not None and current not in known:
         raise StoreError(
             f"{where} was written by a newer Taleweaver (schema {current}; this one knows up to "
             f"{latest_version():04d}). It was left untouched: upgrade Taleweaver or use another database."
         )
+    if current is not None and current == scripts.get_current_head():
+        return int(current)  # the common start: nothing to do, and no need for Alembic's environment
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPTS))
+    config.attributes["connection"] = connection
     sqlite = connection.dialect.name == "sqlite"
     if current is None and sqlite:
         legacy = connection.exec_driver_sql("PRAGMA user_version").scalar_one()

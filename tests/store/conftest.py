@@ -7,11 +7,11 @@ run on SQLite unless they ask for `database_kind` "postgresql" themselves.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import pytest
 import sqlalchemy as sa
 
@@ -45,12 +45,15 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def postgres_url(request: pytest.FixtureRequest, database_kind: str) -> str | None:
-    """A new, empty database on the session's server (PostgreSQL tests only)."""
+async def postgres_url(request: pytest.FixtureRequest, database_kind: str) -> AsyncIterator[str | None]:
+    """A new, empty database on the session's server (PostgreSQL tests only), dropped afterwards."""
     if database_kind != "postgresql":
-        return None
+        yield None
+        return
     server = request.getfixturevalue("postgres_server")
-    return server.url(await server.create_database())
+    name = await server.create_database()
+    yield server.url(name)
+    await server.drop_database(name)
 
 
 @pytest.fixture
@@ -94,13 +97,16 @@ async def store(open_store: OpenStore) -> SqlPreferencesStore:
 async def execute(store: SqlPreferencesStore, sql: str, **parameters: Any) -> list[tuple]:
     """Plain SQL beside the store, on its own database (as another program or an older version
     would write), committed; the rows it returns."""
-    async with store.database.writer.begin() as connection:
-        result = await connection.execute(sa.text(sql), parameters)
+
+    def run(connection: sa.Connection) -> list[tuple]:
+        result = connection.execute(sa.text(sql), parameters)
         return [tuple(row) for row in result] if result.returns_rows else []
 
+    return await store.database.write(run)
 
-async def sqlite_writer(store: SqlPreferencesStore) -> aiosqlite.Connection:
+
+def sqlite_writer(store: SqlPreferencesStore) -> sqlite3.Connection:
     """The SQLite store's writing connection (its pool's only one), to inject faults SQLite can
-    produce but a test cannot cause (a full disk, a remount read-only)."""
-    async with store.database.writer.connect() as connection:
-        return (await connection.get_raw_connection()).driver_connection
+    produce but a test cannot cause (a full disk, a remount read-only); only while the store is idle."""
+    with store.database.writer.connect() as connection:
+        return connection.connection.driver_connection

@@ -68,9 +68,7 @@ async def test_damage_that_appears_while_running_fails_the_users_layer_but_not_t
     await fill(db_path)
     store = await open_store()
     scribble(db_path, root_pages(db_path, "user_settings"))
-    await (await sqlite_writer(store)).execute(
-        "PRAGMA shrink_memory"
-    )  # start-up's quick_check left every page in its cache
+    sqlite_writer(store).execute("PRAGMA shrink_memory")  # start-up's quick_check left every page in its cache
     with pytest.raises(StoreCorruptError):
         await store.resolve(5, GUILD)
     with pytest.raises(StoreUnavailableError):  # not acknowledged: it cannot be read back

@@ -158,13 +158,13 @@ async def main(target):
 
 asyncio.run(main(sys.argv[1]))
 """
-PROCESSES = 4
+PROCESSES = 3
 
 
 async def test_processes_starting_together_migrate_the_database_once(
     request: pytest.FixtureRequest, database_kind: str, db_path: Path, postgres_url: str | None, raw_engine
 ) -> None:
-    """Four bot processes open one empty database at once: all start, the migrations run once."""
+    """Three bot processes open one empty database at once: all start, the migrations run once."""
     target = postgres_url or str(db_path)
     env = dict(os.environ)
     if postgres_url is not None:
