@@ -294,7 +294,7 @@ def postgres_for(url: str | None):
 
     server = start_server()
     try:
-        yield server.url(asyncio.run(server.create_database())), server.password
+        yield server.url(server.create_database()), server.password
     finally:
         stop_server(server)
 

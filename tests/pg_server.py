@@ -128,34 +128,31 @@ class PostgresServer:
         for process in processes:
             process.resume()
 
-    async def admin(self) -> asyncpg.Connection:
-        return await asyncpg.connect(
-            host="127.0.0.1", port=self.port, user="postgres", password=self.superuser_password, database="postgres"
-        )
-
     def create_role(self) -> None:
-        """The bot's role, made over the server's own socket (trusted, as the `postgres` user)."""
-        sql = f"CREATE ROLE {ROLE} LOGIN PASSWORD '{self.password}'"
-        self._run(str(self.bin_dir / "psql"), "-h", str(self.folder), "-p", str(self.port), "-U", "postgres", "-c", sql)
+        self._psql(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{self.password}'")
 
-    async def create_database(self) -> str:
+    def create_database(self) -> str:
         """A new, empty database owned by the bot's role; its name."""
         name = f"taleweaver_{next(self._names)}"
-        admin = await self.admin()
-        try:
-            # Without fsync, copying the template's files beats writing them all to the WAL.
-            strategy = "WAL_LOG" if self.durable else "FILE_COPY"
-            await admin.execute(f"CREATE DATABASE {name} OWNER {ROLE} STRATEGY {strategy}")
-        finally:
-            await admin.close()
+        # Without fsync, copying the template's files beats writing them all to the WAL.
+        strategy = "WAL_LOG" if self.durable else "FILE_COPY"
+        self._psql(f"CREATE DATABASE {name} OWNER {ROLE} STRATEGY {strategy}")
         return name
 
-    async def drop_database(self, name: str) -> None:
-        admin = await self.admin()
+    def drop_database(self, name: str) -> None:
+        self._psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    def _psql(self, sql: str) -> None:
+        """One statement as the superuser, over the server's own socket (trusted)."""
+        self._run(str(self.bin_dir / "psql"), "-h", str(self.folder), "-p", str(self.port), "-U", "postgres", "-c", sql)
+
+    async def run(self, url: str, sql: str) -> None:
+        """One statement as the bot's role on the database at `url`."""
+        connection = await asyncpg.connect(url, password=self.password)
         try:
-            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            await connection.execute(sql)
         finally:
-            await admin.close()
+            await connection.close()
 
 
 def start_server(*, durable: bool = True) -> PostgresServer:

@@ -67,7 +67,7 @@ async def story_parts(server: PostgresServer, url: str) -> list[tuple[int, str]]
 async def test_two_processes_share_settings_and_stories_through_one_postgresql(
     postgres_server: PostgresServer, model_dir: Path, tmp_path: Path
 ) -> None:
-    url = postgres_server.url(await postgres_server.create_database())
+    url = postgres_server.url(postgres_server.create_database())
     env = {"TALEWEAVER_DATABASE_PASSWORD": postgres_server.password}
     standin = StandInThread(StandInConfig(clock=ManualClock(), bot_token=BOT_TOKEN))
     standin.call(standin.standin.state.world.add_second_guild)
@@ -97,11 +97,14 @@ async def test_two_processes_share_settings_and_stories_through_one_postgresql(
 
             bots["a"].kill()  # kill -9: no goodbye to Discord, nothing flushed
             mark = standin.call(lambda: standin.standin.state.events.last_seq)
-            # The surviving deployment takes over shard 0 (its config now names both shards).
+            # The surviving deployment takes over shard 0: its config now names both shards, and
+            # its old process (shard 1 only) stops while the new one starts.
+            folder = tmp_path / "b"
+            config = write_config(folder, shard_config(model_dir, folder, url, None))
+            bots["b2"] = BotProcess(config, standin.standin.api_base, folder / "bot-2.log", env=env)
+            bots["b2"].start()
             bots["b"].stop()
-            write_config(bots["b"].config_path.parent, shard_config(model_dir, tmp_path / "b", url, None))
-            bots["b"].start()
-            wait_for_shards(standin, bots["b"], {0, 1}, after=mark)
+            wait_for_shards(standin, bots["b2"], {0, 1}, after=mark)
 
             await press(driver, USER, story, "Continue")
             continued = await eventually(
@@ -118,7 +121,7 @@ async def test_two_processes_share_settings_and_stories_through_one_postgresql(
                 {"id": str(SECOND_GUILD_ID), "name": "Taleweaver Annex"},
             ]
         assert standin.call(lambda: [b.to_json() for b in standin.standin.breaches()]) == []
-        assert postgres_server.password not in bots["a"].log() + bots["b"].log()
+        assert not any(postgres_server.password in bot.log() for bot in bots.values())
     finally:
         for bot in bots.values():
             bot.stop()

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from core.settings import DecodingSettings
-from store import SqlitePreferencesStore
+from store import SqlitePreferencesStore, schema
 from store.postgres import PostgresPreferencesStore
 from store.preferences import SqlPreferencesStore
 
@@ -24,6 +24,9 @@ CAP = 300
 """The bot-wide `limits.max_new_tokens` these tests run under (the shipped config's value)."""
 
 ON_BOTH_DATABASES = {"test_store", "test_stories", "test_schema"}
+SHARED_DATABASE = {"test_store", "test_stories"}
+"""Modules whose tests need only empty tables: on PostgreSQL they share one migrated database,
+emptied before each test (creating a database costs a second on a busy machine)."""
 
 OpenStore = Callable[..., Awaitable[SqlPreferencesStore]]
 
@@ -46,14 +49,27 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def postgres_url(request: pytest.FixtureRequest, database_kind: str) -> AsyncIterator[str | None]:
-    """A new, empty database on the session's server (PostgreSQL tests only), dropped afterwards."""
+    """A database on the session's server (PostgreSQL tests only): a new, empty one dropped
+    afterwards, or for `SHARED_DATABASE` modules the shared one with its tables emptied."""
     if database_kind != "postgresql":
         yield None
         return
     server = request.getfixturevalue("postgres_server")
-    name = await server.create_database()
+    if request.module.__name__.rsplit(".", 1)[-1] in SHARED_DATABASE:
+        url = request.getfixturevalue("shared_postgres_database")
+        tables = ", ".join(schema.metadata.tables)  # none yet before the first store migrates the database
+        empty = f"TRUNCATE {tables} RESTART IDENTITY"
+        await server.run(url, f"DO $$ BEGIN IF to_regclass('stories') IS NOT NULL THEN {empty}; END IF; END $$")
+        yield url
+        return
+    name = server.create_database()
     yield server.url(name)
-    await server.drop_database(name)
+    server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def shared_postgres_database(postgres_server) -> str:
+    return postgres_server.url(postgres_server.create_database())
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ def own_server() -> Iterator[PostgresServer]:
 @pytest.fixture
 async def own_store(own_server: PostgresServer) -> AsyncIterator[tuple[PostgresServer, str, OpenStore]]:
     """A fresh database on `own_server`, its URL, and an opener that closes what it opened."""
-    url = own_server.url(await own_server.create_database())
+    url = own_server.url(own_server.create_database())
     opened: list[PostgresPreferencesStore] = []
 
     async def open_(**options) -> PostgresPreferencesStore:
