@@ -1,11 +1,11 @@
 """The store on PostgreSQL: one database that every bot process shares, whichever shards it runs.
 
 The queries are the shared ones (store/preferences.py, store/stories.py); this module opens the
-database. Each process keeps two pools of `pool_size` connections (asyncpg), checked before use
-so that a restarted server costs no command an error: one for writes, and one for reads in
-read-only transactions, which writes waiting for another process's lock never hold up (as on
-SQLite). Each write is one transaction committed before the call returns (PostgreSQL's default
-`synchronous_commit`: on disk when acknowledged).
+database. Each process keeps two pools of `pool_size` connections (asyncpg): one for writes, and
+one for read-only reads, which writes waiting for another process's lock never hold up (as on
+SQLite). A connection that the server dropped (a restart) is replaced and the operation tried once
+more, so a restart costs no command an error. Each write is one transaction committed before the
+call returns (PostgreSQL's default `synchronous_commit`: on disk when acknowledged).
 
 Bounds, so that a busy, hung or vanished server is answered within Discord's 3 seconds: a row or
 table lock held by another process is waited for LOCK_TIMEOUT_MS, a statement runs at most
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -83,6 +83,26 @@ class PostgresDatabase(Database):
         """Operations past their deadline, still being cancelled."""
 
     async def write(self, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._again_on_a_new_connection(self._write_once, work, *args, **kwargs)
+
+    async def read(self, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._again_on_a_new_connection(self._read_once, work, *args, **kwargs)
+
+    async def _again_on_a_new_connection(
+        self, once: Callable[..., Awaitable[T]], work: Work[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Pooled connections are not checked before use (a round trip each time): one that turns
+        out dead (the server restarted) is dropped with the rest of the pool, and the operation runs
+        once more on a new one. Safe: the server rolled back whatever it had begun, and a
+        transaction lost while committing is never run again (`_write_once` says so instead)."""
+        try:
+            return await once(work, *args, **kwargs)
+        except sqlalchemy.exc.DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            return await once(work, *args, **kwargs)
+
+    async def _write_once(self, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         task = asyncio.current_task()
         try:
             async with self.writer.begin() as connection:
@@ -96,14 +116,6 @@ class PostgresDatabase(Database):
         finally:
             self._committing.discard(task)
         return result
-
-    async def read(self, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await self._read_once(work, *args, **kwargs)
-        except sqlalchemy.exc.DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-            return await self._read_once(work, *args, **kwargs)  # the pool has dropped its old connections
 
     async def _read_once(self, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         async with self.reader.connect() as connection:
@@ -190,9 +202,8 @@ def database_url(url: str, password: str | None) -> URL:
 
 
 def _engine(address: URL, pool_size: int, *, read_only: bool = False) -> AsyncEngine:
-    """Writes check a connection before use. Reads run without BEGIN … ROLLBACK (autocommit, each
-    statement read-only on its own snapshot) and unchecked: a read that finds the server restarted
-    is simply tried again on a new connection. Each is one round trip fewer, for every /story."""
+    """Reads run without BEGIN … ROLLBACK (autocommit, each statement read-only on its own
+    snapshot): two round trips fewer for each of them."""
     settings = {
         "application_name": "taleweaver",
         "lock_timeout": str(LOCK_TIMEOUT_MS),
@@ -207,7 +218,6 @@ def _engine(address: URL, pool_size: int, *, read_only: bool = False) -> AsyncEn
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=POOL_TIMEOUT_S,
-        pool_pre_ping=not read_only,
         connect_args={"timeout": CONNECT_TIMEOUT_S, "server_settings": settings},
     )
 

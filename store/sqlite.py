@@ -4,6 +4,7 @@ The queries are the shared ones (store/preferences.py, store/stories.py); this m
 file and runs them. Two connections, each with a thread of its own that runs a whole transaction
 at a time: a writer, and a read-only reader (WAL: reads see committed data and are not held up
 by a write that waits for another process's lock).
+
 Each write is one `BEGIN IMMEDIATE` … `COMMIT` transaction, committed (`synchronous=FULL`)
 before the call returns: a write the user was told about survives a crash, and a crash mid-write
 leaves the old values or the new ones, never a mix. Settings writes are rare, so the fsync per
