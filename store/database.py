@@ -15,11 +15,13 @@ with a `StoreUnavailableError` (its message says nothing was changed) rather tha
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import sqlalchemy as sa
@@ -162,6 +164,21 @@ class Database(ABC):
         elif not isinstance(error, StoreBusyError):
             log.warning("the database %s failed: %s", self.where, exc)
         return error
+
+
+@contextlib.asynccontextmanager
+async def turn(lock: asyncio.Lock, wait_s: float) -> AsyncIterator[None]:
+    """Hold `lock` after those queued before (asyncio's locks are first come, first served),
+    waiting at most `wait_s`: a queue behind something slow is answered "busy", not left waiting."""
+    try:
+        async with asyncio.timeout(wait_s):
+            await lock.acquire()
+    except TimeoutError:
+        raise StoreBusyError() from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _select_one(connection: sa.Connection) -> None:

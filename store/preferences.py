@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 import weakref
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -26,8 +26,8 @@ import sqlalchemy as sa
 from core.errors import SettingsError
 from core.settings import FIELDS, DecodingSettings, coerce_field
 from store import schema
-from store.database import Database, operation
-from store.errors import StoreBusyError, StoreUnavailableError
+from store.database import Database, operation, turn
+from store.errors import StoreUnavailableError
 from store.interface import Scope
 from store.resolve import LIMIT_FIELDS, ResolvedSettings, resolve_settings
 from store.stories import SqlStoryStore
@@ -164,19 +164,9 @@ class SqlPreferencesStore:
             removed = await self.database.write(_reset, scope, owner_id, fields)
         return tuple(name for name in FIELDS if name in removed)
 
-    @contextlib.asynccontextmanager
-    async def _turn(self, scope: Scope, owner_id: int) -> AsyncIterator[None]:
-        """Writes of one owner one after another, first come first served (asyncio's locks are fair)."""
-        lock = self._turns.setdefault((scope, owner_id), asyncio.Lock())
-        try:
-            async with asyncio.timeout(TURN_WAIT_S):
-                await lock.acquire()
-        except TimeoutError:
-            raise StoreBusyError() from None
-        try:
-            yield
-        finally:
-            lock.release()
+    def _turn(self, scope: Scope, owner_id: int) -> contextlib.AbstractAsyncContextManager[None]:
+        """Writes of one owner one after another, in the order this process received them."""
+        return turn(self._turns.setdefault((scope, owner_id), asyncio.Lock()), TURN_WAIT_S)
 
 
 def _read_layers(connection: sa.Connection, query: sa.CompoundSelect, owners: dict[str, Any]) -> dict[Scope, dict]:

@@ -34,7 +34,7 @@ from sqlalchemy.pool import QueuePool
 
 from core.settings import DecodingSettings
 from store import migrations
-from store.database import Database, P, Work
+from store.database import Database, P, Work, turn
 from store.errors import (
     SQLITE_BUSY,
     SQLITE_CANTOPEN,
@@ -42,7 +42,6 @@ from store.errors import (
     SQLITE_LOCKED,
     SQLITE_NOTADB,
     SQLITE_READONLY,
-    StoreBusyError,
     StoreError,
     StoreUnavailableError,
     primary_code,
@@ -93,16 +92,8 @@ class SqliteDatabase(Database):
 
     async def _in_thread(self, engine: sa.Engine, call: Callable[[], T]) -> T:
         """`call` in the engine's thread, after the operations queued before it (at most LOCK_WAIT_S)."""
-        turn = self._turns[engine]
-        try:
-            async with asyncio.timeout(LOCK_WAIT_S):
-                await turn.acquire()
-        except TimeoutError:
-            raise StoreBusyError() from None
-        try:
+        async with turn(self._turns[engine], LOCK_WAIT_S):
             return await asyncio.get_running_loop().run_in_executor(self._threads[engine], call)
-        finally:
-            turn.release()
 
     async def _dispose(self) -> None:
         loop = asyncio.get_running_loop()

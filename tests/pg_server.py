@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import asyncpg
 import psutil
+
+from tests.serve_cluster import free_port
 
 ROLE = "taleweaver"
 START_TIMEOUT_S = 60
@@ -35,12 +36,6 @@ def server_binaries() -> Path:
     if not found:
         raise RuntimeError("PostgreSQL's server is not installed: run `make postgresql` (Debian's postgresql package).")
     return Path(found[-1]).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from store import Scope
+from store.preferences import SqlPreferencesStore
 from tests.store.conftest import OpenStore
 from tests.store.crash_writer import USER, values_of
 
@@ -63,6 +64,16 @@ async def run_writer_until_killed(
     return last_ack
 
 
+async def check_the_saved_write(store: SqlPreferencesStore, last_ack: int) -> int:
+    """The saved write is the last one acknowledged or the one in flight, whole; closes the store
+    and returns the number the next writer starts at."""
+    saved = await store.get(Scope.USER, USER)
+    await store.close()
+    assert last_ack <= saved["seed"] <= last_ack + 1
+    assert saved == values_of(saved["seed"])
+    return saved["seed"] + 1
+
+
 async def test_sigkill_mid_writes_keeps_every_acknowledged_write_and_no_half_write(
     open_store: OpenStore, db_path: Path
 ) -> None:
@@ -72,14 +83,7 @@ async def test_sigkill_mid_writes_keeps_every_acknowledged_write_and_no_half_wri
     first = 1
     for _ in range(ROUNDS):
         last_ack = await run_writer_until_killed(db_path, first, rng.randint(5, 60))
-
-        store = await open_store()
-        saved = await store.get(Scope.USER, USER)
-        await store.close()
-
-        assert last_ack <= saved["seed"] <= last_ack + 1
-        assert saved == values_of(saved["seed"])
+        first = await check_the_saved_write(await open_store(), last_ack)
         with sqlite3.connect(db_path) as raw:
             assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         raw.close()
-        first = saved["seed"] + 1

@@ -15,6 +15,7 @@ import pytest
 
 from store import Scope, StoreError, migrations
 from store.migrations import APPLICATION_ID, VERSION_TABLE
+from store.preferences import SqlPreferencesStore
 from tests.store.conftest import OpenStore
 from tests.store.legacy_schema import LEGACY_VERSION, build_legacy_file
 
@@ -54,6 +55,13 @@ def test_every_schema_version_has_sample_data() -> None:
     assert sorted(EXPECTED_AFTER) == list(range(migrations.latest_version() + 1))
 
 
+async def assert_data_of(store: SqlPreferencesStore, version: int) -> None:
+    """The store holds what schema `version`'s Taleweaver had written, in every layer."""
+    for scope in Scope:
+        owner = USER if scope is Scope.USER else GUILD
+        assert await store.get(scope, owner) == EXPECTED_AFTER[version].get(scope, {})
+
+
 async def build_database(path: Path, version: int) -> None:
     """A file as the Taleweaver of schema `version` (before Alembic) left it, with that version's data."""
     build_legacy_file(path, version, ROWS_ADDED_IN)
@@ -66,9 +74,7 @@ async def test_a_file_of_an_older_taleweaver_is_migrated_and_keeps_its_data(
     """From each schema written before Alembic the store reaches the latest one, every value still there."""
     await build_database(db_path, version)
     store = await open_store()
-    for scope in Scope:
-        owner = USER if scope is Scope.USER else GUILD
-        assert await store.get(scope, owner) == EXPECTED_AFTER[version].get(scope, {})
+    await assert_data_of(store, version)
     if version >= 3:
         assert not await store.stories.threads_allowed(GUILD)
     story_id = await store.stories.create(USER, GUILD, 77, "Once", (await store.resolve(USER, GUILD)).settings)

@@ -17,11 +17,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from store import Scope, StoreError, migrations, schema
+from store import StoreError, migrations, schema
 from store.migrations import VERSION_TABLE
 from store.postgres import database_url
 from tests.store.conftest import OpenStore
-from tests.store.test_migrations import EXPECTED_AFTER, GUILD, ROWS_ADDED_IN, USER
+from tests.store.test_migrations import ROWS_ADDED_IN, assert_data_of
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKEN_REVISION = '''"""A migration that fails halfway.
@@ -97,9 +97,7 @@ async def test_a_database_at_an_older_revision_is_migrated_and_keeps_its_data(
     open_store: OpenStore, raw_engine: AsyncEngine, version: int
 ) -> None:
     await build_at(raw_engine, version)
-    store = await open_store()
-    for scope in Scope:
-        assert await store.get(scope, USER if scope is Scope.USER else GUILD) == EXPECTED_AFTER[version].get(scope, {})
+    await assert_data_of(await open_store(), version)
     assert await revision_of(raw_engine) == f"{migrations.latest_version():04d}"
 
 
