@@ -1,9 +1,10 @@
 """The small, fixed Discord world the stand-in simulates: a guild, its channels, people and roles.
 
-Ids are constants so tests and the web page can name them; alice may manage the server, bob and
-carol may not, which is what permission checks in the bot need to be tried against. A second
-guild (`add_second_guild`) lies on the other shard of two, for a bot split across processes;
-everyone is a member of both, and the roles of the first are worth nothing in the second.
+Ids are constants so tests and the web page can name them; alice is a moderator (Manage Server and
+Manage Messages), bob and carol are not, which is what permission checks in the bot need to be
+tried against. A second guild (`add_second_guild`) lies on the other shard of two, for a bot split
+across processes; everyone is a member of both, and the roles of the first are worth nothing in the
+second.
 """
 
 from __future__ import annotations
@@ -213,7 +214,7 @@ def default_world() -> World:
         owner_id=owner.id,
         roles=[
             Role(GUILD_ID, "@everyone", EVERYONE_PERMISSIONS, 0),
-            Role(MODERATOR_ROLE_ID, "Moderator", MANAGE_GUILD, 2, color=0x3BA55C),
+            Role(MODERATOR_ROLE_ID, "Moderator", MANAGE_GUILD | MANAGE_MESSAGES, 2, color=0x3BA55C),
             Role(BOT_ROLE_ID, "Taleweaver", EVERYONE_PERMISSIONS, 1, color=0x5865F2),
         ],
         channels=[
