@@ -11,6 +11,9 @@ Bounds, so that a busy, hung or vanished server is answered within Discord's 3 s
 table lock held by another process is waited for LOCK_TIMEOUT_MS, a statement runs at most
 STATEMENT_TIMEOUT_MS, a free connection is waited for POOL_TIMEOUT_S, and the whole operation
 (connecting included) gives up after DEADLINE_S; the transaction is rolled back in every case.
+A connection waited for and then a lock or a statement waited for must still end well before the
+deadline, on a loaded machine too, so that a busy database is told as "busy" (try again) rather
+than as one that did not answer.
 
 Migrations run at start-up in one transaction holding an advisory lock: processes starting
 together take turns, and all but the first find nothing left to do.
@@ -47,9 +50,9 @@ from store.preferences import SqlPreferencesStore
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-POOL_TIMEOUT_S = 1.0
-LOCK_TIMEOUT_MS = 1500
-STATEMENT_TIMEOUT_MS = 2000
+POOL_TIMEOUT_S = 0.75
+LOCK_TIMEOUT_MS = 1000
+STATEMENT_TIMEOUT_MS = 1500
 CONNECT_TIMEOUT_S = 2.0
 DEADLINE_S = 2.8
 STARTUP_TIMEOUT_S = 60.0
