@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run serve test test-fast bench lint format browser clean
+.PHONY: run serve test test-fast bench lint format browser postgresql clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,11 +39,19 @@ browser:
 	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is missing and cannot be installed (not root)"; exit 1; fi; }
 
+## postgresql: Debian's PostgreSQL server binaries for the store's tests (skipped when they are there)
+PG_BIN ?= $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
+postgresql:
+	@[ -n "$(PG_BIN)" ] || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "PostgreSQL's server is missing and cannot be installed (not root)"; exit 1; fi; }
+
 ## test: the whole suite, on CPU, offline
-test: $(STAMP) $(SERVE_STAMP) browser
+test: $(STAMP) $(SERVE_STAMP) browser postgresql
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) postgresql
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow and not browser"
 
 BENCH_STAMP := $(VENV)/.installed-bench

@@ -2,7 +2,8 @@
 
     python bot.py [--config config.yaml]
 
-The token comes from the DISCORD_TOKEN environment variable only, and is never logged.
+The token comes from the DISCORD_TOKEN environment variable only, the PostgreSQL password (when
+`database.url` is set) from TALEWEAVER_DATABASE_PASSWORD; neither is ever logged.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from discord.ext import commands  # noqa: E402
 
 from cogs.utils.checks import RESTARTING, Refused  # noqa: E402
 from cogs.utils.dispatch import note_handler  # noqa: E402
-from core.config import Config, ConfigError, load_config  # noqa: E402
+from core.config import DATABASE_PASSWORD_ENV, Config, ConfigError, load_config  # noqa: E402
 from core.errors import TaleweaverError  # noqa: E402
 from core.metrics import COMMANDS, DISCORD_HTTP_ERRORS  # noqa: E402
 from core.service import ModelServiceAPI  # noqa: E402
@@ -167,9 +168,24 @@ async def model_service(config: Config) -> ModelServiceAPI:
     return ModelService(loaded, config)
 
 
-async def run(config: Config, token: str) -> None:
+async def open_preferences(config: Config) -> PreferencesStore:
+    """PostgreSQL when `database.url` is set (every bot process shares it), else the SQLite file."""
+    limits = {"config_defaults": config.defaults, "max_new_tokens_cap": config.limits.max_new_tokens}
+    if config.database.url:
+        from store.postgres import PostgresPreferencesStore
+
+        password = os.environ.get(DATABASE_PASSWORD_ENV) or None
+        store = await PostgresPreferencesStore.open(
+            config.database.url, password=password, pool_size=config.database.pool_size, **limits
+        )
+        log.info("using PostgreSQL at %s", store.database.where)
+        return store
     from store import SqlitePreferencesStore
 
+    return await SqlitePreferencesStore.open(config.resolve_path(config.database.path), **limits)
+
+
+async def run(config: Config, token: str) -> None:
     if config.discord.api_base:
         from playground.connect import point_discordpy_at
 
@@ -178,11 +194,7 @@ async def run(config: Config, token: str) -> None:
     # The model first: it is the likelier to fail, and nothing is open yet to keep the process
     # alive when it does (the store's database thread would).
     service = await model_service(config)
-    preferences = await SqlitePreferencesStore.open(
-        config.resolve_path(config.database.path),
-        config_defaults=config.defaults,
-        max_new_tokens_cap=config.limits.max_new_tokens,
-    )
+    preferences = await open_preferences(config)
     ops, lag = None, None
     try:
         await service.start()
@@ -248,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    configure_logging(config.log_level, config.log_format, token)
+    configure_logging(config.log_level, config.log_format, token, os.environ.get(DATABASE_PASSWORD_ENV, ""))
     try:
         asyncio.run(run(config, token))
     except discord.LoginFailure:

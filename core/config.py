@@ -4,7 +4,8 @@ A key's type, constraint, default and description live on its field; `config.yam
 same descriptions as comments, written from these models (`python -m core.config --write`), and a
 test keeps the two equal. A wrong key or value stops the bot at start-up with a message that
 names the key and what is allowed, rather than failing later in the middle of someone's story.
-Secrets never live here: the Discord token comes from the `DISCORD_TOKEN` environment variable only.
+Secrets never live here: the Discord token comes from the `DISCORD_TOKEN` environment variable only,
+the PostgreSQL password from `TALEWEAVER_DATABASE_PASSWORD`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -23,6 +25,7 @@ from pydantic import (
     PositiveInt,
     Strict,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -33,6 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 """The project folder: relative paths in the config are relative to it."""
 API_BASE_ENV = "TALEWEAVER_DISCORD_API_BASE"
 MODEL_URL_ENV = "TALEWEAVER_MODEL_URL"
+DATABASE_URL_ENV = "TALEWEAVER_DATABASE_URL"
+DATABASE_PASSWORD_ENV = "TALEWEAVER_DATABASE_PASSWORD"
+"""The PostgreSQL password: from the environment only, like the Discord token."""
 
 
 class ConfigError(Exception):
@@ -181,10 +187,24 @@ class DiscordConfig(Section):
 
 
 class DatabaseConfig(Section):
+    url: str = Field(
+        "",
+        pattern=r"^(postgres(ql)?://\S+)?$",
+        description="PostgreSQL that every bot process shares, e.g. postgresql://taleweaver@db:5432/taleweaver; "
+        "empty = the SQLite file at `path`. No password here: it comes from TALEWEAVER_DATABASE_PASSWORD. "
+        "TALEWEAVER_DATABASE_URL overrides it.",
+    )
     path: str = Field(
         "data/taleweaver.db",
         min_length=1,
-        description="SQLite file of user and server preferences (relative to this file).",
+        description="SQLite file of user and server preferences (relative to this file), when `url` is empty.",
+    )
+    pool_size: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="PostgreSQL: connections each bot process keeps for writes, and as many for reads; a command "
+        'that finds none free within a second is told "busy".',
     )
     story_retention_days: int = Field(
         90,
@@ -192,6 +212,13 @@ class DatabaseConfig(Section):
         le=36500,
         description="Days a story's record (opening, parts, seeds) is kept after its last change; 0 = forever.",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _no_password(cls, url: str) -> str:
+        if url and urlsplit(url).password is not None:
+            raise ValueError(f"must not hold a password: put it in {DATABASE_PASSWORD_ENV} instead")
+        return url
 
 
 class OpsConfig(Section):
@@ -224,7 +251,10 @@ class Config(Section):
     service: ServiceConfig = Field(default_factory=ServiceConfig, description="The model service's queue and batches.")
     why: WhyConfig = Field(default_factory=WhyConfig, description="The /why optimisation.")
     discord: DiscordConfig = Field(default_factory=DiscordConfig, description="The Discord connection.")
-    database: DatabaseConfig = Field(default_factory=DatabaseConfig, description="The preferences database.")
+    database: DatabaseConfig = Field(
+        default_factory=DatabaseConfig,
+        description="The database of preferences and stories: SQLite, or PostgreSQL at scale.",
+    )
     ops: OpsConfig = Field(default_factory=OpsConfig, description="The operations endpoint: health and metrics.")
     defaults: Defaults = Field(
         default_factory=DecodingSettings,
@@ -283,6 +313,9 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     if env.get(MODEL_URL_ENV):
         service = raw.get("service")
         raw = {**raw, "service": {**(service if isinstance(service, dict) else {}), "url": env[MODEL_URL_ENV]}}
+    if env.get(DATABASE_URL_ENV):
+        database = raw.get("database")
+        raw = {**raw, "database": {**(database if isinstance(database, dict) else {}), "url": env[DATABASE_URL_ENV]}}
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:

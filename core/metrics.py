@@ -42,3 +42,12 @@ DISCORD_HTTP_ERRORS = Counter(
     "taleweaver_discord_http_errors_total", "Discord API calls that failed, by HTTP status.", ["status"]
 )
 DISCORD_RATE_LIMITS = Counter("taleweaver_discord_rate_limits_total", "Discord API calls answered 429 and retried.")
+DATABASE_SECONDS = Histogram(
+    "taleweaver_database_seconds",
+    "Preferences and story database operations, from asking for a connection to the answer (a write's commit), "
+    "by operation and outcome.",
+    ["operation", "outcome"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+"""operation: the store's call (`set`, `resolve`, `story.add_part`, ...); outcome: ok, refused (a bad
+value, nothing written), busy, unavailable, or error (a bug)."""

@@ -1,6 +1,7 @@
-"""Per-user and per-server decoding preferences, and stories, kept in SQLite.
+"""Per-user and per-server decoding preferences, and stories, in SQLite or PostgreSQL.
 
-The cogs see `PreferencesStore` (and `Scope`, `ResolvedSettings`); `bot.py` opens the SQLite one.
+The cogs see `PreferencesStore` (and `Scope`, `ResolvedSettings`); `bot.py` opens the one that
+`database` in config.yaml names (`open_store`).
 """
 
 from store.errors import StoreBusyError, StoreCorruptError, StoreError, StoreUnavailableError

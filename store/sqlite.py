@@ -1,31 +1,40 @@
-"""The preferences store on one SQLite file, through one aiosqlite connection.
+"""The store on one SQLite file: the embedded default, for a bot on one machine.
 
-One connection and one lock: every operation runs alone, so a read never sees another task's
-half-done write and concurrent updates cannot interleave. Each write is one `BEGIN IMMEDIATE` …
-`COMMIT` transaction, committed (WAL, `synchronous=FULL`) before the call returns: a write the
-user was told about survives a crash, and a crash mid-write leaves the old values or the new
-ones, never a mix. Settings writes are rare, so the fsync per commit costs nothing that matters.
+The queries are the shared ones (store/preferences.py, store/stories.py); this module opens the
+file and runs them. Two connections, each with a thread of its own that runs a whole transaction
+at a time: a writer, and a read-only reader (WAL: reads see committed data and are not held up
+by a write that waits for another process's lock).
+
+Each write is one `BEGIN IMMEDIATE` … `COMMIT` transaction, committed (`synchronous=FULL`)
+before the call returns: a write the user was told about survives a crash, and a crash mid-write
+leaves the old values or the new ones, never a mix. Settings writes are rare, so the fsync per
+commit costs nothing that matters. A write waits at most RUNTIME_BUSY_TIMEOUT_S for another
+process's lock and LOCK_WAIT_S for the connection (operations queued before it), then is
+answered "busy".
+
+A file that is unreadable, locked by another process, read-only, not SQLite, another program's
+SQLite, damaged, or a newer Taleweaver's is refused at start-up and left exactly as it was.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import logging
+import functools
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
-import aiosqlite
+import sqlalchemy as sa
+import sqlalchemy.exc
+from sqlalchemy import event
+from sqlalchemy.pool import QueuePool
 
-from core.errors import SettingsError
-from core.settings import FIELDS, DecodingSettings, coerce_field
+from core.settings import DecodingSettings
 from store import migrations
+from store.database import Database, P, Work, turn
 from store.errors import (
     SQLITE_BUSY,
     SQLITE_CANTOPEN,
@@ -33,91 +42,78 @@ from store.errors import (
     SQLITE_LOCKED,
     SQLITE_NOTADB,
     SQLITE_READONLY,
-    StoreBusyError,
-    StoreCorruptError,
     StoreError,
     StoreUnavailableError,
     primary_code,
     unavailable,
 )
-from store.interface import Scope
-from store.resolve import LIMIT_FIELDS, ResolvedSettings, resolve_settings
-from store.stories import SqliteStoryStore
-from store.validation import check_values
-
-log = logging.getLogger(__name__)
+from store.preferences import SqlPreferencesStore
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 RUNTIME_BUSY_TIMEOUT_S = 2.0
 """How long a write waits at run time for another process's lock before it is refused as busy:
-with the wait for this store's own lock, an answer comes well within Discord's limits."""
+with the wait for this store's own connection, an answer comes well within Discord's limits."""
 LOCK_WAIT_S = 4.0
-"""How long an operation waits for this store's own lock (held by operations queued before it)."""
-_MAX_ID = 2**63 - 1
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
-_MISSING = object()
+"""How long an operation waits for this store's connection (held by operations queued before it)."""
+
+T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class _Table:
-    """SQL of one layer. Names are constants of this module; values are always bound parameters."""
+class SqliteDatabase(Database):
+    """An SQLite file: two sync engines of one connection each, a writer and a read-only reader,
+    each used by a thread of its own, so that a whole transaction runs in one hop off the event loop."""
 
-    name: str
-    owner: str
+    dialect = "sqlite"
 
-    @property
-    def select(self) -> str:
-        return f"SELECT field, value FROM {self.name} WHERE {self.owner} = ?"
+    def __init__(self, path: Path, busy_ms: int) -> None:
+        super().__init__(str(path))
+        self.writer = _engine(path, busy_ms, writer=True)
+        self.reader = _engine(path, busy_ms, writer=False)
+        self._threads = {
+            engine: ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-{role}")
+            for engine, role in ((self.writer, "writer"), (self.reader, "reader"))
+        }
+        self._turns = {self.writer: asyncio.Lock(), self.reader: asyncio.Lock()}
 
-    @property
-    def upsert(self) -> str:
-        return (
-            f"INSERT INTO {self.name} ({self.owner}, field, value) VALUES (?, ?, ?) "
-            f"ON CONFLICT ({self.owner}, field) DO UPDATE SET value = excluded.value"
+    async def write(self, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._in_thread(
+            self.writer, functools.partial(_in_transaction, self.writer, work, *args, **kwargs)
         )
 
-    @property
-    def delete(self) -> str:
-        return f"DELETE FROM {self.name} WHERE {self.owner} = ? AND field = ?"
+    async def read(self, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._in_thread(
+            self.reader, functools.partial(_in_transaction, self.reader, work, *args, **kwargs)
+        )
+
+    async def start(self, path: Path, busy_timeout_s: float, busy_ms: int) -> None:
+        """Check the file, migrate it (the writer's thread), and prove the reader can read it."""
+        await self._in_thread(self.writer, functools.partial(_prepare, self.writer, path, busy_timeout_s, busy_ms))
+        await self.read(_count_schema)
+
+    async def _in_thread(self, engine: sa.Engine, call: Callable[[], T]) -> T:
+        """`call` in the engine's thread, after the operations queued before it (at most LOCK_WAIT_S)."""
+        async with turn(self._turns[engine], LOCK_WAIT_S):
+            return await asyncio.get_running_loop().run_in_executor(self._threads[engine], call)
+
+    async def _dispose(self) -> None:
+        loop = asyncio.get_running_loop()
+        for engine, thread in self._threads.items():
+            async with self._turns[engine]:  # after the operation running now
+                await loop.run_in_executor(thread, engine.dispose)
+            thread.shutdown()
+
+    def _classify(self, exc: BaseException) -> StoreUnavailableError | None:
+        return unavailable(exc) if isinstance(exc, sqlite3.Error) else None
 
 
-_TABLES: dict[Scope, _Table] = {
-    Scope.USER: _Table("user_settings", "user_id"),
-    Scope.SERVER: _Table("guild_settings", "guild_id"),
-    Scope.SERVER_LIMIT: _Table("guild_limits", "guild_id"),
-}
-_SELECT_LAYERS = (
-    "SELECT 'user', field, value FROM user_settings WHERE user_id = ? "
-    "UNION ALL SELECT 'server', field, value FROM guild_settings WHERE guild_id = ? "
-    "UNION ALL SELECT 'server limit', field, value FROM guild_limits WHERE guild_id = ?"
-)
-
-
-class SqlitePreferencesStore:
+class SqlitePreferencesStore(SqlPreferencesStore):
     """`PreferencesStore` on SQLite. Create it with `open`, which checks and migrates the file."""
 
     def __init__(
-        self,
-        db: aiosqlite.Connection,
-        path: Path,
-        *,
-        config_defaults: DecodingSettings,
-        max_new_tokens_cap: int,
-        reader: aiosqlite.Connection | None = None,
+        self, database: Database, path: Path, *, config_defaults: DecodingSettings, max_new_tokens_cap: int
     ) -> None:
-        self._db = db
-        self._lock = asyncio.Lock()
-        self._reader = reader or db
-        """Reads go through their own connection (WAL: they see committed data only, and are not
-        held up by a write that waits for another process's lock)."""
-        self._read_lock = asyncio.Lock() if reader is not None else self._lock
-        self._closed = False
-        self._reported_damage = False
+        super().__init__(database, config_defaults=config_defaults, max_new_tokens_cap=max_new_tokens_cap)
         self.path = path
-        self.config_defaults = config_defaults
-        self.max_new_tokens_cap = max_new_tokens_cap
-        self.stories = SqliteStoryStore(self._transaction, self._read)
-        """Stories live in the same file, behind the same locks (store/stories.py)."""
 
     @classmethod
     async def open(
@@ -131,178 +127,59 @@ class SqlitePreferencesStore:
     ) -> SqlitePreferencesStore:
         """Open (or create) the database, refusing with `StoreError` anything that is not ours.
 
-        A file that is unreadable, locked by another process, read-only, not SQLite, another
-        program's SQLite or a newer Taleweaver's is left exactly as it was.
+        `busy_timeout_s` is how long start-up waits for another process's lock (a second bot
+        migrating the same file); at run time the shorter of it and `runtime_busy_timeout_s`.
         """
         path = Path(path)
         _check_file(path)
+        busy_ms = round(min(busy_timeout_s, runtime_busy_timeout_s) * 1000)
+        database = SqliteDatabase(path, busy_ms)
         try:
-            db = await aiosqlite.connect(path, timeout=busy_timeout_s, isolation_level=None)
+            await database.start(path, busy_timeout_s, busy_ms)
+        except sqlalchemy.exc.DBAPIError as exc:
+            await database.close()
+            raise _startup_error(path, exc.orig) from exc
         except sqlite3.Error as exc:
-            raise _startup_error(path, exc) from exc
-        reader: aiosqlite.Connection | None = None
-        try:
-            await _prepare(db, path)
-            busy_ms = round(min(busy_timeout_s, runtime_busy_timeout_s) * 1000)
-            await db.execute(f"PRAGMA busy_timeout = {busy_ms}")
-            reader = await aiosqlite.connect(path, timeout=busy_timeout_s, isolation_level=None)
-            await reader.execute(f"PRAGMA busy_timeout = {busy_ms}")
-            await reader.execute("PRAGMA query_only = ON")
-        except sqlite3.Error as exc:
-            await _close_all(db, reader)
+            await database.close()
             raise _startup_error(path, exc) from exc
         except BaseException:
-            await _close_all(db, reader)
+            await database.close()
             raise
-        return cls(db, path, config_defaults=config_defaults, max_new_tokens_cap=max_new_tokens_cap, reader=reader)
-
-    async def ping(self) -> bool:
-        """A trivial read: True while the file is open and readable."""
-        if self._closed:
-            return False
-        try:
-            await self._read("SELECT 1", ())
-        except StoreUnavailableError:
-            return False
-        return True
-
-    async def close(self) -> None:
-        async with self._lock, self._read_lock if self._read_lock is not self._lock else contextlib.nullcontext():
-            if not self._closed:
-                self._closed = True
-                await _close_all(self._db, self._reader if self._reader is not self._db else None)
-
-    async def resolve(
-        self, user_id: int, guild_id: int | None, overrides: Mapping[str, Any] = _EMPTY
-    ) -> ResolvedSettings:
-        _check_id(user_id)
-        if guild_id is not None:
-            _check_id(guild_id)
-        rows = await self._read(_SELECT_LAYERS, (user_id, guild_id, guild_id))
-        layers = _split_layers(rows)
-        return resolve_settings(
-            config_defaults=self.config_defaults,
-            max_new_tokens_cap=self.max_new_tokens_cap,
-            server=layers[Scope.SERVER],
-            user=layers[Scope.USER],
-            command=overrides,
-            server_limits=layers[Scope.SERVER_LIMIT],
-        )
-
-    async def resolve_server(self, guild_id: int) -> ResolvedSettings:
-        _check_id(guild_id)
-        layers = _split_layers(await self._read(_SELECT_LAYERS, (None, guild_id, guild_id)))
-        return resolve_settings(
-            config_defaults=self.config_defaults,
-            max_new_tokens_cap=self.max_new_tokens_cap,
-            server=layers[Scope.SERVER],
-            server_limits=layers[Scope.SERVER_LIMIT],
-        )
-
-    async def get(self, scope: Scope, owner_id: int) -> dict[str, Any]:
-        _check_id(owner_id)
-        rows = await self._read(_TABLES[scope].select, (owner_id,))
-        return _decode(scope, rows)
-
-    async def set(self, scope: Scope, owner_id: int, values: Mapping[str, Any]) -> dict[str, Any]:
-        _check_id(owner_id)
-        table = _TABLES[scope]
-        async with self._transaction() as db:
-            server_limits: dict[str, Any] = {}
-            if scope is Scope.SERVER:
-                rows = await db.execute_fetchall(_TABLES[Scope.SERVER_LIMIT].select, (owner_id,))
-                server_limits = _decode(Scope.SERVER_LIMIT, rows)
-            checked = check_values(
-                scope, values, max_new_tokens_cap=self.max_new_tokens_cap, server_limits=server_limits
-            )
-            await db.executemany(table.upsert, [(owner_id, name, json.dumps(v)) for name, v in checked.items()])
-            # Read back before committing: a damaged page can take a write and fail every read of it,
-            # and a write is acknowledged only if it can be read.
-            stored = _decode(scope, await db.execute_fetchall(table.select, (owner_id,)))
-            if any(stored.get(name, _MISSING) != value for name, value in checked.items()):
-                raise sqlite3.DatabaseError("a written value did not read back")
-        return checked
-
-    async def reset(self, scope: Scope, owner_id: int, fields: Collection[str] | None = None) -> tuple[str, ...]:
-        _check_id(owner_id)
-        table = _TABLES[scope]
-        if fields is not None:
-            for name in fields:
-                if name not in FIELDS:
-                    coerce_field(name, None)  # raises the "no such setting" error
-        async with self._transaction() as db:
-            present = {name for name, _ in await db.execute_fetchall(table.select, (owner_id,))}
-            removed = present if fields is None else present.intersection(fields)
-            await db.executemany(table.delete, [(owner_id, name) for name in removed])
-        return tuple(name for name in FIELDS if name in removed)
-
-    @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction, alone on the connection; rolled back on any error."""
-        async with self._locked():
-            self._check_open()
-            try:
-                await self._db.execute("BEGIN IMMEDIATE")
-                yield self._db
-                await self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                await self._rollback()
-                raise self._unavailable(exc) from exc
-            except BaseException:
-                await self._rollback()
-                raise
-
-    @contextlib.asynccontextmanager
-    async def _locked(self, lock: asyncio.Lock | None = None) -> AsyncIterator[None]:
-        """One of this store's locks, waited for at most LOCK_WAIT_S: a queue behind a slow
-        operation (a database locked by another process) is answered "busy" rather than left waiting."""
-        lock = lock or self._lock
-        try:
-            await asyncio.wait_for(lock.acquire(), LOCK_WAIT_S)
-        except TimeoutError:
-            raise StoreBusyError() from None
-        try:
-            yield
-        finally:
-            lock.release()
-
-    async def _read(self, sql: str, parameters: tuple[Any, ...]) -> Iterable[sqlite3.Row]:
-        async with self._locked(self._read_lock):
-            self._check_open()
-            try:
-                return await self._reader.execute_fetchall(sql, parameters)
-            except sqlite3.Error as exc:
-                raise self._unavailable(exc) from exc
-
-    async def _rollback(self) -> None:
-        try:
-            if self._db.in_transaction:
-                await self._db.execute("ROLLBACK")
-        except sqlite3.Error:
-            # SQLite rolls back by itself after some errors (a full disk, an I/O error).
-            log.warning("rollback of a failed preferences write failed", exc_info=True)
-
-    def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailableError:
-        error = unavailable(exc)
-        if isinstance(error, StoreCorruptError) and not self._reported_damage:
-            self._reported_damage = True
-            log.error(
-                "the preferences database %s is damaged (%s); /story goes on with the defaults. Stop the bot "
-                "and restore the file from a backup.",
-                self.path,
-                exc,
-            )
-        return error
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreUnavailableError("Preferences are unavailable: the bot is shutting down. Nothing was changed.")
+        return cls(database, path, config_defaults=config_defaults, max_new_tokens_cap=max_new_tokens_cap)
 
 
-async def _close_all(*connections: aiosqlite.Connection | None) -> None:
-    for connection in connections:
-        if connection is not None:
-            await connection.close()
+def _engine(path: Path, busy_ms: int, *, writer: bool) -> sa.Engine:
+    """One connection, used by one thread at a time (the engine's own)."""
+    engine = sa.create_engine(
+        f"sqlite:///{path}",
+        poolclass=QueuePool,
+        pool_size=1,
+        max_overflow=0,
+        connect_args={"check_same_thread": False},
+    )
+
+    @event.listens_for(engine, "connect")
+    def configure(dbapi_connection: sqlite3.Connection, record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy's BEGIN below, not the driver's
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        dbapi_connection.execute("PRAGMA synchronous = FULL" if writer else "PRAGMA query_only = ON")
+
+    @event.listens_for(engine, "begin")
+    def begin(connection: sa.Connection) -> None:
+        # A writer takes the write lock at once: a write never fails halfway for want of it;
+        # a reader's transaction holds one snapshot for all its statements (WAL).
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+    return engine
+
+
+def _in_transaction(engine: sa.Engine, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    with engine.begin() as connection:
+        return work(connection, *args, **kwargs)
+
+
+def _count_schema(connection: sa.Connection) -> int:
+    return connection.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar_one()
 
 
 def _check_file(path: Path) -> None:
@@ -332,27 +209,60 @@ def _check_file(path: Path) -> None:
         )
 
 
-async def _prepare(db: aiosqlite.Connection, path: Path) -> None:
-    """Check ownership, then (and only then) switch to WAL, migrate and prove we can write."""
-    version = await migrations.schema_version(db, path)
-    if version:
-        await _check_integrity(db, path)  # before WAL or a migration writes to it
-    (mode,) = next(iter(await db.execute_fetchall("PRAGMA journal_mode = WAL")))
-    if str(mode).lower() != "wal":
-        raise StoreError(f"{path} cannot be switched to WAL mode (it stays in {mode!r} mode).")
-    await db.execute("PRAGMA synchronous = FULL")
-    await migrations.migrate(db, version)
-    await db.execute("BEGIN IMMEDIATE")  # fails now, not at the first /settings, if another writer holds it
-    await db.execute("ROLLBACK")
+def _prepare(engine: sa.Engine, path: Path, busy_timeout_s: float, busy_ms: int) -> None:
+    """Check ownership, then (and only then) check integrity, switch to WAL and migrate, waiting up
+    to `busy_timeout_s` for another process (a second bot migrating the same file)."""
+    with engine.connect() as connection:
+        db: sqlite3.Connection = connection.connection.driver_connection
+        db.execute(f"PRAGMA busy_timeout = {round(busy_timeout_s * 1000)}")
+        version = _schema_version(db, path)
+        if version:
+            _check_integrity(db, path)  # before WAL or a migration writes to it
+        (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
+        if str(mode).lower() != "wal":
+            raise StoreError(f"{path} cannot be switched to WAL mode (it stays in {mode!r} mode).")
+        with connection.begin():  # BEGIN IMMEDIATE: the write lock, held from the version check on
+            migrations.upgrade(connection, str(path))
+        db.execute(f"PRAGMA busy_timeout = {busy_ms}")
+
+
+def _schema_version(db: sqlite3.Connection, path: Path) -> int:
+    """The schema version of an open file, after checking that it is ours (or empty).
+
+    Raises `StoreError` for a foreign database or one written by a newer Taleweaver, before
+    anything is written to it.
+    """
+    application_id = _pragma(db, "application_id")
+    version = _pragma(db, "user_version")
+    (tables,) = db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    if application_id == 0 and version == 0 and tables == 0:
+        return 0
+    if application_id != migrations.APPLICATION_ID:
+        raise StoreError(
+            f"{path} is an SQLite database, but not a Taleweaver one. It was left untouched: "
+            "point `database.path` in config.yaml at another file."
+        )
+    latest = migrations.latest_version()
+    if version > latest:
+        raise StoreError(
+            f"{path} was written by a newer Taleweaver (schema {version}; this one knows up to "
+            f"{latest}). It was left untouched: upgrade Taleweaver or use another file."
+        )
+    return version
+
+
+def _pragma(db: sqlite3.Connection, name: str) -> int:
+    (value,) = db.execute(f"PRAGMA {name}").fetchone()
+    return int(value)
 
 
 QUICK_CHECK_ERRORS_SHOWN = 3
 
 
-async def _check_integrity(db: aiosqlite.Connection, path: Path) -> None:
+def _check_integrity(db: sqlite3.Connection, path: Path) -> None:
     """`PRAGMA quick_check` reads every page: damage found now stops the bot with a message,
     instead of failing /settings and /story for everyone later."""
-    rows = await db.execute_fetchall(f"PRAGMA quick_check({QUICK_CHECK_ERRORS_SHOWN})")
+    rows = db.execute(f"PRAGMA quick_check({QUICK_CHECK_ERRORS_SHOWN})").fetchall()
     problems = [str(row[0]) for row in rows]
     if problems != ["ok"]:
         raise _damaged(path, "; ".join(problems))
@@ -385,29 +295,3 @@ def _startup_error(path: Path, exc: sqlite3.Error) -> StoreError:
     if code == SQLITE_CANTOPEN:
         return StoreError(f"Cannot open {path}. Check that the file and its folder are readable and writable.")
     return StoreError(f"Cannot use {path} as the preferences database: {exc}.")
-
-
-def _check_id(owner_id: int) -> None:
-    """Discord ids are positive 64-bit ints; anything else here is a bug, not a user's mistake."""
-    if isinstance(owner_id, bool) or not isinstance(owner_id, int) or not 0 < owner_id <= _MAX_ID:
-        raise ValueError(f"not a Discord id: {owner_id!r}")
-
-
-def _split_layers(rows: Iterable[sqlite3.Row]) -> dict[Scope, dict[str, Any]]:
-    grouped: dict[Scope, list[tuple[str, str]]] = {scope: [] for scope in Scope}
-    for scope, name, value in rows:
-        grouped[Scope(scope)].append((name, value))
-    return {scope: _decode(scope, layer) for scope, layer in grouped.items()}
-
-
-def _decode(scope: Scope, rows: Iterable[Any]) -> dict[str, Any]:
-    """Stored values, checked again: a range narrowed by a later version drops the value, with a log line."""
-    values: dict[str, Any] = {}
-    for name, text in rows:
-        try:
-            if scope is Scope.SERVER_LIMIT and name not in LIMIT_FIELDS:
-                raise SettingsError(name, "cannot be limited")
-            values[name] = coerce_field(name, json.loads(text))
-        except (SettingsError, ValueError) as exc:
-            log.warning("ignoring a stored %s value of %s: %s", scope.value, name, exc)
-    return values

@@ -47,3 +47,16 @@ def ray_serve():
         yield cluster
     finally:
         stop_cluster()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the whole session, on loopback (see tests/pg_server.py); without
+    fsync, as nothing here crashes it (tests/store/test_postgres.py crashes a durable one of its own)."""
+    from tests.pg_server import start_server, stop_server
+
+    server = start_server(durable=False)
+    try:
+        yield server
+    finally:
+        stop_server(server)

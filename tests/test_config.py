@@ -123,3 +123,20 @@ def test_shards_are_optional_and_checked(tmp_path: Path) -> None:
         path.write_text(wrong)
         with pytest.raises(ConfigError, match="shard"):
             load_config(path, env={})
+
+
+def test_database_url_comes_from_the_file_or_the_environment_and_never_holds_a_password(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("database: {url: 'postgresql://taleweaver@db:5432/taleweaver', pool_size: 12}")
+    database = load_config(path, env={}).database
+    assert (database.url, database.pool_size) == ("postgresql://taleweaver@db:5432/taleweaver", 12)
+    env = {"TALEWEAVER_DATABASE_URL": "postgresql://bot@10.0.0.7/tales"}
+    assert load_config(path, env=env).database.url == "postgresql://bot@10.0.0.7/tales"
+    assert load_config(ROOT / "config.yaml", env={}).database.url == ""  # SQLite by default
+    for wrong in ("postgresql://taleweaver:hunter2@db/taleweaver", "mysql://db/taleweaver", "db:5432"):
+        path.write_text(f"database: {{url: '{wrong}'}}")
+        with pytest.raises(ConfigError, match="`database.url") as info:
+            load_config(path, env={})
+        assert "hunter2" not in str(info.value)
+    with pytest.raises(ConfigError, match="TALEWEAVER_DATABASE_PASSWORD"):
+        load_config(ROOT / "config.yaml", env={"TALEWEAVER_DATABASE_URL": "postgresql://bot:hunter2@db/tales"})

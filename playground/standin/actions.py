@@ -39,7 +39,7 @@ class Actions:
         person, place = self._user(user), self._channel(channel)
         name, path = split_command(command)
         definition = self._state.commands.find(name)
-        self._check_permission(person, definition)
+        self._check_permission(person, place, definition)
         data = command_data(self._state.world, definition, path, options)
         return await self._send(APPLICATION_COMMAND, person, place, data)
 
@@ -63,7 +63,7 @@ class Actions:
         person, place = self._user(user), self._channel(channel)
         name, path = split_command(command)
         definition = self._state.commands.find(name)
-        self._check_permission(person, definition)
+        self._check_permission(person, place, definition)
         data = command_data(self._state.world, definition, path, options, focused=focused)
         return await self._send(AUTOCOMPLETE, person, place, data)
 
@@ -105,8 +105,9 @@ class Actions:
         self, kind: int, user: User, channel: Channel, data: dict[str, Any], source: Message | None = None
     ) -> InteractionRecord:
         state = self._state
-        if not state.hub.connected:
-            raise DriverError(503, "the bot is not connected to the stand-in's gateway")
+        if not state.hub.connected_to(channel.guild_id):
+            where = f"the guild of #{channel.name}"
+            raise DriverError(503, f"the bot is not connected to the stand-in's gateway for {where}")
         interaction_id, token = state.ids.next(), state.interactions.new_token()
         payload = interaction_json(
             state.world,
@@ -130,7 +131,7 @@ class Actions:
             source_message_id=source.id if source is not None else None,
         )
         state.interactions.open(record)
-        await state.hub.dispatch("INTERACTION_CREATE", payload)
+        await state.hub.dispatch("INTERACTION_CREATE", payload, guild_id=channel.guild_id)
         return record
 
     def _user(self, ref: str) -> User:
@@ -147,12 +148,12 @@ class Actions:
             names = ", ".join(channel.name for channel in self._state.world.channels)
             raise DriverError(404, f"no channel {ref!r} (channels: {names})") from None
 
-    def _check_permission(self, user: User, definition: Mapping[str, Any]) -> None:
+    def _check_permission(self, user: User, channel: Channel, definition: Mapping[str, Any]) -> None:
         """Discord hides a command whose default_member_permissions the member lacks ("0": admins only)."""
         required = definition.get("default_member_permissions")
         if required is None:
             return
-        held = self._state.world.permissions_of(user.id)
+        held = self._state.world.permissions_of(user.id, channel.guild_id)
         if held & ADMINISTRATOR or (int(required) and held & int(required) == int(required)):
             return
         raise DriverError(403, f"{user.name} lacks the permissions /{definition['name']} requires ({required})")

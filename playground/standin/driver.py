@@ -54,6 +54,7 @@ class DriverApi:
                 "application_id": str(APPLICATION_ID),
                 "bot": {"id": str(world.bot.id), "name": world.bot.display_name, "connected": state.hub.connected},
                 "guild": {"id": str(GUILD_ID), "name": world.guild_name},
+                "guilds": [{"id": str(guild.id), "name": guild.name} for guild in world.guilds],
                 "channels": [
                     {
                         "id": str(c.id),
@@ -61,6 +62,7 @@ class DriverApi:
                         "topic": c.topic,
                         "type": c.type,
                         "parent_id": str(c.parent_id) if c.parent_id else None,
+                        "guild_id": str(c.guild_id),
                     }
                     for c in world.channels
                 ],

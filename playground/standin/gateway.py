@@ -1,5 +1,9 @@
 """The gateway websocket, protocol v10: HELLO, heartbeats, IDENTIFY → READY and GUILD_CREATE, RESUME.
 
+Shards as on Discord: IDENTIFY's `shard: [id, count]` (default [0, 1]) gives a session the guilds
+with `(guild_id >> 22) % count == id`, and each guild's events go to the session of its shard, so
+a bot split across processes gets each guild's interactions in one process only.
+
 discord.py asks for `compress=zlib-stream` when no zstd module is installed: then every frame is
 binary, one shared zlib stream per connection, each message ending in a Z_SYNC_FLUSH. Without
 that parameter (or with a compression we do not offer) frames are plain JSON text, which
@@ -21,7 +25,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from playground.standin.events import EventLog
 from playground.standin.payloads import guild_create_json, member_json, user_json
-from playground.standin.world import APPLICATION_ID, GUILD_ID, World
+from playground.standin.world import APPLICATION_ID, GUILD_ID, Guild, World, shard_of
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,7 @@ CLOSE_DECODE_ERROR, CLOSE_NOT_AUTHENTICATED, CLOSE_AUTHENTICATION_FAILED, CLOSE_
     4004,
     4005,
 )
+CLOSE_INVALID_SHARD = 4010
 HEARTBEAT_ACK_DELAY_S = 0.05
 """A network's worth of delay. discord.py's heartbeat thread notes the send time only after the
 send completes; an ACK that arrives before then (loopback is that fast) is measured against the
@@ -71,9 +76,15 @@ class Session:
 
     id: str
     token: str
+    shard: tuple[int, int] = (0, 1)
+    """[shard id, shard count] from IDENTIFY."""
     seq: int = 0
     connection: Connection | None = None
     sent: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=1000))
+
+    def serves(self, guild_id: int) -> bool:
+        shard_id, shard_count = self.shard
+        return shard_of(guild_id, shard_count) == shard_id
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         self.seq += 1
@@ -84,7 +95,8 @@ class Session:
 
 
 class GatewayHub:
-    """Every session, and the current one: the bot's, which interactions are dispatched to."""
+    """Every session, and the current one (the latest to identify or resume); a guild's events go to
+    the latest session whose shard holds that guild."""
 
     def __init__(self, world: World, events: EventLog, heartbeat_interval_ms: int, bot_token: str | None) -> None:
         self._world = world
@@ -101,11 +113,21 @@ class GatewayHub:
     def connected(self) -> bool:
         return self.current is not None and self.current.connection is not None
 
-    async def dispatch(self, event: str, data: dict[str, Any]) -> bool:
-        """Send an event to the bot's session (buffered if it is between connections); False if none."""
-        if self.current is None:
+    def session_for(self, guild_id: int) -> Session | None:
+        """The session that receives this guild's events: the latest one of its shard, if any."""
+        serving = [session for session in self._sessions.values() if session.serves(guild_id)]
+        return serving[-1] if serving else None
+
+    def connected_to(self, guild_id: int) -> bool:
+        session = self.session_for(guild_id)
+        return session is not None and session.connection is not None
+
+    async def dispatch(self, event: str, data: dict[str, Any], guild_id: int = GUILD_ID) -> bool:
+        """Send a guild's event to its shard's session (buffered if it is between connections); False if none."""
+        session = self.session_for(guild_id)
+        if session is None:
             return False
-        await self.current.dispatch(event, data)
+        await session.dispatch(event, data)
         return True
 
     async def request_reconnect(self) -> int:
@@ -167,25 +189,37 @@ class GatewayHub:
         if not token or (self._bot_token is not None and token != self._bot_token):
             await connection.ws.close(code=CLOSE_AUTHENTICATION_FAILED, message=b"authentication failed")
             return None
-        session = Session(secrets.token_hex(16), token, connection=connection)
+        shard = data.get("shard", [0, 1])
+        if not _valid_shard(shard):
+            await connection.ws.close(code=CLOSE_INVALID_SHARD, message=b"invalid shard")
+            return None
+        session = Session(secrets.token_hex(16), token, shard=(shard[0], shard[1]), connection=connection)
         self._sessions[session.id] = session
         self.current = session
-        await session.dispatch("READY", self._ready(session))
-        await session.dispatch("GUILD_CREATE", guild_create_json(self._world))
+        guilds = [guild for guild in self._world.guilds if session.serves(guild.id)]
+        await session.dispatch("READY", self._ready(session, guilds))
+        for guild in guilds:
+            await session.dispatch("GUILD_CREATE", guild_create_json(self._world, guild))
         self._events.publish(
-            "gateway", {"state": "ready", "session_id": session.id, "compression": connection.compression}
+            "gateway",
+            {
+                "state": "ready",
+                "session_id": session.id,
+                "compression": connection.compression,
+                "shard": list(session.shard),
+            },
         )
         return session
 
-    def _ready(self, session: Session) -> dict[str, Any]:
+    def _ready(self, session: Session, guilds: list[Guild]) -> dict[str, Any]:
         return {
             "v": 10,
             "user": user_json(self._world.bot) | {"verified": True, "mfa_enabled": False},
-            "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
+            "guilds": [{"id": str(guild.id), "unavailable": True} for guild in guilds],
             "session_id": session.id,
             "session_type": "normal",
             "resume_gateway_url": self.url,
-            "shard": [0, 1],
+            "shard": list(session.shard),
             "application": {"id": str(APPLICATION_ID), "flags": 0},
             "private_channels": [],
             "relationships": [],
@@ -200,6 +234,7 @@ class GatewayHub:
             return session
         found.connection = connection
         self.current = found
+        self._sessions[found.id] = self._sessions.pop(found.id)  # the latest of its shard again
         missed = [payload for payload in found.sent if payload["s"] > int(data.get("seq") or 0)]
         for payload in missed:
             await connection.send(payload)
@@ -208,11 +243,12 @@ class GatewayHub:
         return found
 
     async def _send_members(self, session: Session, data: dict[str, Any]) -> None:
-        members = [member_json(self._world, member) for member in self._world.members]
+        guild_id = int(data.get("guild_id") or GUILD_ID)
+        members = [member_json(self._world, member, guild_id=guild_id) for member in self._world.members]
         await session.dispatch(
             "GUILD_MEMBERS_CHUNK",
             {
-                "guild_id": str(GUILD_ID),
+                "guild_id": str(guild_id),
                 "members": members,
                 "chunk_index": 0,
                 "chunk_count": 1,
@@ -232,3 +268,12 @@ class GatewayHub:
             "gateway",
             {"state": "ended" if ended else "disconnected", "session_id": session.id, "close_code": close_code},
         )
+
+
+def _valid_shard(shard: Any) -> bool:
+    return (
+        isinstance(shard, list)
+        and len(shard) == 2
+        and all(isinstance(n, int) and not isinstance(n, bool) for n in shard)
+        and 0 <= shard[0] < shard[1]
+    )

@@ -6,7 +6,7 @@ import datetime
 from typing import Any
 
 from playground.standin.messages import Attachment, Message
-from playground.standin.world import APPLICATION_ID, GUILD_ID, Channel, Member, Role, User, World
+from playground.standin.world import APPLICATION_ID, GUILD_ID, Channel, Guild, Member, Role, User, World
 
 GUILD_TEXT = 0
 JOINED_AT = "2024-01-01T00:00:00+00:00"
@@ -26,9 +26,10 @@ def user_json(user: User) -> dict[str, Any]:
     }
 
 
-def member_json(world: World, member: Member, *, with_user: bool = True) -> dict[str, Any]:
+def member_json(world: World, member: Member, *, with_user: bool = True, guild_id: int = GUILD_ID) -> dict[str, Any]:
+    roles = {role.id for role in world.roles_of(guild_id)}
     body: dict[str, Any] = {
-        "roles": [str(role_id) for role_id in member.role_ids],
+        "roles": [str(role_id) for role_id in member.role_ids if role_id in roles],
         "joined_at": JOINED_AT,
         "nick": None,
         "avatar": None,
@@ -67,7 +68,7 @@ def channel_json(channel: Channel) -> dict[str, Any]:
     return {
         "id": str(channel.id),
         "type": GUILD_TEXT,
-        "guild_id": str(GUILD_ID),
+        "guild_id": str(channel.guild_id),
         "name": channel.name,
         "topic": channel.topic,
         "position": channel.position,
@@ -85,7 +86,7 @@ def thread_json(thread: Channel) -> dict[str, Any]:
     return {
         "id": str(thread.id),
         "type": thread.type,
-        "guild_id": str(GUILD_ID),
+        "guild_id": str(thread.guild_id),
         "name": thread.name,
         "parent_id": str(thread.parent_id),
         "owner_id": str(thread.owner_id or APPLICATION_ID),
@@ -105,17 +106,17 @@ def thread_json(thread: Channel) -> dict[str, Any]:
     }
 
 
-def guild_json(world: World) -> dict[str, Any]:
+def guild_json(world: World, guild: Guild) -> dict[str, Any]:
     """The full guild, as sent in GUILD_CREATE and answered by GET /guilds/{id}."""
     return {
-        "id": str(GUILD_ID),
-        "name": world.guild_name,
+        "id": str(guild.id),
+        "name": guild.name,
         "icon": None,
         "splash": None,
         "discovery_splash": None,
         "banner": None,
         "description": None,
-        "owner_id": str(world.owner_id),
+        "owner_id": str(guild.owner_id),
         "afk_channel_id": None,
         "afk_timeout": 300,
         "verification_level": 0,
@@ -126,12 +127,12 @@ def guild_json(world: World) -> dict[str, Any]:
         "premium_tier": 0,
         "premium_subscription_count": 0,
         "preferred_locale": "en-US",
-        "system_channel_id": str(world.channels[0].id),
+        "system_channel_id": str(world.channels_of(guild.id)[0].id),
         "system_channel_flags": 0,
         "rules_channel_id": None,
         "public_updates_channel_id": None,
         "features": [],
-        "roles": [role_json(role) for role in world.roles],
+        "roles": [role_json(role) for role in world.roles_of(guild.id)],
         "emojis": [],
         "stickers": [],
         "max_members": 500000,
@@ -141,16 +142,17 @@ def guild_json(world: World) -> dict[str, Any]:
     }
 
 
-def guild_create_json(world: World) -> dict[str, Any]:
+def guild_create_json(world: World, guild: Guild) -> dict[str, Any]:
     """GUILD_CREATE adds the members and channels; member_count matches, so no chunking is needed."""
-    return guild_json(world) | {
+    channels = world.channels_of(guild.id)
+    return guild_json(world, guild) | {
         "joined_at": JOINED_AT,
         "large": False,
         "unavailable": False,
         "member_count": len(world.members),
-        "members": [member_json(world, member) for member in world.members],
-        "channels": [channel_json(channel) for channel in world.channels if not channel.is_thread],
-        "threads": [thread_json(channel) for channel in world.channels if channel.is_thread],
+        "members": [member_json(world, member, guild_id=guild.id) for member in world.members],
+        "channels": [channel_json(channel) for channel in channels if not channel.is_thread],
+        "threads": [thread_json(channel) for channel in channels if channel.is_thread],
         "presences": [],
         "voice_states": [],
         "stage_instances": [],
@@ -178,7 +180,7 @@ def application_json(world: World) -> dict[str, Any]:
         "tags": [],
         "redirect_uris": [],
         "interactions_endpoint_url": None,
-        "approximate_guild_count": 1,
+        "approximate_guild_count": len(world.guilds),
     }
 
 
@@ -204,7 +206,7 @@ def message_json(world: World, message: Message, base_url: str) -> dict[str, Any
         "id": str(message.id),
         "type": message.type,
         "channel_id": str(message.channel_id),
-        "guild_id": str(GUILD_ID),
+        "guild_id": str(world.find_channel(message.channel_id).guild_id),
         "author": user_json(author),
         "content": message.content,
         "timestamp": message.created_at.isoformat(),
@@ -250,24 +252,26 @@ def interaction_json(
     message: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """INTERACTION_CREATE for a guild channel, with the member's computed permissions."""
-    member = member_json(world, world.member(user_id)) | {"permissions": str(world.permissions_of(user_id))}
+    guild_id = channel.guild_id
+    permissions = str(world.permissions_of(user_id, guild_id))
+    member = member_json(world, world.member(user_id), guild_id=guild_id) | {"permissions": permissions}
     body: dict[str, Any] = {
         "id": str(interaction_id),
         "application_id": str(APPLICATION_ID),
         "type": interaction_type,
         "data": data,
-        "guild_id": str(GUILD_ID),
-        "guild": {"id": str(GUILD_ID), "locale": "en-US", "features": []},
+        "guild_id": str(guild_id),
+        "guild": {"id": str(guild_id), "locale": "en-US", "features": []},
         "channel_id": str(channel.id),
-        "channel": channel_json(channel) | {"permissions": str(world.permissions_of(user_id))},
+        "channel": channel_json(channel) | {"permissions": permissions},
         "member": member,
         "token": token,
         "version": 1,
-        "app_permissions": str(world.permissions_of(world.bot.id)),
+        "app_permissions": str(world.permissions_of(world.bot.id, guild_id)),
         "locale": "en-US",
         "guild_locale": "en-US",
         "entitlements": [],
-        "authorizing_integration_owners": {"0": str(GUILD_ID)},
+        "authorizing_integration_owners": {"0": str(guild_id)},
         "context": 0,
         "attachment_size_limit": attachment_size_limit,
     }

@@ -28,7 +28,7 @@ from playground.standin.messages import EPHEMERAL, LOADING, Attachment, Message
 from playground.standin.multipart import Upload
 from playground.standin.payloads import now, user_json
 from playground.standin.state import StandInState
-from playground.standin.world import APPLICATION_ID, GUILD_ID
+from playground.standin.world import APPLICATION_ID
 
 DEFAULT, CHAT_INPUT_COMMAND = 0, 20
 """Message types: a follow-up or channel message, and the reply to a slash command."""
@@ -261,7 +261,7 @@ class Responder:
             "id": str(record.id),
             "type": record.type,
             "user": user_json(self._state.world.users[record.user_id]),
-            "authorizing_integration_owners": {"0": str(GUILD_ID)},
+            "authorizing_integration_owners": {"0": record.payload["guild_id"]},
         }
         if record.type == APPLICATION_COMMAND:
             metadata["name"] = record.payload["data"]["name"]

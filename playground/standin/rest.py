@@ -29,7 +29,7 @@ from playground.standin.payloads import (
 from playground.standin.responses import Responder
 from playground.standin.state import StandInState
 from playground.standin.threads import start_thread_from_message
-from playground.standin.world import APPLICATION_ID, GUILD_ID
+from playground.standin.world import APPLICATION_ID, Guild
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class DiscordApi:
         if "guild_id" not in request.match_info:
             return None
         guild_id = _int(request, "guild_id")
-        if guild_id != GUILD_ID:
+        if guild_id not in {guild.id for guild in self._state.world.guilds}:
             raise ApiError(403, 50001, "Missing Access")
         return guild_id
 
@@ -298,29 +298,29 @@ class DiscordApi:
     async def typing(self, request: web.Request) -> web.Response:
         return web.Response(status=204)
 
-    def _guild(self, request: web.Request) -> None:
-        if _int(request, "guild_id") != GUILD_ID:
-            raise unknown("guild")
+    def _guild(self, request: web.Request) -> Guild:
+        try:
+            return self._state.world.guild(_int(request, "guild_id"))
+        except KeyError:
+            raise unknown("guild") from None
 
     async def guild(self, request: web.Request) -> web.Response:
-        self._guild(request)
-        return json_reply(guild_json(self._state.world))
+        return json_reply(guild_json(self._state.world, self._guild(request)))
 
     async def guild_channels(self, request: web.Request) -> web.Response:
-        self._guild(request)
-        return json_reply([channel_json(c) for c in self._state.world.channels if not c.is_thread])
+        channels = self._state.world.channels_of(self._guild(request).id)
+        return json_reply([channel_json(c) for c in channels if not c.is_thread])
 
     async def guild_roles(self, request: web.Request) -> web.Response:
-        self._guild(request)
-        return json_reply([role_json(role) for role in self._state.world.roles])
+        return json_reply([role_json(role) for role in self._state.world.roles_of(self._guild(request).id)])
 
     async def guild_member(self, request: web.Request) -> web.Response:
-        self._guild(request)
+        guild = self._guild(request)
         try:
             member = self._state.world.member(_int(request, "user_id"))
         except KeyError:
             raise unknown("member") from None
-        return json_reply(member_json(self._state.world, member))
+        return json_reply(member_json(self._state.world, member, guild_id=guild.id))
 
 
 def _int(request: web.Request, key: str) -> int:

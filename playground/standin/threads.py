@@ -38,7 +38,7 @@ async def start_thread_from_message(
         raise unknown("message")
     if parent.is_thread:
         raise ApiError(400, 50024, "Cannot execute action on this channel type")
-    if not world.permissions_of(world.bot.id) & CREATE_PUBLIC_THREADS:
+    if not world.permissions_of(world.bot.id, parent.guild_id) & CREATE_PUBLIC_THREADS:
         raise ApiError(403, 50013, "Missing Permissions")
     name = str(payload.get("name") or "")
     if not 1 <= len(name) <= THREAD_NAME_LIMIT:
@@ -58,11 +58,12 @@ async def start_thread_from_message(
         type=PUBLIC_THREAD,
         parent_id=parent.id,
         owner_id=world.bot.id,
+        guild_id=parent.guild_id,
     )
     world.channels.append(thread)
     message.thread_id = thread.id
     body = thread_json(thread)
     state.events.publish("thread_create", body | {"message_id": str(message.id)})
     state.publish_message("message_update", message)  # the starter message now links to its thread
-    await state.hub.dispatch("THREAD_CREATE", body | {"newly_created": True})
+    await state.hub.dispatch("THREAD_CREATE", body | {"newly_created": True}, guild_id=parent.guild_id)
     return body

@@ -1,8 +1,10 @@
-"""The small, fixed Discord world the stand-in simulates: one guild, its channels, people and roles.
+"""The small, fixed Discord world the stand-in simulates: a guild, its channels, people and roles.
 
 Ids are constants so tests and the web page can name them; alice is a moderator (Manage Server and
 Manage Messages), bob and carol are not, which is what permission checks in the bot need to be
-tried against.
+tried against. A second guild (`add_second_guild`) lies on the other shard of two, for a bot split
+across processes; everyone is a member of both, and the roles of the first are worth nothing in the
+second.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass, field
 APPLICATION_ID = 1300000000000000001
 """The application and its bot user share one id, as they do for bots made since 2020."""
 GUILD_ID = 1300000000000000100
+SECOND_GUILD_ID = GUILD_ID + (1 << 22)
+"""On shard 1 of 2, where GUILD_ID is on shard 0: see `shard_of`."""
 
 VIEW_CHANNEL = 1 << 10
 SEND_MESSAGES = 1 << 11
@@ -60,6 +64,7 @@ class Role:
     permissions: int
     position: int
     color: int = 0
+    guild_id: int = GUILD_ID
 
 
 GUILD_TEXT = 0
@@ -78,6 +83,7 @@ class Channel:
     parent_id: int | None = None
     owner_id: int | None = None
     """A thread's creator."""
+    guild_id: int = GUILD_ID
 
     @property
     def is_thread(self) -> bool:
@@ -92,6 +98,18 @@ class Member:
     role_ids: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True)
+class Guild:
+    id: int
+    name: str
+    owner_id: int
+
+
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """The shard whose session receives a guild's events, by Discord's formula."""
+    return (guild_id >> 22) % shard_count
+
+
 @dataclass
 class World:
     """Everything fixed about the simulated Discord; messages and interactions live elsewhere."""
@@ -103,9 +121,32 @@ class World:
     channels: list[Channel]
     members: list[Member]
     users: dict[int, User] = field(init=False)
+    guilds: list[Guild] = field(init=False)
 
     def __post_init__(self) -> None:
         self.users = {member.user.id: member.user for member in self.members}
+        self.guilds = [Guild(GUILD_ID, self.guild_name, self.owner_id)]
+
+    def guild(self, guild_id: int) -> Guild:
+        """A guild by id; KeyError when the world has no such guild."""
+        for guild in self.guilds:
+            if guild.id == guild_id:
+                return guild
+        raise KeyError(guild_id)
+
+    def channels_of(self, guild_id: int) -> list[Channel]:
+        return [channel for channel in self.channels if channel.guild_id == guild_id]
+
+    def roles_of(self, guild_id: int) -> list[Role]:
+        return [role for role in self.roles if role.guild_id == guild_id]
+
+    def add_second_guild(self) -> None:
+        """A second guild on the other shard of two, with one channel; the same people are members."""
+        if any(guild.id == SECOND_GUILD_ID for guild in self.guilds):
+            return
+        self.guilds.append(Guild(SECOND_GUILD_ID, "Taleweaver Annex", self.owner_id))
+        self.roles.append(Role(SECOND_GUILD_ID, "@everyone", EVERYONE_PERMISSIONS, 0, guild_id=SECOND_GUILD_ID))
+        self.channels.append(Channel(ANNEX_CHANNEL_ID, "annex", "The second server", 0, guild_id=SECOND_GUILD_ID))
 
     def member(self, user_id: int) -> Member:
         """The membership of `user_id`; KeyError when that user is not in the guild."""
@@ -114,14 +155,15 @@ class World:
                 return member
         raise KeyError(user_id)
 
-    def permissions_of(self, user_id: int) -> int:
-        """The user's guild permissions: @everyone, then their roles; the owner has them all."""
-        if user_id == self.owner_id:
+    def permissions_of(self, user_id: int, guild_id: int = GUILD_ID) -> int:
+        """The user's permissions in a guild: @everyone, then their roles there; the owner has them all."""
+        if user_id == self.guild(guild_id).owner_id:
             return ALL_PERMISSIONS
-        roles = {role.id: role for role in self.roles}
-        total = roles[GUILD_ID].permissions
+        roles = {role.id: role for role in self.roles_of(guild_id)}
+        total = roles[guild_id].permissions
         for role_id in self.member(user_id).role_ids:
-            total |= roles[role_id].permissions
+            if role_id in roles:
+                total |= roles[role_id].permissions
         return ALL_PERMISSIONS if total & ADMINISTRATOR else total
 
     def find_user(self, ref: str | int) -> User:
@@ -159,6 +201,7 @@ BOB_ID = 1300000000000000402
 CAROL_ID = 1300000000000000403
 GENERAL_CHANNEL_ID = 1300000000000000201
 STORIES_CHANNEL_ID = 1300000000000000202
+ANNEX_CHANNEL_ID = 1300000000000000210
 
 
 def default_world() -> World:

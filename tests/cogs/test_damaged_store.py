@@ -18,6 +18,7 @@ from core.settings import DecodingSettings
 from model.service import ModelService
 from store import Scope, SqlitePreferencesStore
 from tests.discord_fakes import FakeInteraction
+from tests.store.conftest import sqlite_writer
 from tests.store.test_corruption import fill, root_pages, scribble
 
 USER, GUILD = 5, 77
@@ -40,7 +41,7 @@ async def damaged_bot(tiny_loaded, tmp_path):
         path, config_defaults=config.defaults, max_new_tokens_cap=config.limits.max_new_tokens
     )
     scribble(path, root_pages(path, "user_settings"))
-    await store._db.execute("PRAGMA shrink_memory")  # start-up's quick_check left every page in its cache
+    sqlite_writer(store).execute("PRAGMA shrink_memory")  # start-up's quick_check left every page in its cache
     yield SimpleNamespace(config=config, service=service, preferences=store)
     await service.close()
     await store.close()

@@ -9,12 +9,14 @@ from types import SimpleNamespace
 
 import discord
 import pytest
+import sqlalchemy as sa
 
 from cogs.story import DELETE_REFUSED, NOT_OWNER, StoryCog
 from cogs.story_threads import thread_name
 from cogs.story_view import StoryButton, StoryState, render_story
 from cogs.utils.formats import EMBED_DESCRIPTION_LIMIT
 from core.settings import PRESETS, DecodingSettings
+from store.schema import stories
 from tests.cogs.conftest import OWNER, STRANGER
 from tests.discord_fakes import Call, FakeInteraction
 
@@ -336,7 +338,10 @@ async def test_replay_refuses_other_options_unknown_stories_and_other_servers_st
 
 
 async def story_count(cog: StoryCog) -> int:
-    return len(list(await cog.bot.preferences._read("SELECT id FROM stories", ())))
+    def count(connection: sa.Connection) -> int:
+        return connection.scalar(sa.select(sa.func.count()).select_from(stories))
+
+    return await cog.bot.preferences.database.read(count)
 
 
 async def test_a_refused_story_takes_no_number_and_leaves_no_record(cog, slowed) -> None:

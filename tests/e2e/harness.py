@@ -133,15 +133,21 @@ class BotProcess:
     api_base: str
     log_path: Path
     token: str = BOT_TOKEN
+    env: dict[str, str] = field(default_factory=dict)
+    """More environment (the database password)."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self) -> None:
-        env = os.environ | {
-            "DISCORD_TOKEN": self.token,
-            "TALEWEAVER_DISCORD_API_BASE": self.api_base,
-            "HF_HUB_OFFLINE": "1",
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = (
+            os.environ
+            | self.env
+            | {
+                "DISCORD_TOKEN": self.token,
+                "TALEWEAVER_DISCORD_API_BASE": self.api_base,
+                "HF_HUB_OFFLINE": "1",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, str(ROOT / "bot.py"), "--config", str(self.config_path)],
@@ -159,6 +165,13 @@ class BotProcess:
     def wait(self, timeout: float) -> int:
         assert self.process is not None
         return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown at all, as a crash or an OOM kill would end it."""
+        if self.alive:
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait()
 
     def stop(self) -> None:
         if not self.alive:

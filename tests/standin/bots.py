@@ -23,8 +23,11 @@ class ScriptedBot(discord.Client):
     test can check that the bot met the error Discord would have given.
     """
 
-    def __init__(self) -> None:
-        super().__init__(intents=discord.Intents.default(), allowed_mentions=NO_MENTIONS, guild_ready_timeout=0.05)
+    def __init__(self, **options: Any) -> None:
+        """`options` go to `discord.Client` (a shard: `shard_id`, `shard_count`)."""
+        super().__init__(
+            intents=discord.Intents.default(), allowed_mentions=NO_MENTIONS, guild_ready_timeout=0.05, **options
+        )
         self.tree = app_commands.CommandTree(self)
         self.behaviour: Behaviour = _do_nothing
         self.autocomplete_choices: list[app_commands.Choice[str]] = []

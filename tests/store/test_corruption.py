@@ -16,7 +16,7 @@ import pytest
 
 from core.settings import DecodingSettings
 from store import Scope, SqlitePreferencesStore, StoreCorruptError, StoreError, StoreUnavailableError
-from tests.store.conftest import CAP, OpenStore
+from tests.store.conftest import CAP, OpenStore, sqlite_writer
 
 PAGE = 4096
 GUILD = 77
@@ -68,7 +68,7 @@ async def test_damage_that_appears_while_running_fails_the_users_layer_but_not_t
     await fill(db_path)
     store = await open_store()
     scribble(db_path, root_pages(db_path, "user_settings"))
-    await store._db.execute("PRAGMA shrink_memory")  # start-up's quick_check left every page in its cache
+    sqlite_writer(store).execute("PRAGMA shrink_memory")  # start-up's quick_check left every page in its cache
     with pytest.raises(StoreCorruptError):
         await store.resolve(5, GUILD)
     with pytest.raises(StoreUnavailableError):  # not acknowledged: it cannot be read back

@@ -8,19 +8,13 @@ import sqlite3
 import sys
 from pathlib import Path
 
-import aiosqlite
 import pytest
 
 from store import Scope, SqlitePreferencesStore, StoreUnavailableError
 from store.errors import unavailable
-from tests.store.conftest import OpenStore
+from tests.store.conftest import OpenStore, sqlite_writer
 
 USER = 1001
-
-
-def connection_of(store: SqlitePreferencesStore) -> aiosqlite.Connection:
-    """The store's own connection, to inject faults SQLite can produce but a test cannot cause."""
-    return store._db
 
 
 HOLD_WRITE_LOCK = """
@@ -61,9 +55,9 @@ async def test_a_write_while_another_process_holds_the_lock_is_refused_and_reads
 
 async def test_a_full_disk_refuses_the_write_whole_and_keeps_the_old_values(store: SqlitePreferencesStore) -> None:
     """SQLITE_FULL: a message for the user, no partial write, and writes resume when space returns."""
-    db = connection_of(store)
-    ((pages,),) = await db.execute_fetchall("PRAGMA page_count")
-    await db.execute(f"PRAGMA max_page_count = {pages}")
+    db = sqlite_writer(store)
+    ((pages,),) = db.execute("PRAGMA page_count").fetchall()
+    db.execute(f"PRAGMA max_page_count = {pages}")
     every_field = {
         "strategy": "beam",
         "temperature": 0.5,
@@ -84,14 +78,14 @@ async def test_a_full_disk_refuses_the_write_whole_and_keeps_the_old_values(stor
     assert await store.get(Scope.USER, failed_user) == {}
     assert await store.get(Scope.USER, saved_users[-1]) == every_field
 
-    await db.execute("PRAGMA max_page_count = 1073741823")
+    db.execute("PRAGMA max_page_count = 1073741823")
     assert await store.set(Scope.USER, failed_user, every_field) == every_field
 
 
 async def test_a_read_only_database_refuses_writes_with_a_message(store: SqlitePreferencesStore) -> None:
     """SQLITE_READONLY (a remount, a permission change): the user hears it, nothing changes."""
     await store.set(Scope.USER, USER, {"top_k": 7})
-    await connection_of(store).execute("PRAGMA query_only = ON")
+    sqlite_writer(store).execute("PRAGMA query_only = ON")
     with pytest.raises(StoreUnavailableError, match="read-only"):
         await store.set(Scope.USER, USER, {"top_k": 8})
     assert await store.get(Scope.USER, USER) == {"top_k": 7}

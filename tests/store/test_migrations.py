@@ -1,4 +1,5 @@
-"""Start-up: migrations from every older schema keep the data; files that are not ours stay untouched."""
+"""SQLite at start-up: files of every older schema (before Alembic too) keep their data; files that
+are not ours stay untouched. (Migrations on both databases: test_schema.py.)"""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiosqlite
 import pytest
 
 from store import Scope, StoreError, migrations
-from store.migrations import APPLICATION_ID, LATEST_VERSION, MIGRATIONS, Migration
+from store.migrations import APPLICATION_ID, VERSION_TABLE
+from store.preferences import SqlPreferencesStore
 from tests.store.conftest import OpenStore
+from tests.store.legacy_schema import LEGACY_VERSION, build_legacy_file
 
 USER, GUILD = 1001, 555
 
@@ -29,7 +31,7 @@ ROWS_ADDED_IN: dict[int, list[tuple[str, tuple[object, ...]]]] = {
         ("INSERT INTO guild_limits VALUES (?, ?, ?)", (GUILD, "max_new_tokens", "200")),
     ],
     3: [
-        ("INSERT INTO guild_story_options VALUES (?, ?)", (GUILD, 0)),
+        ("INSERT INTO guild_story_options VALUES (?, ?)", (GUILD, False)),
     ],
 }
 """Data written in each schema version's own tables, as that version of the bot would have."""
@@ -47,36 +49,44 @@ EXPECTED_AFTER[3] = EXPECTED_AFTER[2]
 
 
 def test_every_schema_version_has_sample_data() -> None:
-    """A new migration must come with rows of its own, so the test below covers it."""
-    assert sorted(ROWS_ADDED_IN) == [m.version for m in MIGRATIONS]
-    assert sorted(EXPECTED_AFTER) == list(range(LATEST_VERSION + 1))
+    """A new migration must come with rows of its own, so the tests of older schemas cover it."""
+    revisions = sorted(int(script.revision) for script in migrations.script_directory().walk_revisions())
+    assert sorted(ROWS_ADDED_IN) == revisions
+    assert sorted(EXPECTED_AFTER) == list(range(migrations.latest_version() + 1))
 
 
-async def build_database(path: Path, version: int) -> None:
-    """A database as a Taleweaver at schema `version` left it, with that version's data."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    async with aiosqlite.connect(path, isolation_level=None) as db:
-        await migrations.migrate(db, 0, target=version)
-        for added_in in range(1, version + 1):
-            for sql, parameters in ROWS_ADDED_IN[added_in]:
-                await db.execute(sql, parameters)
-
-
-@pytest.mark.parametrize("version", range(LATEST_VERSION))
-async def test_opening_an_older_schema_migrates_it_and_keeps_its_data(
-    open_store: OpenStore, db_path: Path, version: int
-) -> None:
-    """From each older version the store reaches the latest one, and every value is still there."""
-    await build_database(db_path, version)
-    store = await open_store()
+async def assert_data_of(store: SqlPreferencesStore, version: int) -> None:
+    """The store holds what schema `version`'s Taleweaver had written, in every layer."""
     for scope in Scope:
         owner = USER if scope is Scope.USER else GUILD
         assert await store.get(scope, owner) == EXPECTED_AFTER[version].get(scope, {})
+
+
+async def build_database(path: Path, version: int) -> None:
+    """A file as the Taleweaver of schema `version` (before Alembic) left it, with that version's data."""
+    build_legacy_file(path, version, ROWS_ADDED_IN)
+
+
+@pytest.mark.parametrize("version", range(LEGACY_VERSION + 1))
+async def test_a_file_of_an_older_taleweaver_is_migrated_and_keeps_its_data(
+    open_store: OpenStore, db_path: Path, version: int
+) -> None:
+    """From each schema written before Alembic the store reaches the latest one, every value still there."""
+    await build_database(db_path, version)
+    store = await open_store()
+    await assert_data_of(store, version)
+    if version >= 3:
+        assert not await store.stories.threads_allowed(GUILD)
+    story_id = await store.stories.create(USER, GUILD, 77, "Once", (await store.resolve(USER, GUILD)).settings)
+    assert (await store.stories.get(story_id)).opening == "Once"
     await store.close()
+    latest = migrations.latest_version()
     with sqlite3.connect(db_path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == latest
         assert raw.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert raw.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [(f"{latest:04d}",)]
+    raw.close()
 
 
 async def test_a_new_file_is_created_with_its_folder(open_store: OpenStore, tmp_path: Path) -> None:
@@ -84,24 +94,6 @@ async def test_a_new_file_is_created_with_its_folder(open_store: OpenStore, tmp_
     path = tmp_path / "a" / "b" / "prefs.db"
     await open_store(path)
     assert path.exists()
-
-
-async def test_a_failed_migration_leaves_the_previous_version_and_data(
-    open_store: OpenStore, db_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A migration that fails halfway is rolled back whole; the file stays at the old version."""
-    await build_database(db_path, LATEST_VERSION)
-    broken = Migration(LATEST_VERSION + 1, "broken", ("CREATE TABLE half_done (x)", "THIS IS NOT SQL"))
-    monkeypatch.setattr(migrations, "MIGRATIONS", (*MIGRATIONS, broken))
-    monkeypatch.setattr(migrations, "LATEST_VERSION", broken.version)
-
-    with pytest.raises(StoreError):
-        await open_store()
-
-    with sqlite3.connect(db_path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION
-        assert raw.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half_done'").fetchone()[0] == 0
-        assert raw.execute("SELECT count(*) FROM user_settings").fetchone()[0] == 2
 
 
 def fingerprint(path: Path) -> tuple[str, list[str]]:
@@ -138,9 +130,9 @@ async def test_another_programs_sqlite_database_is_refused_and_left_untouched(
 
 async def test_a_database_from_a_newer_taleweaver_is_refused(open_store: OpenStore, db_path: Path) -> None:
     """A downgrade must not run an old bot on a schema it does not know."""
-    await build_database(db_path, LATEST_VERSION)
+    await build_database(db_path, LEGACY_VERSION)
     with sqlite3.connect(db_path) as raw:
-        raw.execute(f"PRAGMA user_version = {LATEST_VERSION + 1}")
+        raw.execute(f"PRAGMA user_version = {migrations.latest_version() + 1}")
     raw.close()
     before = fingerprint(db_path)
     with pytest.raises(StoreError, match="newer Taleweaver"):
@@ -158,7 +150,7 @@ async def test_a_directory_at_the_path_is_refused(open_store: OpenStore, db_path
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file whatever its mode")
 async def test_an_unreadable_file_is_refused(open_store: OpenStore, db_path: Path) -> None:
     """No permission to read: the message says so."""
-    await build_database(db_path, LATEST_VERSION)
+    await build_database(db_path, LEGACY_VERSION)
     db_path.chmod(0)
     try:
         with pytest.raises(StoreError, match="Cannot read"):
@@ -201,7 +193,7 @@ async def test_a_database_locked_by_another_process_is_refused_at_start_up(
     open_store: OpenStore, db_path: Path, lock_holder, pragma: str
 ) -> None:
     """Another writer holding the file: a clear message at start-up, and its data left alone."""
-    await build_database(db_path, LATEST_VERSION)
+    await build_database(db_path, LEGACY_VERSION)
     await lock_holder(pragma)
     with pytest.raises(StoreError, match="locked by another process"):
         await open_store(busy_timeout_s=0.2)

@@ -1,16 +1,13 @@
-"""Stories in SQLite: parts and drafts, deletion, retention, and the migration that added them."""
+"""Stories, on SQLite and on PostgreSQL: parts and drafts, deletion, retention, text either database takes."""
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
-
 from core.settings import DecodingSettings
 from store import Scope, StoryStore
-from store.stories import DAY_S, SqliteStoryStore
-from tests.store.conftest import OpenStore
-from tests.store.test_migrations import EXPECTED_AFTER, GUILD, USER, build_database
+from store.stories import DAY_S, SqlStoryStore
+from tests.store.conftest import execute
 
+USER, GUILD = 1001, 555
 SAMPLING = DecodingSettings(strategy="sampling", max_new_tokens=12, temperature=0.8)
 
 
@@ -50,7 +47,7 @@ async def test_a_thread_carries_one_story(store) -> None:
     assert (await stories.by_thread(9001)).id == story_id and await stories.by_thread(9002) is None
 
 
-async def test_deleting_a_story_removes_every_part_and_leaves_preferences(store, db_path: Path) -> None:
+async def test_deleting_a_story_removes_every_part_and_leaves_preferences(store) -> None:
     await store.set(Scope.USER, USER, {"temperature": 0.5})
     stories = store.stories
     story_id = await stories.create(USER, GUILD, 77, "Once", SAMPLING)
@@ -58,14 +55,13 @@ async def test_deleting_a_story_removes_every_part_and_leaves_preferences(store,
     assert await stories.delete(story_id) and not await stories.delete(story_id)
     assert await stories.get(story_id) is None
     assert await _part(stories, story_id, None, " late") is None  # a part finished after deletion is dropped
-    with sqlite3.connect(db_path) as raw:
-        assert raw.execute("SELECT count(*) FROM story_parts").fetchone()[0] == 0
+    assert await execute(store, "SELECT count(*) FROM story_parts") == [(0,)]
     assert await store.get(Scope.USER, USER) == {"temperature": 0.5}
 
 
 async def test_retention_prunes_only_stories_older_than_the_period(store) -> None:
     now = [1_000_000_000.0]
-    stories = SqliteStoryStore(store._transaction, store._read, clock=lambda: now[0])
+    stories = SqlStoryStore(store.database, clock=lambda: now[0])
     old = await stories.create(USER, GUILD, 77, "Old", SAMPLING)
     now[0] += 10 * DAY_S
     fresh = await stories.create(USER, GUILD, 77, "Fresh", SAMPLING)
@@ -81,12 +77,8 @@ async def test_threads_are_allowed_until_a_server_forbids_them(store) -> None:
     assert not await store.stories.threads_allowed(GUILD)
 
 
-async def test_migrating_todays_schema_keeps_preferences_and_takes_stories(open_store: OpenStore, db_path) -> None:
-    """A database of schema 2 (before stories) keeps every preference and can hold stories at once."""
-    await build_database(db_path, 2)
-    store = await open_store()
-    for scope in Scope:
-        assert await store.get(scope, USER if scope is Scope.USER else GUILD) == EXPECTED_AFTER[2].get(scope, {})
-    story_id = await store.stories.create(USER, GUILD, 77, "Once", SAMPLING)
-    await _part(store.stories, story_id, None, " upon")
-    assert (await store.stories.get(story_id)).text == "Once upon"
+async def test_text_with_nul_and_lone_surrogates_is_kept_alike_on_both_databases(store) -> None:
+    """PostgreSQL refuses NUL in text, and neither database takes a lone surrogate: both become U+FFFD."""
+    story_id = await store.stories.create(USER, GUILD, 77, "Once\x00 upon \ud800", SAMPLING)
+    await _part(store.stories, story_id, None, " a\x00time")
+    assert (await store.stories.get(story_id)).text == "Once\ufffd upon \ufffd a\ufffdtime"
