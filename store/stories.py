@@ -38,6 +38,8 @@ class Part:
     seed: int
     text: str
     stop_reason: str = ""
+    precision: str = ""
+    """The weights' precision it was written in (fp32, int8…); "" for parts kept before it was recorded."""
 
 
 @dataclass(frozen=True)
@@ -134,9 +136,10 @@ class StoryStore:
         seed: int,
         text: str,
         stop_reason: str,
+        precision: str = "",
     ) -> Part | None:
         """Save a finished part and show it; None when the story was deleted meanwhile."""
-        encoded = _encode(settings)
+        encoded = _encode(settings, precision)
         async with self._store._transaction() as db:
             exists = list(await db.execute_fetchall("SELECT 1 FROM stories WHERE id = ?", (story_id,)))
             if not exists:
@@ -160,7 +163,7 @@ class StoryStore:
             await db.execute(
                 "UPDATE stories SET shown_part_id = ?, updated_at = ? WHERE id = ?", (part_id, self._clock(), story_id)
             )
-        return Part(part_id, parent_id, author_id, added, settings, seed, text, stop_reason)
+        return Part(part_id, parent_id, author_id, added, settings, seed, text, stop_reason, precision)
 
     async def show(self, story_id: int, part_id: int) -> bool:
         """Show another draft (a part of this story); False when there is no such part."""
@@ -236,15 +239,26 @@ def _part(row: Iterable[Any]) -> Part:
         seed,
         text,
         stop_reason,
+        json.loads(settings).get(PRECISION_KEY, ""),
     )
 
 
-def _encode(settings: DecodingSettings) -> str:
-    return json.dumps(dataclasses.asdict(settings))
+PRECISION_KEY = "precision"
+"""A part's settings are kept with the precision that wrote them, beside the decoding settings (no
+schema change: parts kept before it simply have none)."""
+
+
+def _encode(settings: DecodingSettings, precision: str = "") -> str:
+    values = dataclasses.asdict(settings)
+    if precision:
+        values[PRECISION_KEY] = precision
+    return json.dumps(values)
 
 
 def _decode(text: str) -> DecodingSettings:
-    return DecodingSettings.from_mapping(json.loads(text))
+    values = json.loads(text)
+    values.pop(PRECISION_KEY, None)
+    return DecodingSettings.from_mapping(values)
 
 
 def _storable(text: str) -> str:

@@ -50,6 +50,7 @@ from transformers import PreTrainedModel
 from core.config import WhyConfig
 from core.prompts import PromptKind, check_text, check_token_count
 from core.service import WhyResult, WordImportance
+from model import int8
 from model.explain.words import group_tokens, importances, word_sigma
 from model.loading import LoadedModel
 
@@ -375,11 +376,25 @@ def low_precision_copy(model: PreTrainedModel, dtype: torch.dtype) -> PreTrained
 
 def prepare(loaded: LoadedModel, config: WhyConfig, cache_dir: Path | None = None) -> None:
     """Do once, ahead of the first /why, what every /why needs: r (`phi_std_for`) and the copy of
-    the weights in the compute dtype. On GPT-2 small that is about 2 s a first /why need not pay."""
+    the weights in the compute dtype. On GPT-2 small that is about 2 s a first /why need not pay.
+    An int8 model keeps no copy (see `explainable`): r is computed and cached on disk."""
+    if int8.is_quantized(loaded.model):
+        phi_std_for(explainable(loaded), cache_dir)
+        return
     phi_std_for(loaded, cache_dir)
     dtype = compute_dtype_for(config.compute_dtype, loaded.model)
     if dtype is not None and dtype != loaded.model.dtype:
         low_precision_copy(loaded.model, dtype)
+
+
+def explainable(loaded: LoadedModel) -> LoadedModel:
+    """The model /why takes gradients through: `loaded` itself, or for an int8 model an fp32 copy of
+    its (dequantized) weights, made for one /why and dropped after it (`compute_dtype` then applies
+    to the copy as to any model). Int8 serving keeps no fp32 weights, which is its memory saving; a
+    copy costs GPT-2 small its fp32 block weights while it lives and a fraction of a second to make."""
+    if not int8.is_quantized(loaded.model):
+        return loaded
+    return dataclasses.replace(loaded, model=int8.float_copy(loaded.model))
 
 
 BF16_CPU_MIN_PARAMETERS = 50_000_000
@@ -658,6 +673,7 @@ def explain(
 
     start = time.monotonic()
     ids, offsets = tokenize_prompt(loaded, prompt, max_prompt_tokens)
+    loaded = explainable(loaded)
     report = _Progress(progress)
     report(0.0, "Measuring how the model's predictions vary…", force=True)
     budget = config.time_budget_s
