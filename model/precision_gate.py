@@ -20,6 +20,7 @@ Rerun it whenever the model changes (its weights' hash must match) or on another
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -39,7 +40,7 @@ from model import precision
 from model.engine import ContinuousBatch
 from model.generation import RowJob
 from model.loading import LoadedModel, load_model
-from model.training.corpus import build_blocks, read_corpus
+from model.training.corpus import SEPARATOR, CorpusFile, build_blocks, read_corpus
 from model.training.perplexity import evaluate
 
 EVAL_FILES = (
@@ -70,14 +71,31 @@ class Options:
     new_tokens: int
     rounds: int
     threads: int
+    max_bytes: int | None = None
 
 
-def bits_per_byte(loaded: LoadedModel, path: Path) -> float:
-    """Held-out bits per byte of `path`, read in blocks of the model's context (one block a pass)."""
+def bits_per_byte(loaded: LoadedModel, path: Path, max_bytes: int | None = None) -> float:
+    """Held-out bits per byte of `path` (its first documents up to `max_bytes`, if given), read in
+    blocks of the model's context (one block a pass)."""
     corpus = read_corpus(path, "evaluation")
+    if max_bytes is not None:
+        corpus = _first_documents(corpus, max_bytes)
     blocks = build_blocks(corpus, "evaluation", loaded.tokenizer, loaded.model.config.n_positions)
     with torch.inference_mode():
         return evaluate(loaded.model, blocks, batch_size=1).bits_per_byte(corpus.n_bytes)
+
+
+def _first_documents(corpus: CorpusFile, max_bytes: int) -> CorpusFile:
+    """The first documents of `corpus` that fit in `max_bytes` (at least one), counted as the file
+    holds them: each followed by a separator line."""
+    kept, size = [], 0
+    for document in corpus.documents:
+        length = len(document.encode("utf-8")) + len(SEPARATOR) + 2
+        if kept and size + length > max_bytes:
+            break
+        kept.append(document)
+        size += length
+    return dataclasses.replace(corpus, documents=kept, n_bytes=size)
 
 
 def stories(loaded: LoadedModel, jobs: list[RowJob], *, joining: bool) -> list[str]:
@@ -171,12 +189,13 @@ def run(options: Options) -> dict[str, Any]:
         "cpu": precision.cpu_signature(),
         "threads": options.threads,
         "max_bpb_increase": precision.MAX_BPB_INCREASE,
+        "eval_max_bytes": options.max_bytes,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "modes": {},
     }
     fp32_bpb = {}
     for mode, loaded in models.items():
-        bpb = {str(path): bits_per_byte(loaded, path) for path in options.eval_files}
+        bpb = {str(path): bits_per_byte(loaded, path, options.max_bytes) for path in options.eval_files}
         fp32_bpb = fp32_bpb or bpb
         increase = {name: value / fp32_bpb[name] - 1 for name, value in bpb.items()}
         same, total = identical(loaded, options.new_tokens)
@@ -218,7 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model.precision_gate", description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("--eval", dest="eval_files", type=Path, action="append", help="held-out text (repeatable)")
-    parser.add_argument("--modes", nargs="+", choices=precision.MODES, default=list(precision.MODES))
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=precision.MODES,
+        help="modes to measure against fp32 (default: those this CPU runs natively; an emulated one takes hours: "
+        "bf16 without AVX-512-BF16 or AMX ran GPT-2-style blocks 25x slower than fp32 here)",
+    )
+    parser.add_argument("--max-bytes", type=int, help="only the first documents of each eval file, up to this size")
     parser.add_argument("--new-tokens", type=int, default=100, help="tokens per story (determinism, speed)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved speed rounds (medians)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the service's `cpu_threads`)")
@@ -229,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(path) for path in eval_files if not path.is_file()]
     if missing or not (args.model_dir / "config.json").is_file():
         parser.error(f"not found: {', '.join(missing) or args.model_dir / 'config.json'}")
-    options = Options(args.model_dir, eval_files, args.modes, args.new_tokens, args.rounds, args.threads)
+    modes = args.modes or [m for m in precision.MODES if precision.not_native(m, torch.device("cpu")) is None]
+    options = Options(args.model_dir, eval_files, modes, args.new_tokens, args.rounds, args.threads, args.max_bytes)
     report = run(options)
     out = args.out or args.model_dir / precision.GATE_FILE
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

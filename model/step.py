@@ -58,18 +58,19 @@ class DecodeStep:
 
         `tokens`: the token each row feeds; `lengths`: each row's length with that token (its
         position is length − 1, and its past is the last length − 1 positions of the cache).
+        Layers are called through `forward` (no module hooks: the model is the bot's, in eval mode,
+        where GPT-2's dropouts return their input as it is, so they are left out).
         """
-        device = self.body.wte.weight.device
-        rows = len(tokens)
-        ids, positions = torch.tensor([tokens, lengths], device=device)
-        hidden = (self.body.wte(ids) + self.body.wpe(positions - 1))[:, None, :]
+        body, rows = self.body, len(tokens)
+        ids, positions = torch.tensor([tokens, lengths], device=body.wte.weight.device)
+        hidden = (body.wte.forward(ids) + body.wpe.forward(positions - 1))[:, None, :]
         width = kv.get_seq_length() + 1
         runs = _runs([width - length for length in lengths])
-        for index, block in enumerate(self.blocks):
-            attention = block.attn
-            query, key, value = attention.c_attn(block.ln_1(hidden)).split(attention.split_size, dim=2)
-            shape = (rows, 1, self.heads, self.head_dim)
-            keys, values = kv.layers[index].update(key.view(shape).transpose(1, 2), value.view(shape).transpose(1, 2))
+        shape = (rows, 1, self.heads, self.head_dim)
+        for block, layer in zip(self.blocks, kv.layers, strict=True):
+            attention, mlp = block.attn, block.mlp
+            query, key, value = attention.c_attn.forward(block.ln_1.forward(hidden)).split(attention.split_size, dim=2)
+            keys, values = layer.update(key.view(shape).transpose(1, 2), value.view(shape).transpose(1, 2))
             query = query.view(shape).transpose(1, 2)
             parts = [
                 F.scaled_dot_product_attention(
@@ -78,9 +79,10 @@ class DecodeStep:
                 for first, last, pad in runs
             ]
             attended = parts[0] if len(parts) == 1 else torch.cat(parts)
-            hidden = attention.c_proj(attended.transpose(1, 2).reshape(rows, 1, -1)) + hidden
-            hidden = block.mlp(block.ln_2(hidden)) + hidden
-        return self.model.lm_head(self.body.ln_f(hidden))[:, -1, :]
+            hidden = attention.c_proj.forward(attended.transpose(1, 2).reshape(rows, 1, -1)) + hidden
+            inner = mlp.act.forward(mlp.c_fc.forward(block.ln_2.forward(hidden)))
+            hidden = mlp.c_proj.forward(inner) + hidden
+        return self.model.lm_head.forward(body.ln_f.forward(hidden))[:, -1, :]
 
 
 def _runs(pads: Sequence[int]) -> list[tuple[int, int, int]]:

@@ -251,3 +251,27 @@ async def test_the_service_says_its_precision_in_each_result_and_in_the_metrics(
     assert story_result_from_json(story_result_to_json(result)).precision == "int8"  # across the wire (Ray Serve)
     assert REGISTRY.get_sample_value("taleweaver_model_precision", {"precision": "int8"}) == 1.0
     assert REGISTRY.get_sample_value("taleweaver_model_precision", {"precision": "fp32"}) is None
+
+
+def test_the_gate_measures_each_mode_against_fp32_and_auto_reads_its_report(gated_dir, tmp_path, capsys) -> None:
+    from model import precision_gate
+    from tests.tiny_model import TINY_TEXT
+
+    held_out = tmp_path / "held-out.txt"
+    held_out.write_text("\n<|endoftext|>\n".join([TINY_TEXT] * 3), encoding="utf-8")
+    argv = [str(gated_dir), "--eval", str(held_out), "--modes", "int8", "--new-tokens", "6", "--rounds", "1"]
+    assert precision_gate.main(argv) == 0
+    report = json.loads((gated_dir / precision.GATE_FILE).read_text(encoding="utf-8"))
+    assert report["weights_sha256"] == precision.weights_fingerprint(gated_dir)
+    assert report["cpu"] == precision.cpu_signature()
+    fp32, quantized = report["modes"]["fp32"], report["modes"]["int8"]
+    assert fp32["increase_over_fp32"] == {str(held_out): 0.0} and fp32["speedup"] == 1.0
+    assert quantized["identical_alone_and_batched"] == [16, 16]  # 8 prompts, greedy and sampling
+    increase = quantized["increase_over_fp32"][str(held_out)]
+    assert quantized["bits_per_byte"][str(held_out)] > 0 and increase != 0.0
+    assert quantized["passed"] == (increase <= precision.MAX_BPB_INCREASE)
+    assert set(quantized["tokens_per_s"]) == {"1", "8"} and quantized["speedup"] > 0
+    printed = capsys.readouterr().out
+    assert "| int8 |" in printed and "`model.precision: auto` here:" in printed
+    expected = "int8" if quantized["passed"] and quantized["speedup"] >= precision.MIN_SPEED_GAIN else "fp32"
+    assert load_model(gated_dir, device="cpu").precision.mode == expected
