@@ -91,7 +91,10 @@ def apply(model: PreTrainedModel, mode: str) -> None:
     if mode == "bf16":
         model.to(torch.bfloat16)
     elif mode == "int8":
-        int8.quantize_linears(model)
+        count = int8.quantize_linears(model)
+        log.info(
+            "int8: %d matrices of at least %d entries quantized, smaller ones kept in fp32", count, int8.MIN_WEIGHT
+        )
 
 
 def weights_fingerprint(model_dir: str | Path) -> str:

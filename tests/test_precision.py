@@ -35,12 +35,15 @@ SETTINGS = [
 
 @pytest.fixture(scope="module")
 def loaded_in(tiny_model_dir):
-    """The tiny model loaded by the bot's own code in each precision (once per mode)."""
+    """The tiny model loaded by the bot's own code in each precision (once per mode); its matrices
+    are all below int8's size threshold, so the threshold is lifted to quantize every one."""
     cache: dict[str, object] = {}
 
     def load(mode: str):
         if mode not in cache:
-            cache[mode] = load_model(tiny_model_dir, device="cpu", precision=mode)
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(int8, "MIN_WEIGHT", 0)
+                cache[mode] = load_model(tiny_model_dir, device="cpu", precision=mode)
         return cache[mode]
 
     return load
@@ -60,11 +63,13 @@ def test_an_int8_layer_gives_each_row_what_it_gives_it_alone() -> None:
     assert ((together - exact).norm(dim=1) / exact.norm(dim=1)).max() < 0.05  # 8-bit weights, 7-bit rows
 
 
-def test_int8_replaces_every_linear_and_keeps_no_fp32_copy_of_their_weights(loaded_in) -> None:
+def test_int8_replaces_every_linear_and_keeps_no_fp32_copy_of_their_weights(loaded_in, tiny_model_dir) -> None:
     model = loaded_in("int8").model
     assert not any(isinstance(m, Conv1D) for m in model.modules())
     quantized = [m for m in model.modules() if isinstance(m, int8.Int8Linear)]
     assert len(quantized) == 4 * model.config.n_layer + 1  # qkv, proj, fc, fc2 per block; the head
+    fresh = load_model(tiny_model_dir, device="cpu", precision="fp32").model
+    assert int8.quantize_linears(fresh) == 0  # at the default size threshold, none of the tiny model's
     assert isinstance(model.lm_head, int8.Int8Linear)
     assert model.transformer.wte.weight.dtype == torch.float32  # the embeddings stay for the lookup
     floats = sum(p.numel() for p in model.parameters())
@@ -220,6 +225,7 @@ def test_auto_keeps_fp32_when_the_facts_are_missing_or_against(gated_dir, monkey
 
 def test_a_gated_model_loads_in_autos_choice_and_says_so(gated_dir, monkeypatch) -> None:
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(int8, "MIN_WEIGHT", 0)
     _gate(gated_dir)
     loaded = load_model(gated_dir, device="cpu")
     assert loaded.precision.mode == "int8" and int8.is_quantized(loaded.model)
@@ -253,9 +259,13 @@ async def test_the_service_says_its_precision_in_each_result_and_in_the_metrics(
     assert REGISTRY.get_sample_value("taleweaver_model_precision", {"precision": "fp32"}) is None
 
 
-def test_the_gate_measures_each_mode_against_fp32_and_auto_reads_its_report(gated_dir, tmp_path, capsys) -> None:
+def test_the_gate_measures_each_mode_against_fp32_and_auto_reads_its_report(
+    gated_dir, tmp_path, capsys, monkeypatch
+) -> None:
     from model import precision_gate
     from tests.tiny_model import TINY_TEXT
+
+    monkeypatch.setattr(int8, "MIN_WEIGHT", 0)  # the tiny model's matrices are all below it
 
     held_out = tmp_path / "held-out.txt"
     held_out.write_text("\n<|endoftext|>\n".join([TINY_TEXT] * 3), encoding="utf-8")
