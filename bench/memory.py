@@ -23,10 +23,7 @@ import subprocess
 import sys
 from dataclasses import asdict
 
-import torch
-
 from bench.common import ROOT, bench_models, fmt, print_table, scale, write_json
-from model.precision import not_native
 
 STORY_TOKENS = 50
 PRECISIONS = ("auto", "fp32", "int8")
@@ -103,6 +100,10 @@ def measure(model_dir: str | None, precision: str = "auto") -> dict:
 
 def run(quick: bool) -> dict:
     results = {"imports only": measure(None)}
+    import torch
+
+    from model.precision import not_native  # here: the children measure their own imports
+
     native_bf16 = not_native("bf16", torch.device("cpu")) is None
     for bench_model in bench_models():
         for precision in (*PRECISIONS, "bf16") if native_bf16 else PRECISIONS:

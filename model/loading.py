@@ -95,7 +95,7 @@ def load_model(
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     slice_lm_head(model)  # a packed head still falls back to it (gradients, copies, 1–2 rows)
     parameters = model.num_parameters()
-    precisions.apply(model, choice.mode)
+    precisions.apply(model, choice.mode, source if Path(source).is_dir() else None)
     if onednn_linears:
         prepack_linears(model)  # fp32 layers only: int8 and bf16 ones keep their own kernels
     if compile:

@@ -86,12 +86,15 @@ def not_native(mode: str, device: torch.device) -> str | None:
     return "this CPU has no bf16 instructions (AVX-512-BF16 or AMX): torch emulates them, slower than fp32"
 
 
-def apply(model: PreTrainedModel, mode: str) -> None:
-    """Put a loaded fp32 model into `mode` (in place)."""
+def apply(model: PreTrainedModel, mode: str, source: str | Path | None = None) -> None:
+    """Put a loaded fp32 model into `mode` (in place); int8 reads its weights again from `source`'s
+    files when it can (`int8.safetensors_reader`: the loaded ones are never paged in)."""
     if mode == "bf16":
         model.to(torch.bfloat16)
     elif mode == "int8":
-        count = int8.quantize_linears(model)
+        read = None if source is None else int8.safetensors_reader(source, model.base_model_prefix)
+        count = int8.quantize_linears(model, read=read)
+        int8.release_replaced_weights()
         log.info(
             "int8: %d matrices of at least %d entries quantized, smaller ones kept in fp32", count, int8.MIN_WEIGHT
         )

@@ -37,6 +37,7 @@ class DecodeStep:
         self.blocks = list(self.body.h)
         self.heads = model.config.n_head
         self.head_dim = model.config.n_embd // model.config.n_head
+        self.device = model.transformer.wpe.weight.device
 
     @staticmethod
     def supports(model: PreTrainedModel) -> bool:
@@ -62,7 +63,7 @@ class DecodeStep:
         where GPT-2's dropouts return their input as it is, so they are left out).
         """
         body, rows = self.body, len(tokens)
-        ids, positions = torch.tensor([tokens, lengths], device=body.wte.weight.device)
+        ids, positions = torch.tensor([tokens, lengths], device=self.device)
         hidden = (body.wte.forward(ids) + body.wpe.forward(positions - 1))[:, None, :]
         width = kv.get_seq_length() + 1
         runs = _runs([width - length for length in lengths])

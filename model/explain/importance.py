@@ -377,11 +377,10 @@ def low_precision_copy(model: PreTrainedModel, dtype: torch.dtype) -> PreTrained
 def prepare(loaded: LoadedModel, config: WhyConfig, cache_dir: Path | None = None) -> None:
     """Do once, ahead of the first /why, what every /why needs: r (`phi_std_for`) and the copy of
     the weights in the compute dtype. On GPT-2 small that is about 2 s a first /why need not pay.
-    An int8 model keeps no copy (see `explainable`): r is computed and cached on disk."""
-    if int8.is_quantized(loaded.model):
-        phi_std_for(explainable(loaded), cache_dir)
-        return
+    An int8 model keeps no copy (see `explainable`); its r is its own, like its stories'."""
     phi_std_for(loaded, cache_dir)
+    if int8.is_quantized(loaded.model):
+        return
     dtype = compute_dtype_for(config.compute_dtype, loaded.model)
     if dtype is not None and dtype != loaded.model.dtype:
         low_precision_copy(loaded.model, dtype)
@@ -513,15 +512,18 @@ def compute_phi_std(model: PreTrainedModel, passages: Sequence[torch.Tensor]) ->
     floored at a tiny value so a logit that never moves cannot divide by zero.
     """
     head = model.get_output_embeddings()
-    rows = []
+    device = next(model.parameters()).device
+    count, total, squares = 0, 0.0, 0.0
     with torch.no_grad():
         for ids in passages:
-            hidden = model.base_model(input_ids=ids[None].to(head.weight.device), use_cache=False)
-            rows.append(F.linear(hidden.last_hidden_state[0, 1:], head.weight, head.bias).float())
-    logits = torch.cat(rows)
-    if logits.shape[0] < 2:
+            hidden = model.base_model(input_ids=ids[None].to(device), use_cache=False).last_hidden_state[0, 1:]
+            logits = F.linear(hidden, head.weight, head.bias) if isinstance(head, torch.nn.Linear) else head(hidden)
+            logits = logits.double()  # summed passage by passage: no (inputs × vocabulary) matrix of all of them
+            count, total, squares = count + len(logits), total + logits.sum(dim=0), squares + (logits**2).sum(dim=0)
+    if count < 2:
         raise ValueError("r needs at least two inputs")
-    return logits.std(dim=0, correction=0).clamp_min(1e-6).cpu()
+    mean = total / count
+    return (squares / count - mean**2).clamp_min(0).sqrt().float().clamp_min(1e-6).cpu()
 
 
 def phi_std_for(loaded: LoadedModel, cache_dir: Path | None = None) -> torch.Tensor:
@@ -673,6 +675,7 @@ def explain(
 
     start = time.monotonic()
     ids, offsets = tokenize_prompt(loaded, prompt, max_prompt_tokens)
+    phi_std = phi_std_for(loaded, cache_dir)  # the served model's own (int8 too: inference only)
     loaded = explainable(loaded)
     report = _Progress(progress)
     report(0.0, "Measuring how the model's predictions vary…", force=True)
@@ -685,7 +688,7 @@ def explain(
         report(fraction, f"Perturbing the prompt: step {steps}, loss {best_loss:.3f}")
 
     with frozen(loaded.model):
-        objective = build_objective(loaded.model, torch.tensor(ids), phi_std_for(loaded, cache_dir))
+        objective = build_objective(loaded.model, torch.tensor(ids), phi_std)
         run = sigmas_fast(
             objective,
             starts=config.starts,
