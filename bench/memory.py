@@ -107,7 +107,7 @@ def run(quick: bool) -> dict:
     native_bf16 = not_native("bf16", torch.device("cpu")) is None
     for bench_model in bench_models():
         for precision in (*PRECISIONS, "bf16") if native_bf16 else PRECISIONS:
-            results[f"{bench_model.name}, {precision}"] = measure(str(bench_model.path), precision)
+            results[f"{bench_model.model}, {precision}"] = measure(str(bench_model.path), precision)
     rows = []
     for name, result in results.items():
         stages = result["stages_peak_mib"]

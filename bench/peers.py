@@ -57,7 +57,7 @@ class Engine:
 def new_tokens_for(bench_model: BenchModel, quick: bool) -> int:
     if quick:
         return 8
-    return 100 if "gpt2" in bench_model.name else 200
+    return 100 if "gpt2" in bench_model.model else 200
 
 
 def taleweaver(bench_model: BenchModel, mode: str, new_tokens: int, auto: str) -> Engine:
@@ -121,7 +121,7 @@ def ctranslate2_engines(bench_model: BenchModel, new_tokens: int, workdir: Path)
 def measure(bench_model: BenchModel, modes: list[str], rounds: int, quick: bool, workdir: Path) -> dict:
     new_tokens = new_tokens_for(bench_model, quick)
     auto = precision.choose("auto", bench_model.path, pick_device(config().model.device))
-    print(f"  {bench_model.name}: `model.precision: auto` picks {auto.mode} ({auto.reason})", flush=True)
+    print(f"  {bench_model.model}: `model.precision: auto` picks {auto.mode} ({auto.reason})", flush=True)
     engines = [taleweaver(bench_model, mode, new_tokens, auto.mode) for mode in modes]
     if importlib.util.find_spec("ctranslate2") is None:
         print("note: ctranslate2 is not installed (pip install -r requirements-bench.txt); its rows are skipped")
@@ -134,9 +134,9 @@ def measure(bench_model: BenchModel, modes: list[str], rounds: int, quick: bool,
         for rows in LOADS:
             for engine in engines if round_ % 2 == 0 else engines[::-1]:
                 runs[engine.name][rows].append(engine.write(rows))
-        print(f"  {bench_model.name}: round {round_ + 1} of {rounds} done", flush=True)
+        print(f"  {bench_model.model}: round {round_ + 1} of {rounds} done", flush=True)
     return {
-        "model": bench_model.name,
+        "model": bench_model.model,
         "new_tokens": new_tokens,
         "auto": auto.mode,
         "auto_reason": auto.reason,
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="taleweaver-ct2-") as workdir:
         for bench_model in bench_models():
-            if args.only and (args.only == "gpt2") != ("gpt2" in bench_model.name):
+            if args.only and (args.only == "gpt2") != ("gpt2" in bench_model.model):
                 continue
             results.append(measure(bench_model, args.modes, rounds, args.quick, Path(workdir)))
     rows = [row for result in results for row in summarise(result)]

@@ -44,7 +44,7 @@ MIN_WEIGHT = 1 << 19
 """Smaller matrices keep fp32: for them the per-row scaling around the product (four small
 operations) costs more than the bytes saved. On the shipped 4 × 256 model, one story, engine steps
 against fp32 (7 interleaved rounds): every layer in int8 1.12×, only its 8192 × 256 head 0.90×.
-GPT-2 small quantizes all but its 768 × 768 attention outputs (0.64× and 0.65× with them)."""
+GPT-2 small (matrices of 590K to 38.6M entries): 0.64× with all of them, 0.65× without the 768 × 768 ones."""
 TINY = 1e-30
 """A row of zeros is divided by this instead of by zero (its product is zero either way)."""
 
