@@ -170,18 +170,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="8 tokens, one round: checks that all runs")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--modes", nargs="+", choices=precision.MODES, default=list(precision.MODES))
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=precision.MODES,
+        help="Taleweaver's precisions (default: those this CPU runs natively; emulated bf16 is 25x slower)",
+    )
     parser.add_argument("--only", choices=("shipped", "gpt2"), help="one of the two models")
     args = parser.parse_args(argv)
     threads = set_threads(service_config().model.cpu_threads)
     print(f"{machine_info()}\ntorch threads: {threads}")
     rounds = 1 if args.quick else args.rounds
+    device = pick_device(config().model.device)
+    modes = args.modes or [m for m in precision.MODES if precision.not_native(m, device) is None]
     results = []
     with tempfile.TemporaryDirectory(prefix="taleweaver-ct2-") as workdir:
         for bench_model in bench_models():
             if args.only and (args.only == "gpt2") != ("gpt2" in bench_model.model):
                 continue
-            results.append(measure(bench_model, args.modes, rounds, args.quick, Path(workdir)))
+            results.append(measure(bench_model, modes, rounds, args.quick, Path(workdir)))
     rows = [row for result in results for row in summarise(result)]
     print_table(
         f"Tokens per second, one thread, the bot's default sampling; medians of {rounds} interleaved rounds",
