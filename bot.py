@@ -20,7 +20,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import discord  # noqa: E402
 from discord.ext import commands  # noqa: E402
 
-from cogs.errors import RESTARTING, Refused  # noqa: E402
+from cogs.utils.checks import RESTARTING, Refused  # noqa: E402
+from cogs.utils.dispatch import note_handler  # noqa: E402
 from core.config import Config, ConfigError, load_config  # noqa: E402
 from core.errors import TaleweaverError  # noqa: E402
 from core.metrics import COMMANDS, DISCORD_HTTP_ERRORS  # noqa: E402
@@ -36,7 +37,15 @@ discord.VoiceClient.warn_dave = False
 
 log = logging.getLogger("taleweaver")
 
-INITIAL_EXTENSIONS = ("cogs.errors", "cogs.story", "cogs.story_threads", "cogs.settings", "cogs.why")
+INITIAL_EXTENSIONS = (
+    "cogs.errors",
+    "cogs.story",
+    "cogs.story_threads",
+    "cogs.settings",
+    "cogs.why",
+    "cogs.help",
+    "cogs.unanswered",
+)
 TOKEN_ENV = "DISCORD_TOKEN"
 SHUTDOWN_TIMEOUT_S = 10.0
 """The longest running stories get to tell their users about a restart before the bot closes."""
@@ -89,6 +98,11 @@ class TaleweaverBot(commands.AutoShardedBot):
                 raise
 
         self.http.request = counted
+
+    def dispatch(self, event_name: str, /, *args, **kwargs) -> None:
+        if event_name == "interaction":  # before any view's callback can stop its view (cogs/unanswered.py)
+            note_handler(args[0])
+        super().dispatch(event_name, *args, **kwargs)
 
     async def on_app_command_completion(self, interaction: discord.Interaction, command) -> None:
         COMMANDS.labels(command=command.qualified_name, outcome="ok").inc()

@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from model.training.corpus import build_blocks, read_corpus
-from model.training.perplexity import evaluate
+from model.training.perplexity import context_length, evaluate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32).eval()
         for path in options.eval:
             corpus = read_corpus(path, "evaluation")
-            blocks = build_blocks(corpus, "evaluation", tokenizer, model.config.n_positions)
+            blocks = build_blocks(corpus, "evaluation", tokenizer, context_length(model.config))
             result = evaluate(model, blocks)
             bpb = result.bits_per_byte(corpus.n_bytes)
             rows.append({"model": name, "eval": path, "perplexity": result.perplexity, "bits_per_byte": bpb})

@@ -38,8 +38,8 @@ def ngrams(text: str, n: int = 8) -> list[tuple[str, ...]]:
     return [tuple(w[i : i + n]) for i in range(len(w) - n + 1)]
 
 
-def settings() -> DecodingSettings:
-    return DecodingSettings().replace(**PRESETS["balanced"].values, max_new_tokens=120)
+def settings(max_new_tokens: int) -> DecodingSettings:
+    return DecodingSettings().replace(**PRESETS["balanced"].values, max_new_tokens=max_new_tokens)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train", required=True)
     parser.add_argument("--eval", default="../shared/corpus/tales/eval.txt")
     parser.add_argument("--openings", type=int, default=20, help="eval openings for the memorisation check")
+    parser.add_argument(
+        "--opening", action="append", help="an opening to write a story from (default: five tale openings)"
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=120)
     options = parser.parse_args(argv)
+    openings = options.opening or OPENINGS
     torch.set_num_threads(1)
     train = set(ngrams(read_corpus(options.train, "training").path.read_text()))
     docs = [d for d in read_corpus(options.eval, "evaluation").documents if len(d.split()) > 150][: options.openings]
@@ -59,10 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in options.model:
         loaded = load_model(name, device="cpu", dtype="float32")
         print(f"### `{name}`\n")
-        for opening in OPENINGS:
-            out = generate_batch(loaded, [RowJob(opening, settings(), SEED)])[0]
+        for opening in openings:
+            out = generate_batch(loaded, [RowJob(opening, settings(options.max_new_tokens), SEED)])[0]
             print(f"> **{opening}**{out.continuation.rstrip()}\n")
-        gen = [generate_batch(loaded, [RowJob(h, settings(), SEED)])[0].continuation for h in heads]
+        gen = [
+            generate_batch(loaded, [RowJob(h, settings(options.max_new_tokens), SEED)])[0].continuation for h in heads
+        ]
         grams = [g for t in gen for g in ngrams(t)]
         share = sum(g in train for g in grams) / max(1, len(grams))
         print(f"Memorisation: {share:.2%} of generated 8-grams ({len(grams)}) occur verbatim in training.\n")

@@ -21,6 +21,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs.utils.checks import Refused
 from cogs.utils.replies import send_error
 from core.errors import TaleweaverError
 from core.metrics import COMMANDS
@@ -31,18 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 APOLOGY = "Sorry, something went wrong on my side. It has been logged; please try again."
 UNKNOWN_COMMAND = "I don't have that command. Nothing was done; see the commands Discord offers when you type `/`."
-
-
-RESTARTING = "I'm restarting right now; please try again in a minute."
-"""What a command or button gets while the bot shuts down."""
-
-
-class Refused(app_commands.CheckFailure):
-    """A check that says why it refused (the bot is restarting, say): the user reads `message`."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 async def on_app_command_error(interaction: discord.Interaction, error: Exception) -> None:

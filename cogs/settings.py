@@ -38,6 +38,7 @@ SOURCE_LABELS: dict[str, str] = {
     "server": "server default",
     "you": "yours",
     "this command": "this command",
+    "strategy": "the strategy's preset",
 }
 SERVER_ONLY = "Server settings exist only inside a server. In DMs, `/settings` is all there is."
 NOT_ALLOWED = (

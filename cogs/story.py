@@ -18,7 +18,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.errors import RESTARTING, on_app_command_error
+from cogs.errors import on_app_command_error
 from cogs.story_view import (  # noqa: F401
     STORY_ID_MAX,
     StoryButton,
@@ -28,6 +28,7 @@ from cogs.story_view import (  # noqa: F401
     render_story,
     story_view,
 )
+from cogs.utils.checks import RESTARTING
 from cogs.utils.options import narrow_option, prompt_chars, prompt_help
 from cogs.utils.replies import NO_MENTIONS, send_error, withdraw
 from cogs.utils.throttle import EditThrottle
@@ -46,10 +47,13 @@ log = logging.getLogger(__name__)
 PERSONAL_UNAVAILABLE = "Your personal settings are unavailable right now, so this story uses the defaults."
 UNSAVED = "This story could not be saved (the database is unavailable), so it has no buttons."
 GONE = "This story's record was deleted (by its owner, a moderator, or after the retention period), so its buttons no longer work. Start a new one with `/story`."  # noqa: E501
-LEGACY_BUTTON = (
-    "This story was written before stories were kept, so its buttons no longer work. Start a new one with `/story`."
+NOT_OWNER = (
+    "Only the person who asked for this story can use its buttons (anyone may press Why? and Details). "
+    "Start your own with `/story`!"
 )
-NOT_OWNER = "Only the person who asked for this story can use its buttons. Start your own with `/story`!"
+DELETE_REFUSED = (
+    "Only the story's owner, or members with the Manage Messages permission, may delete it. Nothing was changed."
+)
 BUSY = "This story is being written right now; wait for it to finish (or press Stop)."
 CUT_BY_RESTART = "⚠️ The bot is restarting: this part was not kept. Press Continue or Regenerate in a minute."
 SHUTDOWN_GRACE_S = 8.0
@@ -138,7 +142,7 @@ class StoryCog(commands.Cog):
         strategy: str | None = None,
         temperature: app_commands.Range[float, _TEMP.minimum, _TEMP.maximum] | None = None,
         seed: app_commands.Range[int, 0, SEED_MAX] | None = None,
-        replay: app_commands.Range[int, 1, STORY_ID_MAX] | None = None,
+        replay: app_commands.Range[int, 1] | None = None,
         thread: bool = False,
     ) -> None:
         if replay is not None:
@@ -176,9 +180,8 @@ class StoryCog(commands.Cog):
             notes=tuple(resolved.notes),
             text=prompt,
         )
-        state.story_id = await self._create(interaction, state)
         plan = PartPlan(None, prompt, "", state.settings, self._seed(state.settings), interaction.user.id)
-        saved = await self.write(interaction, state, plan, first=True)
+        saved = await self.write(interaction, state, plan, first=True, new_story=True)
         if thread and saved and state.story_id is not None:
             threads = self.bot.get_cog("StoryThreads")
             if threads is not None:
@@ -217,12 +220,11 @@ class StoryCog(commands.Cog):
             notes=(f"A replay of story #{story.id}.",),
             text=story.opening,
         )
-        state.story_id = await self._create(interaction, state)
         parent: int | None = None
         text = story.opening
         for number, part in enumerate(story.chain):
             plan = PartPlan(parent, text, part.added, part.settings, part.seed, interaction.user.id, part.precision)
-            saved = await self.write(interaction, state, plan, first=number == 0)
+            saved = await self.write(interaction, state, plan, first=number == 0, new_story=number == 0)
             if not saved:
                 return
             text = state.text
@@ -262,19 +264,6 @@ class StoryCog(commands.Cog):
 
     # Buttons ---------------------------------------------------------------------------------
 
-    @commands.Cog.listener()
-    async def on_interaction(self, interaction: discord.Interaction) -> None:
-        """Buttons from before stories were kept (`story:<action>:<boot>:<owner>:<nonce>`) match no
-        template: answer them, and let their owner's press take them away."""
-        if interaction.type != discord.InteractionType.component:
-            return
-        parts = str((interaction.data or {}).get("custom_id", "")).split(":")
-        if len(parts) != 5 or parts[0] != "story":
-            return
-        if parts[3] == str(interaction.user.id):
-            await interaction.response.edit_message(view=None, allowed_mentions=NO_MENTIONS)
-        await send_error(interaction, LEGACY_BUTTON)
-
     async def on_button(self, interaction: discord.Interaction, action: str, story_id: int) -> None:
         """Every story button lands here, with the story loaded fresh from the database."""
         try:
@@ -295,8 +284,8 @@ class StoryCog(commands.Cog):
         if story is None:
             return
         if action not in ANYONE and interaction.user.id != story.owner_id:
-            if not (action == "delete" and _manages_messages(interaction)):
-                await send_error(interaction, NOT_OWNER)
+            if action != "delete" or not _manages_messages(interaction):
+                await send_error(interaction, DELETE_REFUSED if action == "delete" else NOT_OWNER)
                 return
         if action == "why":
             await interaction.response.defer(ephemeral=True, thinking=True)
@@ -348,7 +337,7 @@ class StoryCog(commands.Cog):
     async def _load(self, interaction: discord.Interaction, story_id: int) -> Story | None:
         """The story, or None after answering: gone (its buttons are taken away) or the database failing."""
         try:
-            story = await self.stories.get(story_id)
+            story = await self.stories.get(story_id) if story_id <= STORY_ID_MAX else None
         except StoreUnavailableError as exc:
             await send_error(interaction, exc.message)
             return None
@@ -409,10 +398,18 @@ class StoryCog(commands.Cog):
     # Writing ---------------------------------------------------------------------------------
 
     async def write(
-        self, interaction: discord.Interaction, state: StoryState, plan: PartPlan, *, first: bool = False
+        self,
+        interaction: discord.Interaction,
+        state: StoryState,
+        plan: PartPlan,
+        *,
+        first: bool = False,
+        new_story: bool = False,
     ) -> Story | None:
         """Write one part into the story message, editing it as text arrives; save it once finished.
 
+        A `new_story` gets its record (and number) only once the model service has accepted the
+        part, and loses it again if the part ends before any text: a refusal changes nothing.
         Returns the story as saved, or None when nothing was kept (refused, failed, unsaved story).
         """
         if self.restarting:
@@ -429,6 +426,8 @@ class StoryCog(commands.Cog):
         except TaleweaverError as exc:
             await (withdraw(interaction, exc.message) if first else send_error(interaction, exc.message))
             return None
+        if new_story:
+            state.story_id = await self._create(interaction, state)
         key = state.story_id if state.story_id is not None else next(self._unsaved_keys)
         shown_before = prompt if state.with_buttons else state.text
         state.text, state.settings, state.stream = shown_before, settings, stream
@@ -457,6 +456,8 @@ class StoryCog(commands.Cog):
         if result is not None and plan.precision and result.precision and result.precision != plan.precision:
             state.notes = (*state.notes, precision_note(plan.precision, result.precision))
         saved = await self._save(state, plan, continuation, result)
+        if new_story and saved is None and not continuation:
+            await self._forget_empty(state)
         if saved is not None and state.with_buttons:
             shown_state = self._state_of(saved)
             shown_state.notes, shown_state.message_saved = state.notes, state.message_saved
@@ -500,6 +501,16 @@ class StoryCog(commands.Cog):
             log.warning("a finished part could not be saved: %s", exc.message)
             state.notes = (*state.notes, f"This part could not be saved: {exc.message}")
             return None
+
+    async def _forget_empty(self, state: StoryState) -> None:
+        """A new story whose first part ended before any text keeps no record (and so no buttons)."""
+        if state.story_id is None:
+            return
+        try:
+            await self.stories.delete(state.story_id)
+        except StoreUnavailableError as exc:
+            log.warning("an empty story could not be forgotten: %s", exc.message)
+        state.story_id = None
 
     async def _cut_by_restart(self, interaction: discord.Interaction, state: StoryState) -> None:
         """The part is lost; the story shows what was kept, and its buttons work again after the restart."""

@@ -143,10 +143,10 @@ class StoryThreads(commands.Cog):
 
     @tale.command(name="delete", description="Delete a story's record (yours, or any here with Manage Messages).")
     @app_commands.describe(story="The story's number (in its footer).")
-    async def delete(self, interaction: discord.Interaction, story: app_commands.Range[int, 1, STORY_ID_MAX]) -> None:
+    async def delete(self, interaction: discord.Interaction, story: app_commands.Range[int, 1]) -> None:
         stories = self.bot.preferences.stories
         try:
-            found = await stories.get(story)
+            found = await stories.get(story) if story <= STORY_ID_MAX else None
             may = found is not None and (
                 found.owner_id == interaction.user.id
                 or (found.guild_id == interaction.guild_id and interaction.permissions.manage_messages)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, cast
 
 import discord
 
@@ -19,15 +19,23 @@ from core.service import StoryResult, StoryStream
 from core.settings import DecodingSettings
 from store import Story
 
-if TYPE_CHECKING:
-    from cogs.story import StoryCog
-
 CURSOR = " ▌"
 STORY_ID_MAX = 2**53 - 1
-"""Discord's integer options stop at 2^53 - 1 (story numbers are SQLite row ids, far below)."""
+"""Discord's integer options stop at 2^53 - 1 (story numbers are SQLite row ids, far below). The
+options do not declare it (a client would show it as the range); a larger number from a modified
+client is answered as a story that does not exist."""
 STORY_COLOUR = discord.Colour(0x8E6CBF)
 ACTIONS = ("continue", "regenerate", "stop", "prev", "next", "why", "details", "thread", "delete")
 TEMPLATE = re.compile(r"story:(?P<action>" + "|".join(ACTIONS) + r"):(?P<story_id>[0-9]{1,19})")
+
+
+class ButtonHandler(Protocol):
+    """The cog that answers story buttons (`StoryCog`): a view knows its handler by name, not by import."""
+
+    async def on_button(self, interaction: discord.Interaction, action: str, story_id: int) -> None: ...
+
+
+HANDLER_COG = "StoryCog"
 
 
 @dataclass
@@ -118,7 +126,7 @@ class StoryButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLATE):
         return cls(match["action"], int(match["story_id"]))
 
     async def callback(self, interaction: discord.Interaction) -> Any:
-        cog: StoryCog | None = interaction.client.get_cog("StoryCog")  # type: ignore[attr-defined]
+        cog = cast(ButtonHandler | None, interaction.client.get_cog(HANDLER_COG))  # type: ignore[attr-defined]
         if cog is not None:
             await cog.on_button(interaction, self.action, self.story_id)
 

@@ -10,13 +10,20 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.utils.formats import EMBED_DESCRIPTION_LIMIT, EMBED_FIELD_VALUE_LIMIT, EMBED_FOOTER_LIMIT, plain, truncate
+from cogs.utils.formats import (
+    EMBED_DESCRIPTION_LIMIT,
+    EMBED_FIELD_VALUE_LIMIT,
+    EMBED_FOOTER_LIMIT,
+    clean_text,
+    plain,
+    truncate,
+)
 from cogs.utils.options import narrow_option, prompt_chars, prompt_help
 from cogs.utils.replies import NO_MENTIONS, send_error, withdraw
 from cogs.utils.throttle import EditThrottle
-from core.bars import bar, render_bars, render_predictions
+from core.bars import SHOWN_WORDS, bar, most_important, printable, render_bars, render_predictions
 from core.errors import TaleweaverError
-from core.prompts import PromptKind, check_text
+from core.prompts import PromptKind, check_text, clean_prompt
 from core.service import WHY_VIEWS, WhyProgress, WhyRequest, WhyResult
 
 if TYPE_CHECKING:
@@ -38,7 +45,7 @@ def _code_block(lines: list[str], limit: int, *, what: str) -> str:
     shown = list(safe)
     while shown:
         omitted = len(safe) - len(shown)
-        note = f"\n…and {omitted} more {what} (all of them are in the picture)." if omitted else ""
+        note = f"\n…and {omitted} more {what}." if omitted else ""
         text = f"{_FENCE}\n" + "\n".join(shown) + f"\n{_FENCE}" + note
         if len(text) <= limit:
             return text
@@ -46,25 +53,27 @@ def _code_block(lines: list[str], limit: int, *, what: str) -> str:
     return truncate(f"({len(safe)} {what}: see the picture)", limit)
 
 
-def render_why(result: WhyResult) -> tuple[list[discord.Embed], list[discord.File]]:
-    """The reply: one bar per word (most important marked), the top-5 predictions, the chart(s).
+def render_why(result: WhyResult, scope: str = "") -> tuple[list[discord.Embed], list[discord.File]]:
+    """The reply: which text is explained (`scope`, when it is not simply the prompt), one bar per word
+    (the most important ones when there are many, the most important marked), the top-5 predictions,
+    the chart(s). The text and the chart show the same words.
 
     The bars chart is the first embed's image; the attention picture, when asked for, gets an
     embed of its own below it, so neither picture hangs outside an embed.
     """
-    description = _code_block(render_bars(result.words, BAR_WIDTH), EMBED_DESCRIPTION_LIMIT - 200, what="words")
-    best = max(result.words, key=lambda w: w.importance) if result.words else None
-    if best is not None:
-        shown = discord.utils.escape_markdown(discord.utils.escape_mentions(best.word))[:100]
-        description = (
-            truncate(
-                f"Longer bar = more important (smaller σ: the word tolerates less noise). "
-                f"Most important: **{shown}**\n",
-                200,
-            )
-            + description
+    chosen = [result.words[index] for index in most_important(result.words, SHOWN_WORDS)]
+    lines = [scope] if scope else []
+    if chosen:
+        best = max(chosen, key=lambda w: w.importance)
+        shown = discord.utils.escape_markdown(discord.utils.escape_mentions(printable(best.word)))[:100]
+        lines.append(
+            f"Longer bar = more important (smaller σ: the word tolerates less noise). Most important: **{shown}**"
         )
-    embed = discord.Embed(title="Why this next word?", description=description, colour=WHY_COLOUR)
+    if len(chosen) < len(result.words):
+        lines.append(f"The {len(chosen)} most important of its {len(result.words)} words, in the order they come:")
+    head = truncate("\n".join(lines), 600) + "\n"
+    bars = _code_block(render_bars(chosen, BAR_WIDTH), EMBED_DESCRIPTION_LIMIT - len(head), what="words")
+    embed = discord.Embed(title="Why this next word?", description=head + bars, colour=WHY_COLOUR)
     embed.add_field(
         name="The model's next-word guesses",
         value=_code_block(render_predictions(result.top_predictions), EMBED_FIELD_VALUE_LIMIT, what="guesses"),
@@ -87,6 +96,20 @@ def render_why(result: WhyResult) -> tuple[list[discord.Embed], list[discord.Fil
         attention.set_image(url="attachment://attention.png")
         embeds.append(attention)
     return embeds, files
+
+
+def story_scope(asked: str, result: WhyResult) -> str:
+    """What a story's Why? explains: the whole story, or (a long one) its last tokens, from where.
+
+    The service explains the cleaned story (`core.prompts`), cut to its last tokens when too long."""
+    words = f"{len(result.words)} word{'' if len(result.words) == 1 else 's'}"
+    if result.prompt == clean_prompt(asked):
+        return f"Explained: the whole story ({words})."
+    start = clean_text(" ".join(result.prompt.split()[:6]))
+    return (
+        f"Explained: the story's last {words} ({len(result.token_sigmas)} tokens, as much as the model reads "
+        f"at once), from “{start}…”."
+    )
 
 
 def render_progress(progress: WhyProgress) -> discord.Embed:
@@ -131,7 +154,8 @@ class WhyCog(commands.Cog):
 async def answer_why(bot: TaleweaverBot, interaction: discord.Interaction, request: WhyRequest) -> None:
     """Run one explanation into a deferred reply: progress while it works, then `render_why`.
 
-    Used by `/why` and by the story's "Why?" button (whose deferral is ephemeral, so the answer is too).
+    Used by `/why` and by the story's "Why?" button (whose deferral is ephemeral, so the answer is
+    too; its request keeps the story's tail, and the reply says which part that is).
     """
     try:
         stream = await bot.service.why(request)
@@ -149,7 +173,7 @@ async def answer_why(bot: TaleweaverBot, interaction: discord.Interaction, reque
         return
     finally:
         stream.stop()  # if the reply can no longer be edited, the work it waits for ends too
-    embeds, files = render_why(result)
+    embeds, files = render_why(result, story_scope(request.prompt, result) if request.keep_tail else "")
     await interaction.edit_original_response(embeds=embeds, attachments=files, allowed_mentions=NO_MENTIONS)
 
 

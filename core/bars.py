@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 from core.service import WordImportance
 
+SHOWN_WORDS = 25
+"""Words a `/why` reply lists and draws at most: the most important ones, in prompt order."""
 FULL = "█"
 PARTIALS = " ▏▎▍▌▋▊▉"
 """PARTIALS[k] is a cell filled k/8 of the way."""
@@ -44,11 +46,11 @@ def render_bars(
     """
     if not words:
         return []
-    column = min(word_width, max(display_width(_printable(w.word)) for w in words))
+    column = min(word_width, max(display_width(printable(w.word)) for w in words))
     best = max(range(len(words)), key=lambda i: words[i].importance)
     lines = []
     for index, word in enumerate(words):
-        label = pad(_printable(word.word), column)
+        label = pad(printable(word.word), column)
         suffix = f" {mark}" if index == best and mark else ""
         lines.append(f"{label} {bar(word.importance, width)} σ {word.sigma:<6.3g}{suffix}".rstrip())
     return lines
@@ -67,7 +69,7 @@ def render_predictions(
 
 def visible_token(token: str) -> str:
     """A token with its whitespace made visible, quoted so an empty or odd token is still seen."""
-    return "'" + _printable(token.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")) + "'"
+    return "'" + printable(token.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")) + "'"
 
 
 def display_width(text: str) -> int:
@@ -87,6 +89,20 @@ def pad(text: str, width: int) -> str:
     return text + " " * (width - display_width(text))
 
 
-def _printable(text: str) -> str:
-    """Control and format characters (which could reorder or hide text) shown as �."""
-    return "".join("�" if unicodedata.category(c) in ("Cc", "Cf", "Co", "Cs") else c for c in text)
+def printable(text: str) -> str:
+    """A label as it can be shown: format characters (direction overrides and isolates, zero-width
+    characters, tags), which draw nothing and could reorder or hide the text, are dropped; control
+    characters, private-use and lone surrogates become �. A label of format characters only is �."""
+    shown = "".join(
+        "�" if unicodedata.category(c) in ("Cc", "Co", "Cs") else c for c in text if unicodedata.category(c) != "Cf"
+    )
+    return shown or ("�" if text else "")
+
+
+def most_important(words: Sequence[WordImportance], limit: int) -> list[int]:
+    """The indices of the `limit` most important words, in prompt order: what a reply has room for.
+
+    The most important word is always among them; ties keep the earlier word.
+    """
+    ranked = sorted(range(len(words)), key=lambda i: (-words[i].importance, i))
+    return sorted(ranked[: max(1, limit)]) if words else []

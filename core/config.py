@@ -114,7 +114,10 @@ class ServiceConfig(Section):
     )
     finish_sentences: bool = Field(
         True,
-        description="A story at its length runs on (a quarter more, 8-40 tokens) to end its sentence, never mid-word.",
+        description=(
+            "A story at its length runs on (a quarter more, 8-40 tokens) to end its sentence, never mid-word; "
+            "if none has ended by then, its next token is one that ends it."
+        ),
     )
     url: str = Field(
         "",

@@ -196,8 +196,13 @@ class DecodingSettings:
         return ("strategy", *common)
 
     def summary(self) -> str:
-        """One line naming the strategy and its parameters, enough to reproduce a story."""
-        parts = [f"{name}={getattr(self, name)}" for name in self.relevant_fields() if name != "strategy"]
+        """One line naming the strategy and its parameters, enough to reproduce a story (a seed not
+        chosen yet is left out rather than shown as None)."""
+        parts = [
+            f"{name}={getattr(self, name)}"
+            for name in self.relevant_fields()
+            if name != "strategy" and getattr(self, name) is not None
+        ]
         return f"{self.strategy} · " + " · ".join(parts)
 
 
@@ -206,6 +211,16 @@ class Preset:
     name: str
     description: str
     values: Mapping[str, Any]
+
+
+LOOP_GUARD: tuple[str, ...] = ("repetition_penalty", "no_repeat_ngram_size")
+"""The repetition controls: what keeps greedy and beam search from writing one sentence over and over."""
+
+
+def loop_guard(strategy: str) -> dict[str, Any]:
+    """The repetition controls of the first preset of `strategy` (beam: `precise`), none without one."""
+    preset = next((p for p in PRESETS.values() if p.values.get("strategy") == strategy), None)
+    return {name: preset.values[name] for name in LOOP_GUARD if name in preset.values} if preset else {}
 
 
 PRESETS: dict[str, Preset] = {

@@ -12,8 +12,15 @@ work the same in the continuous batch, the static batch and beam search:
   become "crowd": the user's words change), outside the seeded batch, re-tokenising stripped
   prompts; and the service's continuous batch does not call `generate` at all.
 - A row that reaches its length runs on for a small margin until its text ends a sentence and
-  stops before the next word; if no sentence ends within the margin it stops before the next
-  word. The token that would start that word is never shown, so streamed text needs no trim.
+  stops before the next word. If no sentence has ended when the margin is spent, the next token
+  is chosen (by the row's own strategy, among what the model proposes) from the tokens that end
+  a sentence (".", "!", "?", with closing quotes), and the row ends there: every story that ends
+  at its length ends a sentence, for any model and any strategy, beam search included. The token
+  that would start the next word is never shown, so streamed text needs no trim.
+
+What this does not cover: a story the model ends itself (its end-of-text token), one stopped by
+its user or its time limit, a vocabulary with no sentence-ending token, and a prompt so long that
+the story reaches the end of the model's context before its margin is spent.
 """
 
 from __future__ import annotations
@@ -24,6 +31,11 @@ from dataclasses import dataclass
 import torch
 
 SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*\s*$")
+CLOSER = re.compile(r"[.!?]+[\"'”’)\]]*")
+"""A token that ends a sentence and nothing else: what a row out of margin must choose."""
+CLOSING_MARKS = re.compile(r"[\"'”’)\]]+")
+"""A token of closing quotes or brackets only: it still belongs to the sentence that just ended."""
+NO_LIMIT = 1 << 30
 GLUE = re.compile(r"^([A-Za-z0-9À-ÿ]|['’-][A-Za-z])")
 WORD_END = re.compile(r"[A-Za-z0-9À-ÿ]$")
 
@@ -49,6 +61,12 @@ def sentence_ended(text: str) -> bool:
     return bool(SENTENCE_END.search(text))
 
 
+def closing_step(max_new_tokens: int, room: int = NO_LIMIT) -> int:
+    """How many tokens a row may have before its next token must end its sentence: its length plus
+    the margin, within the model's context (`room` tokens after the prompt)."""
+    return max(max_new_tokens, min(max_new_tokens + margin(max_new_tokens), room - 1))
+
+
 @dataclass(frozen=True)
 class Boundaries:
     """Per-token facts about a vocabulary, computed once per tokenizer."""
@@ -57,6 +75,10 @@ class Boundaries:
     """True where a token's text would continue the word before it."""
     starts_word: list[bool]
     """True where a token's text begins with whitespace: a new word (or line) starts."""
+    closers: torch.Tensor
+    """True where a token's text ends a sentence and is nothing else ("." "!" "?" '."')."""
+    closing_marks: list[bool]
+    """True where a token's text is closing quotes or brackets only."""
 
     @classmethod
     def of(cls, tokenizer, device: torch.device | str = "cpu") -> Boundaries:
@@ -68,10 +90,22 @@ class Boundaries:
             [[*reference, i] for i in range(len(tokenizer))], clean_up_tokenization_spaces=False
         )
         texts = [pair[len(prefix) :] if pair.startswith(prefix) else pair for pair in pairs]
+        special = set(tokenizer.all_special_ids)
         return cls(
             glues=torch.tensor([bool(GLUE.match(t)) for t in texts], dtype=torch.bool, device=device),
             starts_word=[t[:1].isspace() for t in texts],
+            closers=torch.tensor(
+                [i not in special and bool(CLOSER.fullmatch(t)) for i, t in enumerate(texts)],
+                dtype=torch.bool,
+                device=device,
+            ),
+            closing_marks=[bool(CLOSING_MARKS.fullmatch(t)) for t in texts],
         )
+
+    @property
+    def can_close(self) -> bool:
+        """Whether the vocabulary has a token that ends a sentence (every real one has ".")."""
+        return bool(self.closers.any())
 
     def ban_glue(self, scores: torch.Tensor) -> torch.Tensor:
         """`scores` (rows, vocab) with word-continuing tokens made impossible, in place."""
@@ -79,22 +113,46 @@ class Boundaries:
         scores[..., :width].masked_fill_(self.glues[:width].to(scores.device), float("-inf"))
         return scores
 
-    def ends_before(self, token: int, text: str, generated: int, max_new_tokens: int) -> bool:
-        """A row past its length ends before `token` when that token starts a new word and the
-        text so far ends a sentence (or the margin is spent)."""
+    def ends_before(self, token: int, text: str, generated: int, max_new_tokens: int, room: int = NO_LIMIT) -> bool:
+        """A row past its length ends before `token` when the text so far ends a sentence and that
+        token starts a new word; once the margin is spent, whenever the text ends a sentence
+        (unless `token` only closes its quotes)."""
         if generated < max_new_tokens:
             return False
         if generated >= max_new_tokens + 2 * margin(max_new_tokens):
-            return True  # a run of word pieces that never ends: stop anyway
-        new_word = token < len(self.starts_word) and self.starts_word[token]
-        return new_word and (sentence_ended(text) or generated >= max_new_tokens + margin(max_new_tokens))
+            return True  # no sentence-ending token in this vocabulary, and a word that never ends
+        ended = sentence_ended(text)
+        if generated >= closing_step(max_new_tokens, room):
+            marks = token < len(self.closing_marks) and self.closing_marks[token]
+            return (ended and not marks) or (not self.can_close and self._starts_word(token))
+        return ended and self._starts_word(token)
 
-    def cut(self, tokens: list[int], decode, max_new_tokens: int) -> list[int]:
+    def must_close(self, text: str, generated: int, max_new_tokens: int, room: int = NO_LIMIT) -> bool:
+        """Whether the next token must end the sentence: the margin is spent and it has not ended."""
+        return generated >= closing_step(max_new_tokens, room) and self.can_close and not sentence_ended(text)
+
+    def close(self, scores: torch.Tensor) -> torch.Tensor:
+        """`scores` (rows, vocab) with every token that does not end a sentence made impossible, in
+        place. A row whose repetition rules had already ruled out every such token gets them all
+        back, equally likely: ending the sentence comes first."""
+        width = min(scores.shape[-1], self.closers.shape[0])
+        closers = self.closers[:width].to(scores.device)
+        scores[..., width:] = float("-inf")
+        scores[..., :width].masked_fill_(~closers, float("-inf"))
+        blocked = ~torch.isfinite(scores[..., :width]).any(dim=-1)
+        if blocked.any():
+            scores[blocked, :width] = torch.where(closers, 0.0, float("-inf"))
+        return scores
+
+    def cut(self, tokens: list[int], decode, max_new_tokens: int, room: int = NO_LIMIT) -> list[int]:
         """For beam search, whose text is whole at the end: the same cut, applied afterwards."""
         for index in range(max_new_tokens, len(tokens)):
-            if self.ends_before(tokens[index], decode(tokens[:index]), index, max_new_tokens):
+            if self.ends_before(tokens[index], decode(tokens[:index]), index, max_new_tokens, room):
                 return tokens[:index]
         return tokens
+
+    def _starts_word(self, token: int) -> bool:
+        return token < len(self.starts_word) and self.starts_word[token]
 
 
 def prompt_ends_word(prompt: str) -> bool:

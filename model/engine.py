@@ -48,7 +48,7 @@ from core.metrics import BATCH_SIZE
 from core.service import StopReason
 from core.settings import DecodingSettings
 from model.decoding import _SamplingGroup
-from model.endings import boundaries_for, prompt_ends_word
+from model.endings import boundaries_for, closing_step, prompt_ends_word
 from model.generation import RowJob, _RowState, context_room
 from model.kv_cache import growing
 from model.loading import LoadedModel
@@ -256,6 +256,12 @@ class ContinuousBatch:
         for index, row in enumerate(rows):
             if row.generated == 0 and row.whole_words:
                 self._bounds.ban_glue(scores[index : index + 1])
+            if (
+                row.job.endings.finish_sentences
+                and row.generated >= closing_step(row.max_new_tokens, row.room)
+                and self._bounds.must_close(row.state.text, row.generated, row.max_new_tokens, row.room)
+            ):
+                self._bounds.close(scores[index : index + 1])  # out of margin: this token ends the sentence
         sampling: dict[tuple[float, int, float], list[int]] = {}
         greedy = []
         for index, row in enumerate(rows):
@@ -289,7 +295,7 @@ class ContinuousBatch:
             if (
                 finish
                 and row.generated >= row.max_new_tokens
-                and self._bounds.ends_before(token, row.state.text, row.generated, row.max_new_tokens)
+                and self._bounds.ends_before(token, row.state.text, row.generated, row.max_new_tokens, row.room)
             ):
                 row.state.finished_by = StopReason.LENGTH  # before the next word: it is not shown
                 ended.append(row)

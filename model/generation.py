@@ -19,7 +19,7 @@ from transformers.generation.streamers import BaseStreamer
 from core.service import StopReason
 from core.settings import DecodingSettings
 from model.decoding import SeededSampling, batch_key, to_generation_config
-from model.endings import Boundaries, EndingRules, boundaries_for, margin, prompt_ends_word
+from model.endings import Boundaries, EndingRules, boundaries_for, closing_step, margin, prompt_ends_word
 from model.loading import LoadedModel
 
 
@@ -168,11 +168,14 @@ class _RowStopping(StoppingCriteria):
                     row.finishing = StopReason.STOPPED
                 elif now >= row.job.deadline:
                     row.finishing = StopReason.TIMEOUT
-                elif not row.job.endings.finish_sentences or beams_each > 1:
-                    if generated >= row.max_new_tokens:  # beam search: its cut comes at the end
+                elif not row.job.endings.finish_sentences:
+                    if generated >= row.max_new_tokens:
+                        row.finishing = StopReason.LENGTH
+                elif beams_each > 1:  # beam search: its cut comes at the end, after its closing token
+                    if generated > closing_step(row.max_new_tokens, row.room) or generated >= row.room:
                         row.finishing = StopReason.LENGTH
                 elif generated > row.max_new_tokens and self.bounds.ends_before(
-                    int(input_ids[index, -1]), row.text, generated - 1, row.max_new_tokens
+                    int(input_ids[index, -1]), row.text, generated - 1, row.max_new_tokens, row.room
                 ):
                     row.finishing, row.drop_next = StopReason.LENGTH, True
                 elif generated >= row.room:
@@ -219,6 +222,8 @@ def generate_batch(loaded: LoadedModel, jobs: Sequence[RowJob]) -> list[RowOutpu
     sampler = SeededSampling([(job.settings, job.seed) for job in jobs], loaded.device)
     whole_words = [job.endings.whole_words and prompt_ends_word(job.prompt) for job in jobs]
     processors = LogitsProcessorList([_WholeWords(bounds, whole_words, prompt_length)] if any(whole_words) else [])
+    if any(job.endings.finish_sentences for job in jobs):
+        processors.append(_CloseSentences(bounds, rows, prompt_length))
     if sampler.active:
         processors.append(sampler)
     with torch.inference_mode():
@@ -259,12 +264,36 @@ class _WholeWords(LogitsProcessor):
         return scores
 
 
+class _CloseSentences(LogitsProcessor):
+    """Rows (every beam of a beam search) out of margin whose text has not ended a sentence may only
+    take a token that ends one (`model.endings`); the other rows' scores are untouched."""
+
+    def __init__(self, bounds: Boundaries, rows: list[_RowState], prompt_length: int) -> None:
+        self.bounds = bounds
+        self.rows = rows
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated = input_ids.shape[1] - self.prompt_length
+        beams_each = input_ids.shape[0] // len(self.rows)
+        for index, row in enumerate(self.rows):
+            if not row.job.endings.finish_sentences or row.finished_by is not None or row.finishing is not None:
+                continue
+            if generated < closing_step(row.max_new_tokens, row.room):
+                continue
+            for beam in range(index * beams_each, (index + 1) * beams_each):
+                text = row._decode(input_ids[beam, self.prompt_length :].tolist())
+                if self.bounds.must_close(text, generated, row.max_new_tokens, row.room):
+                    self.bounds.close(scores[beam : beam + 1])
+        return scores
+
+
 def _beam_output(row: _RowState, tokens: list[int], eos_token_id: int, bounds: Boundaries) -> RowOutput:
     """Beam search cannot stream (its best beam is known only at the end): emit the text once."""
     ended = eos_token_id in tokens
     tokens = tokens[: tokens.index(eos_token_id)] if ended else tokens
     if not ended and row.job.endings.finish_sentences:
-        tokens = bounds.cut(tokens, row._decode, row.max_new_tokens)
+        tokens = bounds.cut(tokens, row._decode, row.max_new_tokens, row.room)
     tokens = tokens if row.job.endings.finish_sentences else tokens[: row.max_new_tokens]
     row.tokens = tokens
     row.flush()

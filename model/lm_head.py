@@ -2,7 +2,7 @@
 
 At batch 8 the LM head of GPT-2 small (a 50257 × 768 matrix) is a quarter of every decoding
 step, and MKL's fp32 matmul for 2–16 rows runs it well below what the CPU can do; the same
-product in 1024-row slices of the matrix is faster (the README's Performance section has the
+product in 1024-row slices of the matrix is faster (docs/performance.md has the
 numbers, measured by `bench/floor.py` and `bench/concurrency.py`).
 The slices are views (no copy, no extra memory). One or two rows keep the plain call, which is
 already the fastest way for them, so batch-1 decoding is unchanged.

@@ -1,8 +1,10 @@
 """`python -m playground`: the Discord stand-in, its web page and the real bot, all on this machine.
 
 The bot runs unmodified as a child process (`python bot.py`), told where the stand-in is by
-TALEWEAVER_DISCORD_API_BASE; it needs no Discord account and its token is a placeholder.
-Ctrl-C stops the bot (SIGTERM, then SIGKILL after a grace period) and then the stand-in.
+TALEWEAVER_DISCORD_API_BASE; it needs no Discord account and its token is a placeholder. A bot
+that exits by itself (a crash, a SIGTERM sent to it alone) is started again while the stand-in
+keeps its messages. Ctrl-C (or SIGTERM to the playground) stops the bot (SIGTERM, then SIGKILL
+after a grace period) and then the stand-in, and exits 0.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from playground.standin import StandIn, StandInConfig
@@ -22,6 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 API_BASE_ENV = "TALEWEAVER_DISCORD_API_BASE"
 PLACEHOLDER_TOKEN = "playground-token"
 BOT_STOP_GRACE_S = 10.0
+QUICK_EXIT_S = 30.0
+QUICK_EXITS = 3
+"""A bot that exits this many times in a row, each within `QUICK_EXIT_S` of starting, cannot start."""
+RESTART_PAUSE_S = 1.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,6 +64,40 @@ async def stop_bot(process: asyncio.subprocess.Process) -> None:
         await process.wait()
 
 
+async def supervise_bot(api_base: str, config: str | None, stop: asyncio.Event) -> int:
+    """Run the bot until `stop`. When it exits by itself (a crash, or a SIGTERM sent to the bot alone)
+    it is started again, so the stand-in and its messages stay; one that cannot start (it exits
+    soon after starting, `QUICK_EXITS` times in a row) is left down. Returns the playground's status."""
+    quick_exits = 0
+    while True:
+        started = time.monotonic()
+        bot = await start_bot(api_base, config)
+        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(bot.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            if stop.is_set() or bot.returncode is None:
+                await stop_bot(bot)
+        if stop.is_set():
+            return 0
+        quick_exits = quick_exits + 1 if time.monotonic() - started < QUICK_EXIT_S else 0
+        if quick_exits >= QUICK_EXITS:
+            print(
+                f"the bot exited with code {bot.returncode} {QUICK_EXITS} times, each within {QUICK_EXIT_S:.0f} s "
+                "of starting: stopping the playground (the bot's log above says why)",
+                file=sys.stderr,
+            )
+            return bot.returncode or 1
+        print(
+            f"the bot exited with code {bot.returncode}; starting it again (the playground keeps its messages)",
+            file=sys.stderr,
+            flush=True,
+        )
+        await asyncio.sleep(RESTART_PAUSE_S)
+
+
 async def run(args: argparse.Namespace) -> int:
     standin = StandIn(StandInConfig(port=args.port))
     try:
@@ -76,20 +117,13 @@ async def run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    bot = None if args.no_bot else await start_bot(standin.api_base, args.bot_config)
-    waiters = [asyncio.create_task(stop.wait())] + ([asyncio.create_task(bot.wait())] if bot else [])
     try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if args.no_bot:
+            await stop.wait()
+            return 0
+        return await supervise_bot(standin.api_base, args.bot_config, stop)
     finally:
-        for waiter in waiters:
-            waiter.cancel()
-        if bot is not None:
-            await stop_bot(bot)
         await standin.stop()
-    if bot is not None and not stop.is_set():
-        print(f"the bot exited with code {bot.returncode}; stopping the playground", file=sys.stderr)
-        return bot.returncode or 1
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

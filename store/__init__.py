@@ -4,10 +4,10 @@ The cogs see `PreferencesStore` (and `Scope`, `ResolvedSettings`); `bot.py` open
 """
 
 from store.errors import StoreBusyError, StoreCorruptError, StoreError, StoreUnavailableError
-from store.interface import PreferencesStore, Scope
+from store.interface import PreferencesStore, Scope, StoryStore
+from store.records import Part, Story
 from store.resolve import LIMIT_FIELDS, Clamp, Limit, ResolvedSettings, resolve_settings
 from store.sqlite import SqlitePreferencesStore
-from store.stories import Part, Story, StoryStore
 
 __all__ = [
     "LIMIT_FIELDS",

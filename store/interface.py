@@ -6,8 +6,9 @@ import enum
 from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
+from core.settings import DecodingSettings
+from store.records import Part, Story
 from store.resolve import ResolvedSettings
-from store.stories import StoryStore
 
 
 class Scope(enum.Enum):
@@ -19,6 +20,62 @@ class Scope(enum.Enum):
     """A server's defaults for its members (owner id is the server id)."""
     SERVER_LIMIT = "server limit"
     """A server's caps on `LIMIT_FIELDS` (owner id is the server id)."""
+
+
+class StoryStore(Protocol):
+    """Stories: who owns one, where its message is, its opening and its parts (with drafts).
+
+    A part is saved only once it is finished, together with the move of the shown part, so a
+    crash mid-part loses that part and nothing else.
+    """
+
+    async def create(
+        self, owner_id: int, guild_id: int | None, channel_id: int | None, opening: str, settings: DecodingSettings
+    ) -> int:
+        """A new story with no part yet; its id goes into the custom ids of its buttons."""
+        ...
+
+    async def set_message(self, story_id: int, message_id: int) -> None: ...
+
+    async def set_thread(self, story_id: int, thread_id: int) -> bool:
+        """Tie a thread to the story; False when the story already has one (or is gone)."""
+        ...
+
+    async def get(self, story_id: int) -> Story | None: ...
+
+    async def by_thread(self, thread_id: int) -> Story | None: ...
+
+    async def add_part(
+        self,
+        story_id: int,
+        *,
+        parent_id: int | None,
+        author_id: int,
+        added: str,
+        settings: DecodingSettings,
+        seed: int,
+        text: str,
+        stop_reason: str,
+        precision: str = "",
+    ) -> Part | None:
+        """Save a finished part and show it; None when the story was deleted meanwhile."""
+        ...
+
+    async def show(self, story_id: int, part_id: int) -> bool:
+        """Show another draft (a part of this story); False when there is no such part."""
+        ...
+
+    async def delete(self, story_id: int) -> bool:
+        """Forget a story and all its parts; False when there was none."""
+        ...
+
+    async def prune(self, retention_days: int) -> int:
+        """Forget stories untouched for `retention_days` (0: keep all); returns how many went."""
+        ...
+
+    async def threads_allowed(self, guild_id: int) -> bool: ...
+
+    async def set_threads_allowed(self, guild_id: int, allowed: bool) -> None: ...
 
 
 class PreferencesStore(Protocol):

@@ -14,15 +14,16 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from core.settings import FIELDS, DecodingSettings, coerce_field
+from core.settings import FIELDS, DecodingSettings, coerce_field, loop_guard
 
-Source = Literal["default", "config", "server", "you", "this command"]
+Source = Literal["default", "config", "server", "you", "this command", "strategy"]
 LimitedBy = Literal["server", "bot"]
 
 LIMIT_FIELDS: tuple[str, ...] = ("max_new_tokens", "num_beams", "temperature")
 """Settings a server may cap: the two that cost GPU time, and how wild the sampling may get."""
 
 _CHOSEN_BY_USER: frozenset[str] = frozenset({"you", "this command"})
+_LAYER_RANK: dict[str, int] = {"default": 0, "config": 1, "server": 2, "you": 3, "this command": 4}
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -106,6 +107,7 @@ def resolve_settings(
         for name, raw in layer.items():
             values[name] = coerce_field(name, raw)
             sources[name] = source
+    _guard_loops(values, sources)
     limits = effective_limits(server_limits, max_new_tokens_cap)
     clamps: dict[str, Clamp] = {}
     for name, limit in limits.items():
@@ -124,6 +126,19 @@ def resolve_settings(
         clamps=MappingProxyType(clamps),
         limits=MappingProxyType(limits),
     )
+
+
+def _guard_loops(values: dict[str, Any], sources: dict[str, Source]) -> None:
+    """A strategy someone chose (a server, the user, the command) brings its preset's repetition
+    controls, unless that layer or a later one set them: `/story strategy:beam` gets the `precise`
+    preset's no-repeat rule, not the sampling defaults under which beam search writes one sentence
+    over and over. The bot's own defaults (config.yaml) are left as the operator wrote them."""
+    chosen_at = sources["strategy"]
+    if chosen_at in ("default", "config"):
+        return
+    for name, value in loop_guard(values["strategy"]).items():
+        if _LAYER_RANK[sources[name]] < _LAYER_RANK[chosen_at]:
+            values[name], sources[name] = value, "strategy"
 
 
 _USED_BY = {

@@ -42,7 +42,7 @@ from store.errors import (
 )
 from store.interface import Scope
 from store.resolve import LIMIT_FIELDS, ResolvedSettings, resolve_settings
-from store.stories import StoryStore
+from store.stories import SqliteStoryStore
 from store.validation import check_values
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class SqlitePreferencesStore:
         self.path = path
         self.config_defaults = config_defaults
         self.max_new_tokens_cap = max_new_tokens_cap
-        self.stories = StoryStore(self)
+        self.stories = SqliteStoryStore(self._transaction, self._read)
         """Stories live in the same file, behind the same locks (store/stories.py)."""
 
     @classmethod

@@ -5,7 +5,8 @@ with the same parent are drafts of one another (Regenerate adds one). `shown_par
 chain the story message shows. A part is written only once it is finished, in one transaction
 with the move of `shown_part_id`, so a crash mid-part loses that part and nothing else.
 
-The store shares the preferences store's connection and locks (one file, one writer).
+The store shares the preferences store's connection and locks (one file, one writer): it is handed
+that store's transaction and read calls, so it needs nothing else of it.
 """
 
 from __future__ import annotations
@@ -14,68 +15,21 @@ import dataclasses
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import aiosqlite
 
 from core.settings import DecodingSettings
-
-if TYPE_CHECKING:
-    from store.sqlite import SqlitePreferencesStore
+from store.records import Part, Story
 
 DAY_S = 24 * 60 * 60
 
-
-@dataclass(frozen=True)
-class Part:
-    """One finished generation: the line added before it (threads), what wrote it, and its text."""
-
-    id: int
-    parent_id: int | None
-    author_id: int
-    added: str
-    settings: DecodingSettings
-    seed: int
-    text: str
-    stop_reason: str = ""
-    precision: str = ""
-    """The weights' precision it was written in (fp32, int8…); "" for parts kept before it was recorded."""
-
-
-@dataclass(frozen=True)
-class Story:
-    """A story as its message shows it: the chain of parts up to the shown one, and that part's drafts."""
-
-    id: int
-    owner_id: int
-    guild_id: int | None
-    channel_id: int | None
-    message_id: int | None
-    thread_id: int | None
-    opening: str
-    settings: DecodingSettings
-    """What `/story` resolved: Continue and Regenerate write with these."""
-    chain: tuple[Part, ...]
-    drafts: tuple[int, ...]
-    """Ids of the shown part and its siblings, oldest first (one id: no other draft)."""
-    updated_at: float
-
-    @property
-    def text(self) -> str:
-        return self.opening + "".join(part.added + part.text for part in self.chain)
-
-    @property
-    def shown(self) -> Part | None:
-        return self.chain[-1] if self.chain else None
-
-    @property
-    def draft_index(self) -> int:
-        """The shown part's place among its drafts, from 0."""
-        return self.drafts.index(self.shown.id) if self.shown is not None else 0
-
-    def text_before_shown(self) -> str:
-        """What the shown part continued: a draft of it starts again from here."""
-        return self.opening + "".join(part.added + part.text for part in self.chain[:-1])
+Transaction = Callable[[], AbstractAsyncContextManager[aiosqlite.Connection]]
+"""Opens one write transaction, alone on the connection, rolled back on any error."""
+Read = Callable[[str, tuple[Any, ...]], Awaitable[Iterable[sqlite3.Row]]]
+"""Runs one query on committed data."""
 
 
 _STORY_COLUMNS = (
@@ -84,11 +38,12 @@ _STORY_COLUMNS = (
 _PART_COLUMNS = "id, parent_id, author_id, added, settings, seed, text, stop_reason"
 
 
-class StoryStore:
-    """Stories on the preferences database. Every write is one transaction; reads see committed data."""
+class SqliteStoryStore:
+    """`StoryStore` on the preferences database. Every write is one transaction; reads see committed data."""
 
-    def __init__(self, store: SqlitePreferencesStore, clock: Any = time.time) -> None:
-        self._store = store
+    def __init__(self, transaction: Transaction, read: Read, clock: Callable[[], float] = time.time) -> None:
+        self._transaction = transaction
+        self._read = read
         self._clock = clock
 
     async def create(
@@ -96,7 +51,7 @@ class StoryStore:
     ) -> int:
         """A new story with no part yet; its id goes into the custom ids of its buttons."""
         now = self._clock()
-        async with self._store._transaction() as db:
+        async with self._transaction() as db:
             cursor = await db.execute(
                 "INSERT INTO stories (owner_id, guild_id, channel_id, opening, settings, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -105,12 +60,12 @@ class StoryStore:
             return int(cursor.lastrowid)
 
     async def set_message(self, story_id: int, message_id: int) -> None:
-        async with self._store._transaction() as db:
+        async with self._transaction() as db:
             await db.execute("UPDATE stories SET message_id = ? WHERE id = ?", (message_id, story_id))
 
     async def set_thread(self, story_id: int, thread_id: int) -> bool:
         """Tie a thread to the story; False when the story already has one (or is gone)."""
-        async with self._store._transaction() as db:
+        async with self._transaction() as db:
             cursor = await db.execute(
                 "UPDATE stories SET thread_id = ?, updated_at = ? WHERE id = ? AND thread_id IS NULL",
                 (thread_id, self._clock(), story_id),
@@ -118,11 +73,11 @@ class StoryStore:
             return cursor.rowcount == 1
 
     async def get(self, story_id: int) -> Story | None:
-        rows = list(await self._store._read(f"SELECT {_STORY_COLUMNS} FROM stories WHERE id = ?", (story_id,)))
+        rows = list(await self._read(f"SELECT {_STORY_COLUMNS} FROM stories WHERE id = ?", (story_id,)))
         return await self._assemble(rows[0]) if rows else None
 
     async def by_thread(self, thread_id: int) -> Story | None:
-        rows = list(await self._store._read(f"SELECT {_STORY_COLUMNS} FROM stories WHERE thread_id = ?", (thread_id,)))
+        rows = list(await self._read(f"SELECT {_STORY_COLUMNS} FROM stories WHERE thread_id = ?", (thread_id,)))
         return await self._assemble(rows[0]) if rows else None
 
     async def add_part(
@@ -140,7 +95,7 @@ class StoryStore:
     ) -> Part | None:
         """Save a finished part and show it; None when the story was deleted meanwhile."""
         encoded = _encode(settings, precision)
-        async with self._store._transaction() as db:
+        async with self._transaction() as db:
             exists = list(await db.execute_fetchall("SELECT 1 FROM stories WHERE id = ?", (story_id,)))
             if not exists:
                 return None
@@ -167,7 +122,7 @@ class StoryStore:
 
     async def show(self, story_id: int, part_id: int) -> bool:
         """Show another draft (a part of this story); False when there is no such part."""
-        async with self._store._transaction() as db:
+        async with self._transaction() as db:
             cursor = await db.execute(
                 "UPDATE stories SET shown_part_id = ?, updated_at = ? WHERE id = ? AND EXISTS "
                 "(SELECT 1 FROM story_parts WHERE id = ? AND story_id = ?)",
@@ -177,7 +132,7 @@ class StoryStore:
 
     async def delete(self, story_id: int) -> bool:
         """Forget a story and all its parts; False when there was none."""
-        async with self._store._transaction() as db:
+        async with self._transaction() as db:
             await db.execute("DELETE FROM story_parts WHERE story_id = ?", (story_id,))
             cursor = await db.execute("DELETE FROM stories WHERE id = ?", (story_id,))
             return cursor.rowcount == 1
@@ -187,7 +142,7 @@ class StoryStore:
         if retention_days <= 0:
             return 0
         cutoff = self._clock() - retention_days * DAY_S
-        async with self._store._transaction() as db:
+        async with self._transaction() as db:
             await db.execute(
                 "DELETE FROM story_parts WHERE story_id IN (SELECT id FROM stories WHERE updated_at < ?)", (cutoff,)
             )
@@ -195,11 +150,11 @@ class StoryStore:
             return cursor.rowcount
 
     async def threads_allowed(self, guild_id: int) -> bool:
-        rows = list(await self._store._read("SELECT threads FROM guild_story_options WHERE guild_id = ?", (guild_id,)))
+        rows = list(await self._read("SELECT threads FROM guild_story_options WHERE guild_id = ?", (guild_id,)))
         return bool(rows[0][0]) if rows else True
 
     async def set_threads_allowed(self, guild_id: int, allowed: bool) -> None:
-        async with self._store._transaction() as db:
+        async with self._transaction() as db:
             await db.execute(
                 "INSERT INTO guild_story_options (guild_id, threads) VALUES (?, ?) "
                 "ON CONFLICT (guild_id) DO UPDATE SET threads = excluded.threads",
@@ -212,7 +167,7 @@ class StoryStore:
             part.id: part
             for part in map(
                 _part,
-                await self._store._read(f"SELECT {_PART_COLUMNS} FROM story_parts WHERE story_id = ?", (story_id,)),
+                await self._read(f"SELECT {_PART_COLUMNS} FROM story_parts WHERE story_id = ?", (story_id,)),
             )
         }
         chain: list[Part] = []

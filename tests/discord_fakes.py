@@ -118,6 +118,7 @@ class FakeInteraction:
         self.channel = None
         self.id = 42
         self.created_at = time.monotonic()
+        self.extras: dict[str, Any] = {}
 
     async def edit_original_response(self, **kwargs: Any) -> FakeMessage:
         if not self.response.is_done():

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from core.bars import FULL, MARK, bar, display_width, pad, render_bars, render_predictions
+from core.bars import FULL, MARK, bar, display_width, most_important, pad, render_bars, render_predictions
 from core.service import WordImportance
 
 
@@ -56,10 +56,19 @@ def test_render_bars_cuts_long_words_and_counts_wide_characters_as_two_columns()
     assert len({display_width(line[: line.index("σ")]) for line in lines}) == 1
 
 
-def test_render_bars_replaces_control_characters() -> None:
-    """Control or bidi characters in a word cannot reorder or hide the line."""
-    (line,) = render_bars([_word("evil\u202eword", 1.0)], width=4)
-    assert "\u202e" not in line and "�" in line
+def test_render_bars_drops_bidi_controls_and_marks_control_characters() -> None:
+    """A direction override cannot reorder the line, and is not shown as a stray �; a control
+    character (which should never reach here) is shown as one."""
+    (line,) = render_bars([_word("\u202eשלום", 1.0)], width=4)
+    assert line.startswith("שלום ") and "\u202e" not in line and "�" not in line
+    (line,) = render_bars([_word("evil\x07word", 1.0)], width=4)
+    assert line.startswith("evil�word")
+
+
+def test_most_important_keeps_the_best_words_in_prompt_order() -> None:
+    words = [_word(name, importance) for name, importance in [("a", 0.1), ("b", 1.0), ("c", 0.5), ("d", 0.7)]]
+    assert most_important(words, 2) == [1, 3]
+    assert most_important(words, 10) == [0, 1, 2, 3] and most_important([], 3) == []
 
 
 def test_render_bars_of_no_words_is_empty() -> None:

@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
-from core.config import WhyConfig
+from core.config import ROOT, WhyConfig
 from core.errors import PromptError
+from model.__main__ import main as model_main
 from model.explain import importance
 from model.explain.attention import last_token_attention
 from model.explain.charts import attention_png, importance_png
-from model.explain.cli import main_why
 from model.explain.importance import (
     build_objective,
     explain,
@@ -393,8 +393,9 @@ def test_chart_draws_dollar_signs_and_unusual_text_literally() -> None:
 def test_cli_prints_bars_and_predictions(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     """`python -m model why` prints one bar line per word, the predictions, and writes the PNGs asked for."""
     picture = tmp_path / "why.png"
-    status = main_why(
+    status = model_main(
         [
+            "why",
             "The king had three daughters",
             "--model",
             str(tiny_model_dir),
@@ -416,8 +417,19 @@ def test_cli_prints_bars_and_predictions(tiny_model_dir: Path, tmp_path: Path, c
 
 def test_cli_reports_a_bad_prompt_as_a_message_and_status_2(tiny_model_dir: Path, capsys) -> None:
     """A user mistake is a one-line message, not a traceback."""
-    assert main_why(["", "--model", str(tiny_model_dir)]) == 2
+    assert model_main(["why", "", "--model", str(tiny_model_dir)]) == 2
     assert "empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["generate", "why"])
+def test_model_and_config_go_before_or_after_the_command(tiny_model_dir: Path, command: str, capsys) -> None:
+    """`python -m model --model DIR why ...` and `python -m model why ... --model DIR`, and the same for generate."""
+    extra = ["--max-new-tokens", "4", "--seed", "1"] if command == "generate" else ["--budget", "1"]
+    config = ["--config", str(ROOT / "config.yaml")]
+    before = model_main([*config, "--model", str(tiny_model_dir), command, "The king had three", *extra])
+    first = capsys.readouterr().out
+    after = model_main([command, "The king had three", *extra, "--model", str(tiny_model_dir), *config])
+    assert before == after == 0 and first and capsys.readouterr().out.split("\n")[:1] == first.split("\n")[:1]
 
 
 def test_copy_of_model_dir_keeps_cache_key_valid(tiny_model_dir: Path, tmp_path: Path) -> None:

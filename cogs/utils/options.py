@@ -49,6 +49,8 @@ def prompt_chars(config: Config) -> int:
 
 
 def prompt_help(config: Config, what: str) -> str:
-    """Help for a prompt option: its real limit is in tokens, which only the bot can count."""
+    """Help for a prompt option: its real limit is in tokens, which only the bot can count. Discord's
+    client shows the declared length in characters beside it, so the help gives words, not a second
+    character count that would contradict it."""
     tokens = config.limits.max_prompt_tokens
-    return f"{what} At most {tokens} tokens (~{tokens * 4} characters), counted after sending."
+    return f"{what} At most {tokens} tokens (about {round(tokens * 0.75)} words), counted after sending."

@@ -1,4 +1,5 @@
-"""`python -m model why "prompt"`: the `/why` explanation as bars in the terminal.
+"""`python -m model why "prompt"`: the `/why` explanation as bars in the terminal (parsed by
+`model/__main__.py`, which owns the options every command shares).
 
 Same computation and same text bars as the Discord reply (`core.bars`), with the PNGs optionally
 written to files. Exit status: 0 done, 2 a user error (bad prompt, model not found).
@@ -9,28 +10,28 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from core.bars import render_bars, render_predictions
-from core.config import ROOT, ConfigError, load_config
+from core.config import ConfigError, load_config
 from core.errors import TaleweaverError
 
+DESCRIPTION = "Show which words of a prompt drive the model's next word."
 
-def main_why(argv: Sequence[str] | None = None) -> int:
-    """Run one explanation from the command line and print it; returns the exit status."""
-    parser = argparse.ArgumentParser(
-        prog="python -m model why", description="Show which words of a prompt drive the model's next word."
-    )
+
+def add_why_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `why` after the ones every `python -m model` command shares (`--config`, `--model`)."""
     parser.add_argument("prompt", help="the text whose next-word prediction to explain")
-    parser.add_argument("--config", type=Path, default=ROOT / "config.yaml", help="config file (default: %(default)s)")
-    parser.add_argument("--model", help="model directory or hub id (default: model.source from the config)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default: %(default)s)")
     parser.add_argument("--budget", type=float, help="time budget in seconds (default: why.time_budget_s)")
     parser.add_argument("--width", type=int, default=30, help="bar width in characters (default: %(default)s)")
     parser.add_argument("--png", type=Path, help="also write the bar chart to this PNG file")
     parser.add_argument("--attention-png", type=Path, help="also write the attention grid to this PNG file")
-    args = parser.parse_args(argv)
+
+
+def run_why(args: argparse.Namespace) -> int:
+    """Run one explanation from the parsed command line and print it; returns the exit status."""
     try:
         return _run(args)
     except (TaleweaverError, ConfigError) as exc:
@@ -44,7 +45,7 @@ def _run(args: argparse.Namespace) -> int:
     from model.explain.importance import explain
     from model.loading import load_model
 
-    config = load_config(args.config if args.config.exists() else None)
+    config = load_config(args.config if Path(args.config).exists() else None)
     torch.set_num_threads(config.model.cpu_threads)
     why = config.why if args.budget is None else config.why.model_copy(update={"time_budget_s": args.budget})
     model = config.model
@@ -89,7 +90,3 @@ def _progress_printer() -> Callable[[float, str], None]:
             print(f"\r{100 * fraction:3.0f}%  {status[:70]:<70}", end="", file=sys.stderr, flush=True)
 
     return show
-
-
-if __name__ == "__main__":
-    raise SystemExit(main_why())

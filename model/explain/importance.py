@@ -294,7 +294,7 @@ def sigmas_fast(
     does, so a start and its mirror err in opposite directions and their mean is closer to the
     expectation over starts: 8 mirrored starts × 10 steps (80 samples) agree with the converged
     answer as well as 8 independent starts × 20 steps (160 samples) did, on the tales v1 and v2
-    models (`bench/why.py`, issue 14; README).
+    models (`bench/why.py`, issue 14; docs/performance.md).
     `compute_dtype`: the model's forward and backward run on a copy of its weights in this dtype
     (bf16 where the hardware has it, see `compute_dtype_for`; `low_precision_copy`); x, Φ(x), σ,
     the noise, the loss and Adam stay float32.

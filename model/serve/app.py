@@ -8,9 +8,9 @@
   from stories because an explanation runs alone and needs gradients: a long one must not hold
   up a replica's story batch, and the two scale separately.
 
-Each is its own Serve application (two `serve.run` calls) rather than one behind a routing
-ingress deployment: the proxy then reaches the replica in one hop, and a stream is not copied
-through a second actor.
+Each is its own Serve application (both deployed by one `serve.run_many`) rather than one behind a
+routing ingress deployment: the proxy then reaches the replica in one hop, and a stream is not
+copied through a second actor. `deploy` returns once both run, or says why not.
 
 Stop crosses the wire as a disconnect: Serve cancels the request, and the stream's `finally`
 stops its row, which leaves the batch at its next step.
@@ -21,12 +21,14 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
 import ray
 from ray import serve
+from ray.serve.api import RunTarget
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -42,10 +44,18 @@ from core.wire import (
     why_result_to_json,
 )
 from model.loading import load_model
+from model.serve.placement import Replicas
 from model.service import ModelService
 
 NDJSON = "application/x-ndjson"
 UNLIMITED = 1_000_000_000
+APPLICATIONS = ("stories", "explanations")
+START_TIMEOUT_S = 300.0
+"""How long the replicas may take to load the model and answer their first health check."""
+
+
+class DeployError(Exception):
+    """The applications did not come up; the message says what Serve reports of each."""
 
 
 class _Replica:
@@ -203,28 +213,85 @@ def ongoing_limit(config: Config) -> int:
     return config.service.queue_size + config.service.max_batch_size + 4
 
 
+def scaling(replicas: Replicas, target_ongoing_requests: float) -> dict[str, Any]:
+    """Deployment options for a fixed number of replicas, or for Serve's autoscaler over a range."""
+    if not replicas.autoscaled:
+        return {"num_replicas": replicas.minimum}
+    return {
+        "num_replicas": "auto",
+        "autoscaling_config": {
+            "min_replicas": replicas.minimum,
+            "max_replicas": replicas.maximum,
+            "target_ongoing_requests": target_ongoing_requests,
+        },
+    }
+
+
 def deploy(
     config: Config,
     *,
-    replicas: int = 1,
-    why_replicas: int = 1,
+    replicas: Replicas | int = 1,
+    why_replicas: Replicas | int = 1,
     actor_options: dict[str, Any] | None = None,
+    target_ongoing_requests: float | None = None,
+    timeout_s: float = START_TIMEOUT_S,
 ) -> None:
-    """Run both applications on the Ray cluster `ray.init` joined (Serve's proxy must be started)."""
+    """Run both applications on the Ray cluster `ray.init` joined (Serve's proxy must be started),
+    and return once both are running; `DeployError` says what is not.
+
+    Story replicas autoscale toward `target_ongoing_requests` each (default: the stories one
+    replica writes at once, `service.max_batch_size`); /why replicas toward one (an explanation
+    runs alone).
+    """
+    stories_replicas = replicas if isinstance(replicas, Replicas) else Replicas(replicas, replicas)
+    why = why_replicas if isinstance(why_replicas, Replicas) else Replicas(why_replicas, why_replicas)
+    target = target_ongoing_requests or float(config.service.max_batch_size)
     data = config.model_dump(mode="json")
     options = {"num_cpus": 1} if actor_options is None else actor_options
     limit = ongoing_limit(config)
     stories = Stories.options(
-        num_replicas=replicas,
+        **scaling(stories_replicas, target),
         max_ongoing_requests=limit,
         max_queued_requests=config.service.queue_size,
         ray_actor_options=options,
     ).bind(data)
     explanations = Explanations.options(
-        num_replicas=why_replicas,
+        **scaling(why, 1.0),
         max_ongoing_requests=limit,
         max_queued_requests=config.service.queue_size,
         ray_actor_options=options,
     ).bind(data)
-    serve.run(stories, name="stories", route_prefix="/stories")
-    serve.run(explanations, name="explanations", route_prefix="/why")
+    serve.run_many(
+        [
+            RunTarget(stories, name=APPLICATIONS[0], route_prefix="/stories"),
+            RunTarget(explanations, name=APPLICATIONS[1], route_prefix="/why"),
+        ],
+        wait_for_applications_running=False,
+    )
+    wait_until_running(APPLICATIONS, timeout_s)
+
+
+def wait_until_running(names: tuple[str, ...], timeout_s: float) -> None:
+    """Until every application is RUNNING; `DeployError` at once when one fails, or at the deadline
+    with what Serve says of each one still starting (a replica it cannot schedule, say)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        applications = serve.status().applications
+        states = {name: applications.get(name) for name in names}
+        failed = [name for name, app in states.items() if app is not None and app.status == "DEPLOY_FAILED"]
+        if failed:
+            raise DeployError(f"{failed[0]} failed to deploy: {_why_not(states[failed[0]])}")
+        waiting = [name for name, app in states.items() if app is None or app.status != "RUNNING"]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            detail = "; ".join(f"{name}: {_why_not(states[name])}" for name in waiting)
+            raise DeployError(f"not running after {timeout_s:.0f} s: {detail}")
+        time.sleep(0.5)
+
+
+def _why_not(app: Any) -> str:
+    if app is None:
+        return "not deployed yet"
+    messages = [app.message, *(d.message for d in app.deployments.values())]
+    return f"{app.status}" + "".join(f"; {message}" for message in messages if message)

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
 from model.training.corpus import IGNORE_INDEX, BlockDataset
 
@@ -29,6 +29,11 @@ class EvalResult:
     def bits_per_byte(self, n_bytes: int) -> float:
         """Tokenizer-independent: compares models whose vocabularies differ."""
         return self.loss * self.tokens / (n_bytes * math.log(2))
+
+
+def context_length(config: PretrainedConfig) -> int:
+    """Positions a model can attend over: GPT-2 calls it `n_positions`, Llama `max_position_embeddings`."""
+    return int(getattr(config, "n_positions", None) or config.max_position_embeddings)
 
 
 @torch.no_grad()

@@ -1,4 +1,11 @@
-"""`python -m model.training.prepare`: the tales v2 corpus, rebuilt from the raw books.
+"""`python -m model.training.prepare`: a training corpus, rebuilt from the raw files.
+
+`--corpus tales` (the default) makes tales v2; `--corpus tinystories` makes the TinyStories corpus
+(`model.training.tinystories`: truecasing, story boundaries, teacher-written stories, the valid
+file held out); `--corpus mixture --part DIR:SHARE ...` mixes prepared corpora for fine-tuning
+(`model.training.mixture`).
+
+Tales v2:
 
 Reads every book under `--raw` (checked against its `SHA256SUMS`), cleans and splits it into
 tales (`model.training.gutenberg`), adds today's cleaned corpus (`--base`: its train.txt and
@@ -200,15 +207,42 @@ def prepare(raw: Path, base: Path, out: Path, every: int, min_words: int, tokeni
     return write_card(out, result, books, tokenizer_dir)
 
 
+TINYSTORIES = Path("../shared/corpus/tinystories")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model.training.prepare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--raw", default="../shared/corpus/raw-v2", help="folder of raw books (with SHA256SUMS)")
-    parser.add_argument("--base", default="../shared/corpus/tales", help="today's cleaned corpus (train.txt, eval.txt)")
-    parser.add_argument("--out", default="data/corpus/tales-v2", help="where train.txt, eval.txt and the card go")
-    parser.add_argument("--eval-every", type=int, default=20, help="hold out about one tale group in N")
-    parser.add_argument("--min-words", type=int, default=150, help="shorter sections are not tales (contents, notes)")
-    parser.add_argument("--tokenizer", help="a tokenizer folder to count tokens per work with (optional)")
+    parser.add_argument("--corpus", choices=("tales", "tinystories", "mixture"), default="tales")
+    parser.add_argument("--out", help="where train.txt, eval.txt and the card go (default data/corpus/<corpus>)")
+    tiny = parser.add_argument_group("--corpus tinystories")
+    tiny.add_argument("--cased", default=str(TINYSTORIES / "train-v1-cased-2MiB.txt"))
+    tiny.add_argument("--lower", default=str(TINYSTORIES / "train-v1-lowercase-4MB.txt"))
+    tiny.add_argument("--valid", default=str(TINYSTORIES / "valid-v2-public.txt"), help="evaluation only")
+    tiny.add_argument("--teacher", default="data/teacher", help="python -m model.training.teacher makes it")
+    tiny.add_argument("--synthetic", action="append", default=[], help="a file of teacher-written stories (repeatable)")
+    mixture = parser.add_argument_group("--corpus mixture")
+    mixture.add_argument(
+        "--part", action="append", default=[], help="a prepared corpus folder and the share of it: DIR or DIR:0.5"
+    )
+    tales = parser.add_argument_group("--corpus tales")
+    tales.add_argument("--raw", default="../shared/corpus/raw-v2", help="folder of raw books (with SHA256SUMS)")
+    tales.add_argument("--base", default="../shared/corpus/tales", help="today's cleaned corpus (train.txt, eval.txt)")
+    parser.add_argument("--eval-every", type=int, default=20, help="hold out about one tale group (story) in N")
+    tales.add_argument("--min-words", type=int, default=150, help="shorter sections are not tales (contents, notes)")
+    tales.add_argument("--tokenizer", help="a tokenizer folder to count tokens per work with (optional)")
     options = parser.parse_args(argv)
+    options.out = (
+        options.out
+        or {
+            "tales": "data/corpus/tales-v2",
+            "tinystories": "data/corpus/tinystories",
+            "mixture": "data/corpus/mixture",
+        }[options.corpus]
+    )
+    if options.corpus == "tinystories":
+        return _main_tinystories(options)
+    if options.corpus == "mixture":
+        return _main_mixture(options)
     try:
         card = prepare(
             Path(options.raw),
@@ -223,6 +257,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print((Path(options.out) / "DATA_CARD.md").read_text())
     print(f"train/eval sha256: {card['files']}")
+    return 0
+
+
+def _main_mixture(options: argparse.Namespace) -> int:
+    from model.training.mixture import Part, mix
+
+    try:
+        mix([Part.parse(spec) for spec in options.part], Path(options.out))
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print((Path(options.out) / "MIXTURE.md").read_text())
+    return 0
+
+
+def _main_tinystories(options: argparse.Namespace) -> int:
+    from model.training.tinystories import prepare_tinystories
+
+    try:
+        prepare_tinystories(
+            Path(options.cased),
+            Path(options.lower),
+            Path(options.valid),
+            Path(options.teacher),
+            [Path(p) for p in options.synthetic],
+            Path(options.out),
+            options.eval_every,
+        )
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print((Path(options.out) / "DATA_CARD.md").read_text())
     return 0
 
 

@@ -43,6 +43,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from model.loading import DTYPES, explain_load_failure
 from model.training.corpus import BlockDataset, CorpusFile, build_blocks, read_corpus, separator_id
+from model.training.distill import DistillationTrainer, load_teacher
 from model.training.errors import TrainingError
 from model.training.model_card import CardFacts, write_model_card
 from model.training.perplexity import EvalResult, evaluate
@@ -108,7 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--vocab-size", type=int, help=f"tokenizer size for --from-scratch (default {DEFAULT_VOCAB_SIZE})"
     )
+    source.add_argument(
+        "--tokenizer",
+        metavar="DIR",
+        help="for --from-scratch: use this tokenizer (a teacher's, for --teacher) instead of training a BPE",
+    )
     source.add_argument("--dropout", type=float, help="dropout for --from-scratch (default 0.1)")
+
+    teach = parser.add_argument_group("distillation (soft targets from a teacher with the same vocabulary)")
+    teach.add_argument("--teacher", metavar="DIR", help="a model whose next-token distributions the student learns")
+    teach.add_argument(
+        "--distill-weight", type=float, default=0.5, help="share of the loss from the teacher (0–1, default 0.5)"
+    )
+    teach.add_argument("--distill-temperature", type=float, default=1.0, help="softening of both distributions")
     source.add_argument("--block-size", type=int, help="tokens per training block (default: the model's context)")
 
     run = parser.add_argument_group("training")
@@ -193,6 +206,7 @@ class _Plan:
     eval_blocks: BlockDataset
     precision: str
     record: dict[str, object]
+    teacher: PreTrainedModel | None
 
 
 def run(
@@ -216,7 +230,16 @@ def run(
     all_callbacks = [*callbacks, clock]
     if options.patience > 0:
         all_callbacks.append(EarlyStoppingCallback(early_stopping_patience=options.patience))
-    trainer = Trainer(
+    trainer_class, extra = Trainer, {}
+    if plan.teacher is not None:
+        trainer_class = DistillationTrainer
+        extra = {
+            "teacher": plan.teacher,
+            "weight": options.distill_weight,
+            "temperature": options.distill_temperature,
+        }
+    trainer = trainer_class(
+        **extra,
         model=plan.model,
         args=args,
         data_collator=default_data_collator,
@@ -266,6 +289,7 @@ def _plan(options: argparse.Namespace) -> _Plan:
     precision = _resolve_precision(options.precision)
     set_seed(options.seed)
     tokenizer, model = _prepare_model(options, train_corpus, work if resume_from else None)
+    teacher = load_teacher(options.teacher, tokenizer) if options.teacher else None
     block_size = _block_size(options, model)
     return _Plan(
         out=out,
@@ -280,6 +304,7 @@ def _plan(options: argparse.Namespace) -> _Plan:
         eval_blocks=build_blocks(eval_corpus, "evaluation", tokenizer, block_size),
         precision=precision,
         record=record,
+        teacher=teacher,
     )
 
 
@@ -381,7 +406,9 @@ class TrainingClock(TrainerCallback):
 
 def _check_options(options: argparse.Namespace) -> None:
     """Refuse inconsistent options and fill in the --from-scratch defaults."""
-    scratch_only = [f"--{name}" for name in ("size", "vocab_size", "dropout") if getattr(options, name) is not None]
+    scratch_only = [
+        f"--{name}" for name in ("size", "vocab_size", "dropout", "tokenizer") if getattr(options, name) is not None
+    ]
     if options.base is not None and scratch_only:
         raise TrainingError(
             f"{', '.join(scratch_only).replace('_', '-')} apply only to --from-scratch; "
@@ -393,6 +420,8 @@ def _check_options(options: argparse.Namespace) -> None:
         options.dropout = 0.1 if options.dropout is None else options.dropout
         if options.vocab_size < 257:
             raise TrainingError("--vocab-size must be above 256: byte-level BPE starts from the 256 bytes.")
+    if not 0 <= options.distill_weight <= 1 or options.distill_temperature <= 0:
+        raise TrainingError("--distill-weight must lie in 0–1 and --distill-temperature above 0.")
     if options.block_size is not None and options.block_size < 2:
         raise TrainingError("--block-size must be at least 2 tokens.")
     for name in ("batch_size", "grad_accum"):
@@ -433,6 +462,8 @@ def _run_record(options: argparse.Namespace, train: CorpusFile, eval_: CorpusFil
         "base": options.base,
         "size": None if options.base else options.size,
         "vocab_size": None if options.base else options.vocab_size,
+        "tokenizer": options.tokenizer,
+        "teacher": options.teacher,
         "block_size": options.block_size,
     }
 
@@ -458,6 +489,8 @@ def _prepare_model(
     size = SIZES[options.size]
     if resume_work is not None:
         tokenizer = AutoTokenizer.from_pretrained(resume_work / "tokenizer")
+    elif options.tokenizer:
+        tokenizer = _load_tokenizer(options.tokenizer)
     else:
         print(f"Training a byte-level BPE tokenizer ({options.vocab_size} tokens) on {train.path} ...")
         tokenizer = train_bpe_tokenizer(train.documents, options.vocab_size, size.n_positions)
@@ -465,6 +498,16 @@ def _prepare_model(
     config = size.config(vocab_size=len(tokenizer), eos_token_id=sep, dropout=options.dropout)
     model = AutoModelForCausalLM.from_config(config)
     return tokenizer, model
+
+
+def _load_tokenizer(path: str) -> PreTrainedTokenizerBase:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"Cannot load the tokenizer in `{path}`: {exc}") from exc
+    if len(tokenizer) < 2:
+        raise TrainingError(f"`{path}` holds no tokenizer files (tokenizer.json).")
+    return tokenizer
 
 
 def _load_base(base: str) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
@@ -552,7 +595,15 @@ def _hyperparameters(args: TrainingArguments, options: argparse.Namespace, block
     }
     if options.from_scratch:
         values["dropout"] = options.dropout
-        values["tokenizer"] = f"byte-level BPE, {options.vocab_size} tokens, trained on the training file"
+        values["tokenizer"] = (
+            f"`{options.tokenizer}`"
+            if options.tokenizer
+            else f"byte-level BPE, {options.vocab_size} tokens, trained on the training file"
+        )
+    if options.teacher:
+        values["teacher (soft targets)"] = (
+            f"`{options.teacher}`, weight {options.distill_weight:g}, temperature {options.distill_temperature:g}"
+        )
     return values
 
 

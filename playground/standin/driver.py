@@ -16,7 +16,7 @@ from playground.standin.errors import DriverError
 from playground.standin.interactions import InteractionRecord
 from playground.standin.rest import json_reply
 from playground.standin.state import StandInState
-from playground.standin.world import APPLICATION_ID, GUILD_ID, MANAGE_GUILD
+from playground.standin.world import APPLICATION_ID, GUILD_ID, MANAGE_GUILD, MANAGE_MESSAGES
 
 PREFIX = "/_playground"
 MAX_WAIT_S = 30.0
@@ -71,6 +71,7 @@ class DriverApi:
                         "display_name": u.display_name,
                         "permissions": str(world.permissions_of(u.id)),
                         "manage_guild": bool(world.permissions_of(u.id) & MANAGE_GUILD),
+                        "manage_messages": bool(world.permissions_of(u.id) & MANAGE_MESSAGES),
                     }
                     for u in world.people
                 ],

@@ -1,7 +1,8 @@
 """The small, fixed Discord world the stand-in simulates: one guild, its channels, people and roles.
 
-Ids are constants so tests and the web page can name them; alice may manage the server, bob and
-carol may not, which is what permission checks in the bot need to be tried against.
+Ids are constants so tests and the web page can name them; alice is a moderator (Manage Server and
+Manage Messages), bob and carol are not, which is what permission checks in the bot need to be
+tried against.
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ def default_world() -> World:
         owner_id=owner.id,
         roles=[
             Role(GUILD_ID, "@everyone", EVERYONE_PERMISSIONS, 0),
-            Role(MODERATOR_ROLE_ID, "Moderator", MANAGE_GUILD, 2, color=0x3BA55C),
+            Role(MODERATOR_ROLE_ID, "Moderator", MANAGE_GUILD | MANAGE_MESSAGES, 2, color=0x3BA55C),
             Role(BOT_ROLE_ID, "Taleweaver", EVERYONE_PERMISSIONS, 1, color=0x5865F2),
         ],
         channels=[

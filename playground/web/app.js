@@ -86,7 +86,9 @@ function renderUserSwitcher() {
   const saved = localStorage.getItem("playground-user");
   page.me = page.state.users.find((u) => u.id === (page.me ? page.me.id : saved)) || page.state.users[0];
   select.value = page.me.id;
-  $("me-permissions").textContent = page.me.manage_guild ? "✔ Manage Server" : "✘ no Manage Server";
+  const mark = (has, name) => (has ? `✔ ${name}` : `✘ no ${name}`);
+  $("me-permissions").textContent =
+    `${mark(page.me.manage_guild, "Manage Server")} · ${mark(page.me.manage_messages, "Manage Messages")}`;
 }
 
 function renderChannels() {

@@ -48,6 +48,21 @@ def test_story_length_and_prompt_declare_the_bots_limits() -> None:
     assert (story["seed"].min_value, story["seed"].max_value) == (0, SEED_MAX)
 
 
+def test_prompt_help_gives_one_character_count_only_discords() -> None:
+    """Discord's client shows "1-2000 characters" beside the help: the help speaks of tokens and words."""
+    for command in (StoryCog(make_bot(prompt_tokens=200)).story, WhyCog(make_bot(prompt_tokens=200)).why):
+        prompt = options(command)["prompt"]
+        assert "200 tokens (about 150 words)" in prompt.description and "character" not in prompt.description
+
+
+def test_story_numbers_declare_no_maximum_a_client_would_show() -> None:
+    from cogs.story_threads import StoryThreads
+
+    replay = options(StoryCog(make_bot()).story)["replay"]
+    delete = options(StoryThreads(make_bot()).delete)["story"]
+    assert (replay.min_value, replay.max_value) == (1, None) and (delete.min_value, delete.max_value) == (1, None)
+
+
 def test_why_prompt_declares_the_bots_limit() -> None:
     why = options(WhyCog(make_bot(prompt_tokens=100)).why)
     assert why["prompt"].max_value == 1600 and "100 tokens" in why["prompt"].description

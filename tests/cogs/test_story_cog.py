@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from types import SimpleNamespace
 
 import discord
 import pytest
 
-from cogs.story import NOT_OWNER, StoryCog
+from cogs.story import DELETE_REFUSED, NOT_OWNER, StoryCog
 from cogs.story_threads import thread_name
 from cogs.story_view import StoryButton, StoryState, render_story
 from cogs.utils.formats import EMBED_DESCRIPTION_LIMIT
@@ -27,6 +28,16 @@ def slowed(tiny_loaded, monkeypatch):
 
 async def run_story(cog: StoryCog, interaction: FakeInteraction, prompt: str, **options) -> None:
     await cog.story.callback(cog, interaction, prompt=prompt, **options)
+
+
+async def story_being_written(cog: StoryCog, interaction: FakeInteraction, **options) -> asyncio.Task:
+    """A 200-token story started in the background, once its part is being written."""
+    task = asyncio.create_task(run_story(cog, interaction, "Once upon a time", length=200, **options))
+    deadline = time.monotonic() + 10
+    while not cog._writing:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    return task
 
 
 def final_embed(interaction: FakeInteraction) -> discord.Embed:
@@ -140,6 +151,24 @@ async def test_why_button_answers_anyone_privately_about_the_storys_next_word(co
     assert embed.title == "Why this next word?"
     bars = [line.split()[0] for line in embed.description.split("```")[1].strip().splitlines()]
     assert bars[:5] == ["The", "fox", "said", "to", "the"]
+    assert embed.description.startswith("Explained: the whole story (")
+
+
+async def test_why_on_a_long_story_says_which_part_it_explains_and_lists_the_most_important_word(cog) -> None:
+    """The model reads the story's last `max_prompt_tokens` (64 here) tokens: the reply says so, and
+    the word it names as most important is one of the words it lists (marked ◀)."""
+    interaction = FakeInteraction(OWNER)
+    await run_story(cog, interaction, "Once upon a time there lived a king", length=60, strategy="greedy")
+    story_id = story_id_of(interaction)
+    await press(cog, OWNER, story_id, "continue")
+    assert await cog.bot.service.count_tokens((await cog.stories.get(story_id)).text) > 64
+    (embed,) = (await press(cog, STRANGER, story_id, "why")).named("edit_original")[-1].kwargs["embeds"]
+    assert embed.description.startswith("Explained: the story's last ")
+    tokens = int(re.search(r"words? \((\d+) tokens, as much as the model reads at once\)", embed.description)[1])
+    assert tokens <= 64
+    best = embed.description.split("Most important: **", 1)[1].split("**", 1)[0].replace("\\", "")
+    marked = [line for line in embed.description.split("```")[1].splitlines() if line.endswith("◀")]
+    assert len(marked) == 1 and marked[0].startswith(best[:8])
 
 
 async def test_continue_extends_the_story(cog) -> None:
@@ -170,11 +199,7 @@ async def test_regenerate_adds_a_draft_with_a_new_seed_and_keeps_the_first(cog) 
 
 async def test_stop_ends_a_running_story(cog, slowed) -> None:
     interaction = FakeInteraction(OWNER)
-    task = asyncio.create_task(run_story(cog, interaction, "Once upon a time", length=200, strategy="greedy"))
-    deadline = time.monotonic() + 10
-    while not cog._writing:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
+    task = await story_being_written(cog, interaction, strategy="greedy")
     (story_id,) = cog._writing
     assert not button(view_of(interaction), "stop").item.disabled
     assert button(view_of(interaction), "continue").item.disabled
@@ -203,7 +228,8 @@ async def test_only_the_owner_or_manage_messages_may_delete(cog) -> None:
     interaction = FakeInteraction(OWNER)
     await run_story(cog, interaction, "Once", length=5)
     story_id = story_id_of(interaction)
-    await press(cog, STRANGER, story_id, "delete")
+    refused = await press(cog, STRANGER, story_id, "delete")
+    assert refused.calls[-1].kwargs["content"] == DELETE_REFUSED and "Manage Messages" in DELETE_REFUSED
     assert await cog.stories.get(story_id) is not None
     moderator = FakeInteraction(STRANGER, type=discord.InteractionType.component)
     moderator.permissions = discord.Permissions(manage_messages=True)
@@ -327,9 +353,50 @@ async def test_replay_refuses_other_options_unknown_stories_and_other_servers_st
     for user, guild, options in (
         (OWNER, 555, {"replay": story_id, "seed": 3}),  # the recipe says how: no other option
         (OWNER, 555, {"replay": story_id + 1000}),  # no such story
+        (OWNER, 555, {"replay": 2**70}),  # beyond any story number (a modified client)
         (STRANGER, 666, {"replay": story_id}),  # someone else's story, in another server
     ):
         refused = FakeInteraction(user, guild_id=guild)
         await cog.story.callback(cog, refused, **options)
         assert [c.name for c in refused.calls] == ["send_message"] and refused.calls[0].kwargs["ephemeral"]
     assert await cog.stories.get(story_id + 1) is None  # nothing was written
+
+
+async def story_count(cog: StoryCog) -> int:
+    return len(list(await cog.bot.preferences._read("SELECT id FROM stories", ())))
+
+
+async def test_a_refused_story_takes_no_number_and_leaves_no_record(cog, slowed) -> None:
+    """Too long a prompt, or a second request while one runs: refused before any text, nothing kept."""
+    first = FakeInteraction(OWNER)
+    await run_story(cog, first, "Once", length=5)
+    number = story_id_of(first)
+    await run_story(cog, FakeInteraction(OWNER), "word " * 100)
+    running = FakeInteraction(OWNER)
+    task = await story_being_written(cog, running, strategy="greedy")
+    refused = FakeInteraction(OWNER)
+    await run_story(cog, refused, "Another opening")
+    assert "already have a request running" in refused.last_text()
+    await press(cog, OWNER, number + 1, "stop")
+    await task
+    assert story_id_of(running) == number + 1
+    after = FakeInteraction(OWNER)
+    await run_story(cog, after, "Once", length=5)
+    assert story_id_of(after) == number + 2 and await story_count(cog) == 3
+
+
+async def test_a_first_part_cut_by_a_restart_shows_no_none_in_its_footer(cog, slowed) -> None:
+    interaction = FakeInteraction(OWNER)
+    task = await story_being_written(cog, interaction)
+    await cog.shutdown()
+    await task
+    footer = final_embed(interaction).footer.text
+    assert "restarting" in footer and "None" not in footer
+
+
+async def test_story_strategy_beam_writes_with_the_beam_presets_loop_guard(cog) -> None:
+    interaction = FakeInteraction(OWNER)
+    await run_story(cog, interaction, "Once upon a time", length=20, strategy="beam")
+    footer = final_embed(interaction).footer.text
+    assert footer.startswith("beam · ") and "no_repeat_ngram_size=3" in footer
+    assert (await cog.stories.get(story_id_of(interaction))).shown.settings.no_repeat_ngram_size == 3

@@ -75,5 +75,8 @@ def test_a_long_prompt_stays_within_embed_limits_and_says_so() -> None:
     )
     (embed,), files = render_why(result)
     assert len(embed.description) <= 4096 and len(embed) <= 6000
-    assert "more words (all of them are in the picture)" in embed.description
+    assert "The 25 most important of its 400 words, in the order they come" in embed.description
+    assert "Most important: **word0\\`@\u200beveryone**" in embed.description
+    listed = embed.description.split("```")[1].strip().splitlines()
+    assert len(listed) == 25 and listed[0].startswith("word0") and listed[0].endswith("◀")
     assert embed.description.count("```") == 2  # user backticks cannot break the block

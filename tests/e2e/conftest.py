@@ -82,5 +82,5 @@ def other_reader(rig: Rig) -> str:
 
 @pytest.fixture
 def moderator(rig: Rig) -> str:
-    """A person with Manage Server (the Moderator role) whom no other test acts as."""
+    """A person with Manage Server and Manage Messages (the Moderator role) whom no other test acts as."""
     return rig.new_moderator()

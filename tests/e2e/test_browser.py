@@ -127,6 +127,51 @@ async def test_page_at_420_px_keeps_a_readable_story_column_and_text_buttons(pag
     print(f"\nscreenshot: {NARROW_SCREENSHOT}")
 
 
+HELP_SCREENSHOT = ROOT / "artifacts" / "help.png"
+WHY_BUTTON_SCREENSHOT = ROOT / "artifacts" / "why-button.png"
+WHY_BUTTON_CHART = ROOT / "artifacts" / "why-button-chart.png"
+DISCORD_EMBED_IMAGE_PX = 490
+"""About how wide Discord shows an embed's image (the embed is 520 px with its padding)."""
+
+
+async def screenshot(locator, path: Path) -> None:
+    path.parent.mkdir(exist_ok=True)
+    await locator.screenshot(path=str(path))
+    assert path.stat().st_size > 5_000
+    print(f"\nscreenshot: {path}")
+
+
+async def test_help_and_a_long_storys_why_answer_are_shown_at_discords_width_and_screenshotted(page):
+    """As carol (her own rate limit): /help is a private page; a long story's Why? says which part
+    it explains, and its chart is shown at its own size, no wider than Discord shows an embed image."""
+    await page.select_option("#user-switcher", label="Carol")
+    await run(page, "/help")
+    help_reply = page.locator(LAST_REPLY)
+    await help_reply.locator(".embed").wait_for()
+    text = await help_reply.inner_text()
+    assert "Only you can see this" in text and "Buttons under a story" in text and "Privacy" in text
+    await page.set_viewport_size({"width": 1280, "height": 1400})
+    await screenshot(help_reply, HELP_SCREENSHOT)
+
+    await run(page, "/story prompt: Once upon a time there lived a king who had three daughters length: 300")
+    story = page.locator(FINISHED_STORY)
+    await story.wait_for()
+    shown = await page.locator("#messages > article.message").count()
+    await story.locator("button:has-text('Why?')").click()
+    answer = page.locator("#messages > article.message").nth(shown)  # the press's own reply, below the rest
+    chart = answer.locator("img.embed-image")
+    await chart.wait_for()
+    await page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=await chart.element_handle())
+    answer_text = await answer.inner_text()
+    assert "Explained: the story's last" in answer_text and "Most important:" in answer_text
+    natural, shown_width = await chart.evaluate("img => [img.naturalWidth, img.getBoundingClientRect().width]")
+    assert natural <= 500 and shown_width <= DISCORD_EMBED_IMAGE_PX and shown_width >= 0.95 * min(natural, 488)
+    await page.set_viewport_size({"width": 1280, "height": 2400})  # the whole answer in view, as tall as it is
+    await answer.scroll_into_view_if_needed()
+    await screenshot(answer, WHY_BUTTON_SCREENSHOT)
+    await screenshot(chart, WHY_BUTTON_CHART)
+
+
 # Last in the file: the page's user may start 6 requests a minute (tests/e2e/harness.py), and the
 # tests above use 5.
 async def test_why_attention_view_shows_both_pictures_inside_embeds_and_is_screenshotted(page):

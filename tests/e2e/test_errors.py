@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 
 from playground.standin.client import DriverClient
+from playground.standin.messages import Message
+from playground.standin.world import APPLICATION_ID, GENERAL_CHANNEL_ID
+from tests.e2e.harness import Rig
 from tests.e2e.replies import (
     EPHEMERAL,
     LONG_STORY,
@@ -95,3 +99,27 @@ async def test_requests_over_the_per_minute_limit_are_told_when_to_try_again(dri
     reply = await private_reply(driver, refused["id"])
     assert reply["content"].startswith(f"You've started {per_minute} requests in the last minute")
     assert re.search(r"Please try again in \d+ s\.$", reply["content"])
+
+
+def old_message(rig: Rig, custom_id: str) -> str:
+    """A message of the bot's with a button it no longer knows (from an older version, or another feature)."""
+    state = rig.standin.state
+    message = Message(
+        id=state.ids.next(),
+        channel_id=GENERAL_CHANNEL_ID,
+        author_id=APPLICATION_ID,
+        type=0,
+        created_at=datetime.datetime.now(datetime.UTC),
+        content="A message from an older version",
+        components=[{"type": 1, "components": [{"type": 2, "style": 2, "label": "Vote", "custom_id": custom_id}]}],
+    )
+    rig.standin_thread.call(lambda: state.messages.add(message))
+    return str(message.id)
+
+
+async def test_a_button_the_bot_does_not_know_is_answered_privately_in_time(driver, rig, reader):
+    """Discord would show "This interaction failed" for a press nobody acknowledges within 3 s."""
+    message_id = old_message(rig, "poll:vote:3")
+    click = await driver.click(reader, message_id, "poll:vote:3")
+    assert click["status"] == "acknowledged"
+    assert "no longer does anything" in (await private_reply(driver, click["id"]))["content"]

@@ -43,7 +43,7 @@ async def test_only_the_requester_can_press_their_storys_buttons(driver, reader,
     story = await finished(driver, (await story_started(driver, reader, PROMPT, length=6))["original_message_id"])
     click = await driver.click(other_reader, story["id"], buttons(story)["Continue"]["custom_id"])
     reply = await private_reply(driver, click["id"])
-    assert reply["content"].startswith("Only the person who asked for this story can use its buttons.")
+    assert reply["content"].startswith("Only the person who asked for this story can use its buttons")
     assert reply["visible_to"] == str(click["user_id"])
     after = await driver.message(story["id"])
     assert (after["edit_count"], after["embeds"]) == (story["edit_count"], story["embeds"])

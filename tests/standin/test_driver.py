@@ -26,6 +26,8 @@ async def test_state_lists_users_channels_and_the_commands_the_bot_synced(standi
     managers = {u["name"]: u["manage_guild"] for u in state["users"]}
     assert managers == {"alice": True, "bob": False, "carol": False, "olivia": True}
     assert list(managers) == ["alice", "bob", "carol", "olivia"]
+    moderators = {u["name"] for u in state["users"] if u["manage_messages"]}
+    assert moderators == {"alice", "olivia"}  # alice (moderator) may delete others' stories
     pick = next(c for c in state["commands"] if c["name"] == "pick")
     count = next(o for o in pick["options"] if o["name"] == "count")
     assert (count["min_value"], count["max_value"]) == (1, 5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.errors import SettingsError
-from core.settings import FIELDS, DecodingSettings
+from core.settings import FIELDS, PRESETS, DecodingSettings
 from store.resolve import Limit, effective_limits, resolve_settings
 
 CONFIG = DecodingSettings(temperature=0.9, top_k=40)
@@ -158,3 +158,30 @@ def test_every_note_names_only_settings_the_strategy_uses_or_says_they_are_unuse
         for note in resolved.notes:
             field = note.split("`")[1]
             assert field in used or "is not used" in note, note
+
+
+def test_beam_chosen_on_its_own_gets_its_presets_loop_guard() -> None:
+    """`/settings set strategy:beam` or `/story strategy:beam` over sampling defaults: beam search
+    gets the `precise` preset's repetition controls, which keep it from looping."""
+    guard = {name: PRESETS["precise"].values[name] for name in ("no_repeat_ngram_size", "repetition_penalty")}
+    assert guard["no_repeat_ngram_size"] > 0
+    for layers in ({"user": {"strategy": "beam"}}, {"command": {"strategy": "beam"}}, {"server": {"strategy": "beam"}}):
+        resolved = resolve(**layers)
+        chosen = {name: getattr(resolved.settings, name) for name in guard}
+        assert chosen == guard, layers
+        assert resolved.sources["no_repeat_ngram_size"] == "strategy"
+    # A saved sampling preset (which sets the controls for sampling) does not hold against beam chosen later.
+    balanced = dict(PRESETS["balanced"].values)
+    assert (
+        resolve(user=balanced, command={"strategy": "beam"}).settings.no_repeat_ngram_size
+        == guard["no_repeat_ngram_size"]
+    )
+
+
+def test_repetition_controls_chosen_with_the_strategy_or_later_are_kept() -> None:
+    kept = resolve(user={"strategy": "beam", "no_repeat_ngram_size": 0})
+    assert kept.settings.no_repeat_ngram_size == 0 and kept.sources["no_repeat_ngram_size"] == "you"
+    later = resolve(server={"strategy": "beam"}, user={"no_repeat_ngram_size": 2})
+    assert later.settings.no_repeat_ngram_size == 2
+    operator = resolve_settings(config_defaults=DecodingSettings(strategy="beam"), max_new_tokens_cap=300)
+    assert operator.settings.no_repeat_ngram_size == 0  # config.yaml is the operator's to write

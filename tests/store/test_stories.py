@@ -6,8 +6,8 @@ import sqlite3
 from pathlib import Path
 
 from core.settings import DecodingSettings
-from store import Scope
-from store.stories import DAY_S, StoryStore
+from store import Scope, StoryStore
+from store.stories import DAY_S, SqliteStoryStore
 from tests.store.conftest import OpenStore
 from tests.store.test_migrations import EXPECTED_AFTER, GUILD, USER, build_database
 
@@ -65,7 +65,7 @@ async def test_deleting_a_story_removes_every_part_and_leaves_preferences(store,
 
 async def test_retention_prunes_only_stories_older_than_the_period(store) -> None:
     now = [1_000_000_000.0]
-    stories = StoryStore(store, clock=lambda: now[0])
+    stories = SqliteStoryStore(store._transaction, store._read, clock=lambda: now[0])
     old = await stories.create(USER, GUILD, 77, "Old", SAMPLING)
     now[0] += 10 * DAY_S
     fresh = await stories.create(USER, GUILD, 77, "Fresh", SAMPLING)
