@@ -164,6 +164,7 @@ async def model_service(config: Config) -> ModelServiceAPI:
         config.model.dtype,
         config.model.compile,
         config.model.onednn_linears,
+        config.model.precision,
     )
     return ModelService(loaded, config)
 

@@ -17,6 +17,7 @@ BENCHMARKS = (
     "latency",
     "concurrency",
     "arrivals",
+    "peers",
     "memory",
     "floor",
     "exactness",

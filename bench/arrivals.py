@@ -28,8 +28,10 @@ from dataclasses import dataclass
 
 from bench.common import (
     PROMPTS,
+    add_precision_option,
     bench_models,
     fmt,
+    load_bench_model,
     machine_info,
     percentile,
     print_table,
@@ -38,7 +40,7 @@ from bench.common import (
     write_json,
 )
 from core.service import StoryRequest
-from model.loading import LoadedModel, load_model
+from model.loading import LoadedModel
 from model.service import ModelService
 
 MODES = ("static", "continuous")
@@ -138,15 +140,14 @@ async def alone_times(loaded: LoadedModel, model: str, count: int, new_tokens: i
 
 
 async def measure(
-    quick: bool, shipped_tokens: int, gpt2_tokens: int, repeats: int = 1
+    quick: bool, shipped_tokens: int, gpt2_tokens: int, repeats: int = 1, precision: str | None = None
 ) -> tuple[list[Run], dict[tuple[str, str, int], list[float]]]:
     """Each scenario in each mode `repeats` times, in interleaved rounds; each round also writes
     every story alone (by model, mode and round: what that round's slowdowns divide by)."""
     runs: list[Run] = []
     alone: dict[tuple[str, str, int], list[float]] = {}
-    for bench_model in bench_models():
-        config = service_config()
-        loaded = load_model(bench_model.path, config.model.device, config.model.dtype)
+    for bench_model in bench_models(precision):
+        loaded = load_bench_model(bench_model)
         tokens = shipped_tokens if "gpt2" not in bench_model.name else gpt2_tokens
         await run_arrivals(loaded, bench_model.name, "continuous", Arrivals("warm-up", (0.0, 0.0)), 4)
         most = max(len(arrivals.times) for arrivals in scenarios(quick))
@@ -206,9 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeats", type=int, default=3, help="rounds of every scenario (medians are reported; --quick: one)"
     )
+    add_precision_option(parser)
     args = parser.parse_args(argv)
     tokens, gpt2_tokens = (16, 16) if args.quick else (args.tokens, args.gpt2_tokens)
-    runs, alone = asyncio.run(measure(args.quick, tokens, gpt2_tokens, 1 if args.quick else args.repeats))
+    runs, alone = asyncio.run(
+        measure(args.quick, tokens, gpt2_tokens, 1 if args.quick else args.repeats, args.precision)
+    )
     rows = summarise(runs, alone)
     print_table(
         f"Staggered arrivals ({tokens} new tokens a story on the shipped model, {gpt2_tokens} on GPT-2 small)",

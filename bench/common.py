@@ -74,10 +74,19 @@ class BenchModel:
 
     name: str
     path: Path
+    precision: str = "fp32"
+    """The precision it is loaded in (`model.precision`, resolved: never `auto`)."""
+    model: str = ""
+    """The model alone, without the precision `name` ends with."""
 
 
-def bench_models() -> list[BenchModel]:
-    """The shipped model when it exists (a note is printed when it does not), then GPT-2 small."""
+def bench_models(precision: str | None = None) -> list[BenchModel]:
+    """The shipped model when it exists (a note is printed when it does not), then GPT-2 small, in
+    `precision` (default: config.yaml's `model.precision`; `auto` is resolved here for each model, and
+    the name of each says the mode it runs in)."""
+    from model.loading import pick_device, pick_precision
+
+    precision = precision or config().model.precision
     models = []
     shipped = shipped_model_dir()
     if shipped is None:
@@ -86,9 +95,30 @@ def bench_models() -> list[BenchModel]:
             "there (not trained yet?); its rows are skipped.\n"
         )
     else:
-        models.append(BenchModel(f"shipped ({config().model.source})", shipped))
-    models.append(BenchModel("gpt2-small (random)", gpt2_small_dir()))
-    return models
+        models.append((f"shipped ({config().model.source})", shipped))
+    models.append(("gpt2-small (random)", gpt2_small_dir()))
+    device = pick_device(config().model.device)
+    chosen = []
+    for name, path in models:
+        mode = pick_precision(precision, config().model.dtype, str(path), device).mode
+        chosen.append(BenchModel(f"{name}, {mode}", path, mode, name))
+    return chosen
+
+
+def load_bench_model(bench_model: BenchModel):
+    """The model loaded as the bot loads it (config.yaml's device and dtype), in its precision."""
+    from model.loading import load_model
+
+    model = config().model
+    return load_model(bench_model.path, model.device, model.dtype, precision=bench_model.precision)
+
+
+def add_precision_option(parser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "int8"),
+        help="the models' precision (default: config.yaml's model.precision; auto is resolved per model)",
+    )
 
 
 def shipped_model_dir() -> Path | None:

@@ -23,8 +23,10 @@ from bench.common import (
     PROMPTS,
     BenchModel,
     Scale,
+    add_precision_option,
     bench_models,
     fmt,
+    load_bench_model,
     median,
     percentile,
     print_table,
@@ -35,7 +37,7 @@ from bench.common import (
 )
 from core.service import StoryRequest
 from core.settings import DecodingSettings
-from model.loading import LoadedModel, load_model
+from model.loading import LoadedModel
 from model.service import ModelService
 
 LAG_INTERVAL_S = 0.010
@@ -183,8 +185,7 @@ async def idle_lag(seconds: float = 1.0) -> list[float]:
 
 
 async def measure_model(bench_model: BenchModel, run_scale: Scale) -> tuple[list[LoadRun], list[float]]:
-    config = service_config()
-    loaded = load_model(bench_model.path, config.model.device, config.model.dtype)
+    loaded = load_bench_model(bench_model)
     idle = await idle_lag()
     await run_load(loaded, bench_model.name, Scenario("greedy", 2, "warm-up", 2), -1, 3)
     runs: list[LoadRun] = []
@@ -334,10 +335,10 @@ def _batches(sizes: list[int]) -> str:
     return ", ".join(f"{n}×{size}" for size, n in counts.items())
 
 
-def run(run_scale: Scale) -> dict:
+def run(run_scale: Scale, precision: str | None = None) -> dict:
     runs: list[LoadRun] = []
     idle: dict[str, list[float]] = {}
-    for bench_model in bench_models():
+    for bench_model in bench_models(precision):
         model_runs, idle_lags = asyncio.run(measure_model(bench_model, run_scale))
         runs += model_runs
         idle[bench_model.name] = [lag * 1000 for lag in idle_lags]
@@ -367,7 +368,9 @@ def run(run_scale: Scale) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.concurrency", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer tokens and one repetition")
-    run(scale(parser.parse_args(argv).quick))
+    add_precision_option(parser)
+    args = parser.parse_args(argv)
+    run(scale(args.quick), args.precision)
     return 0
 
 

@@ -19,11 +19,20 @@ import time
 
 import torch
 
-from bench.common import PROMPTS, bench_models, print_table, service_config, set_threads, write_json
+from bench.common import (
+    PROMPTS,
+    add_precision_option,
+    bench_models,
+    load_bench_model,
+    print_table,
+    service_config,
+    set_threads,
+    write_json,
+)
 from core.settings import DecodingSettings
 from model.engine import ContinuousBatch
 from model.generation import RowJob, generate_batch
-from model.loading import LoadedModel, load_model
+from model.loading import LoadedModel
 
 STRATEGIES: dict[str, DecodingSettings] = {
     "greedy": DecodingSettings(strategy="greedy", repetition_penalty=1.0),
@@ -89,13 +98,13 @@ def _same(first: list[str], second: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="8 new tokens instead of 100")
+    add_precision_option(parser)
     args = parser.parse_args(argv)
     set_threads(service_config().model.cpu_threads)
     new_tokens = 8 if args.quick else 100
     rows = []
-    for bench_model in bench_models():
-        config = service_config()
-        loaded = load_model(bench_model.path, config.model.device, config.model.dtype)
+    for bench_model in bench_models(args.precision):
+        loaded = load_bench_model(bench_model)
         gap = first_step_logit_gap(loaded)
         for name, settings in STRATEGIES.items():
             result = compare(loaded, settings, new_tokens)

@@ -2,9 +2,10 @@
 
 Each measurement is a fresh child process, because peak RSS only ever grows: it imports discord,
 torch and transformers, loads the model through `model.loading.load_model` with config.yaml's
-device and dtype, starts a `ModelService` and writes one 50-token story with the bot's default
-settings, then prints its peak RSS at each stage. A child that only imports gives the floor every
-model adds to.
+device and dtype in one precision (`model.precision`: each of fp32 and int8, and what `auto`
+picks), starts a `ModelService` (which prepares /why as config.yaml says) and writes one 50-token
+story with the bot's default settings, then prints its peak RSS at each stage and its RSS at the
+end. A child that only imports gives the floor every model adds to.
 
 The peak is the kernel's high-water mark of the child's own memory (`VmHWM`). Its
 `getrusage(RUSAGE_SELF).ru_maxrss` is printed too, but Linux carries the exec-ing parent's peak
@@ -25,6 +26,8 @@ from dataclasses import asdict
 from bench.common import ROOT, bench_models, fmt, print_table, scale, write_json
 
 STORY_TOKENS = 50
+PRECISIONS = ("auto", "fp32", "int8")
+"""And bf16 where the CPU runs it natively (elsewhere nobody would choose it)."""
 
 
 def _status_mib(field: str) -> float:
@@ -44,7 +47,7 @@ def _ru_maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def child(model_dir: str | None) -> dict:
+def child(model_dir: str | None, precision: str = "auto") -> dict:
     """Run inside the child: the bot's imports, model load and one story; peak RSS after each."""
     stages = {}
     import discord  # noqa: F401  (the bot process holds discord.py too)
@@ -62,7 +65,7 @@ def child(model_dir: str | None) -> dict:
     from model.service import ModelService
 
     config = service_config()
-    loaded = load_model(model_dir, config.model.device, config.model.dtype)
+    loaded = load_model(model_dir, config.model.device, config.model.dtype, precision=precision)
     stages["model loaded"] = _peak_mib()
 
     async def one_story() -> int:
@@ -82,13 +85,13 @@ def child(model_dir: str | None) -> dict:
         "current_mib": _status_mib("VmRSS"),
         "ru_maxrss_mib": _ru_maxrss_mib(),
         "new_tokens": new_tokens,
-        "dtype": str(loaded.dtype),
+        "precision": loaded.precision.mode,
     }
 
 
-def measure(model_dir: str | None) -> dict:
+def measure(model_dir: str | None, precision: str = "auto") -> dict:
     """Run the child in a fresh interpreter and read the JSON it prints last."""
-    command = [sys.executable, "-m", "bench.memory", "--child", model_dir or "none"]
+    command = [sys.executable, "-m", "bench.memory", "--child", model_dir or "none", "--precision", precision]
     done = subprocess.run(command, cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"the memory child failed:\n{done.stderr[-3000:]}")
@@ -97,8 +100,14 @@ def measure(model_dir: str | None) -> dict:
 
 def run(quick: bool) -> dict:
     results = {"imports only": measure(None)}
+    import torch
+
+    from model.precision import not_native  # here: the children measure their own imports
+
+    native_bf16 = not_native("bf16", torch.device("cpu")) is None
     for bench_model in bench_models():
-        results[bench_model.name] = measure(str(bench_model.path))
+        for precision in (*PRECISIONS, "bf16") if native_bf16 else PRECISIONS:
+            results[f"{bench_model.model}, {precision}"] = measure(str(bench_model.path), precision)
     rows = []
     for name, result in results.items():
         stages = result["stages_peak_mib"]
@@ -108,8 +117,9 @@ def run(quick: bool) -> dict:
                 fmt(stages["imports"], 0),
                 fmt(stages.get("model loaded"), 0),
                 fmt(stages.get("after one story"), 0),
+                fmt(result["current_mib"], 0),
                 fmt(result["ru_maxrss_mib"], 0),
-                result.get("dtype", "—"),
+                result.get("precision", "—"),
             ]
         )
     print_table(
@@ -120,8 +130,9 @@ def run(quick: bool) -> dict:
             "after imports",
             "after loading",
             f"after one {STORY_TOKENS}-token story (peak)",
+            "at the end (current)",
             "ru_maxrss",
-            "dtype",
+            "precision",
         ],
         rows,
     )
@@ -135,9 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="(no effect: one child per model either way)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
-        print(json.dumps(child(None if args.child == "none" else args.child)))
+        print(json.dumps(child(None if args.child == "none" else args.child, args.precision)))
         return 0
     run(args.quick)
     return 0

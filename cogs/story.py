@@ -19,7 +19,15 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.errors import on_app_command_error
-from cogs.story_view import STORY_ID_MAX, StoryButton, StoryState, recipe_embed, render_story, story_view  # noqa: F401
+from cogs.story_view import (  # noqa: F401
+    STORY_ID_MAX,
+    StoryButton,
+    StoryState,
+    precision_note,
+    recipe_embed,
+    render_story,
+    story_view,
+)
 from cogs.utils.checks import RESTARTING
 from cogs.utils.options import narrow_option, prompt_chars, prompt_help
 from cogs.utils.replies import NO_MENTIONS, send_error, withdraw
@@ -67,6 +75,8 @@ class PartPlan:
     settings: DecodingSettings
     seed: int
     author_id: int
+    precision: str = ""
+    """A replayed part's recorded precision: another one in force now is said."""
 
 
 class StoryCog(commands.Cog):
@@ -213,7 +223,7 @@ class StoryCog(commands.Cog):
         parent: int | None = None
         text = story.opening
         for number, part in enumerate(story.chain):
-            plan = PartPlan(parent, text, part.added, part.settings, part.seed, interaction.user.id)
+            plan = PartPlan(parent, text, part.added, part.settings, part.seed, interaction.user.id, part.precision)
             saved = await self.write(interaction, state, plan, first=number == 0, new_story=number == 0)
             if not saved:
                 return
@@ -443,6 +453,8 @@ class StoryCog(commands.Cog):
             self._writing.pop(key, None)
         if self.restarting:
             return await self._cut_by_restart(interaction, state)
+        if result is not None and plan.precision and result.precision and result.precision != plan.precision:
+            state.notes = (*state.notes, precision_note(plan.precision, result.precision))
         saved = await self._save(state, plan, continuation, result)
         if new_story and saved is None and not continuation:
             await self._forget_empty(state)
@@ -478,6 +490,7 @@ class StoryCog(commands.Cog):
                 seed=plan.seed,
                 text=continuation,
                 stop_reason=str(result.stop_reason),
+                precision=result.precision,
             )
             if part is None:  # deleted while it was being written
                 state.story_id = None

@@ -153,6 +153,11 @@ def story_view(state: StoryState, *, running: bool) -> discord.ui.View | None:
     return view
 
 
+def precision_note(recorded: str, now: str) -> str:
+    """Said under a replayed part written in another precision than the one in force."""
+    return f"This part was written in {recorded} and is replayed in {now}, so its words may differ."
+
+
 def recipe_embed(story: Story) -> discord.Embed:
     """Every part's settings and seed: what `/story replay` writes again, word for word."""
     lines = [f"**Opening:** {truncate(clean_text(story.opening), 300)}", ""]
@@ -162,7 +167,8 @@ def recipe_embed(story: Story) -> discord.Embed:
             if part.added
             else ""
         )
-        lines.append(f"**Part {number}**{added}: `{part.settings.replace(seed=part.seed).summary()}`")
+        written_in = f" in {part.precision}" if part.precision else ""
+        lines.append(f"**Part {number}**{added}: `{part.settings.replace(seed=part.seed).summary()}`{written_in}")
     if not story.chain:
         lines.append("*No part is finished yet.*")
     if len(story.drafts) > 1:

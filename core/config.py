@@ -65,6 +65,12 @@ class ModelConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto (bf16/fp16 on GPU, float32 on CPU), float32, bfloat16, float16."
     )
+    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        "auto",
+        description="The weights' precision for writing stories. auto: the fastest mode that passed this model's "
+        "precision gate on this CPU (python -m model.precision_gate MODEL_DIR; held-out bits per byte within 1% of "
+        "fp32, same stories alone and batched), else fp32. int8: FBGEMM weights, CPU only. /why keeps fp32/bf16.",
+    )
     cpu_threads: PositiveInt = Field(
         1,
         description="Torch threads on CPU. 1 is robust when other work shares the cores; 2 on a quiet two-core "

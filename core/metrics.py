@@ -16,6 +16,8 @@ COMMANDS = Counter(
 )
 """outcome: ok, refused (the user's mistake or a busy bot, answered politely) or error (a bug)."""
 QUEUE_LENGTH = Gauge("taleweaver_queue_length", "Model requests waiting or running.")
+MODEL_PRECISION = Gauge("taleweaver_model_precision", "1 for the precision stories are written in.", ["precision"])
+"""precision: fp32, bf16, fp16 or int8 (`model.precision`; the reason for the choice is in the start-up log)."""
 REJECTIONS = Counter("taleweaver_rejections_total", "Model requests refused at admission, by reason.", ["reason"])
 """reason: prompt, user_busy, rate_limited, queue_full."""
 BATCH_SIZE = Histogram(

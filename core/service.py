@@ -58,6 +58,8 @@ class StoryResult:
     new_tokens: int
     elapsed_s: float
     stop_reason: StopReason
+    precision: str = ""
+    """The weights' precision it was written in (fp32, bf16, int8…): a replay in another may differ."""
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,7 @@ def story_result_from_json(data: dict[str, Any]) -> StoryResult:
         new_tokens=int(data["new_tokens"]),
         elapsed_s=float(data["elapsed_s"]),
         stop_reason=StopReason(data["stop_reason"]),
+        precision=str(data.get("precision", "")),
     )
 
 

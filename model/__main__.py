@@ -45,7 +45,8 @@ def generate_main(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None}
     settings = DecodingSettings.from_mapping(overrides, base=config.defaults)
     seed = settings.seed if settings.seed is not None else random.randrange(SEED_MAX)
-    loaded = load_model(args.model or config.model_source, device=config.model.device, dtype=config.model.dtype)
+    model = config.model
+    loaded = load_model(args.model or config.model_source, model.device, model.dtype, precision=model.precision)
     started = time.monotonic()
     job = RowJob(
         prompt=args.prompt, settings=settings, seed=seed, on_text=lambda delta: print(delta, end="", flush=True)

@@ -9,6 +9,7 @@ Per-row temperature, top-k and top-p reuse Hugging Face's own warpers, one set p
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable, Sequence
 
 import torch
@@ -76,6 +77,20 @@ def row_warpers(settings: DecodingSettings) -> LogitsProcessorList:
     return warpers
 
 
+@functools.lru_cache(maxsize=256)
+def _warper_chain(temperature: float, top_k: int, top_p: float) -> tuple[LogitsProcessor, ...]:
+    """`row_warpers` of these settings, made once (the warpers keep no state between calls)."""
+    return tuple(row_warpers(DecodingSettings(temperature=temperature, top_k=top_k, top_p=top_p)))
+
+
+def _warp(chain: tuple[LogitsProcessor, ...], input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+    """The warpers applied in order: what `LogitsProcessorList` does, without the `inspect.signature`
+    of every processor it takes on every call (a third of a one-row sampling step's Python time)."""
+    for warper in chain:
+        scores = warper(input_ids, scores)
+    return scores
+
+
 NUCLEUS_CANDIDATES = 256
 """Nucleus sampling without top-k first looks for the nucleus among this many likeliest tokens."""
 
@@ -115,8 +130,8 @@ class _SamplingGroup:
         self.top_k = settings.top_k
         self.top_p = settings.top_p
         self.temperature = settings.temperature
-        self.warpers = row_warpers(settings)
-        self.candidate_warpers = row_warpers(settings.replace(top_k=0))
+        self.warpers = _warper_chain(settings.temperature, settings.top_k, settings.top_p)
+        self.candidate_warpers = _warper_chain(settings.temperature, 0, settings.top_p)
         """Temperature and top-p, for the top-k candidates."""
 
     def draw(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
@@ -127,11 +142,11 @@ class _SamplingGroup:
         vocabulary = scores.shape[-1]
         if self.top_k:
             values, ids = scores.topk(min(self.top_k, vocabulary), dim=-1)
-            picked = _draw(torch.softmax(self.candidate_warpers(input_ids, values), dim=-1), self.generators)
+            picked = _draw(torch.softmax(_warp(self.candidate_warpers, input_ids, values), dim=-1), self.generators)
             return ids.gather(1, picked.unsqueeze(1)).squeeze(1)
         if self.top_p < 1.0 and vocabulary > NUCLEUS_CANDIDATES:
             return self._draw_nucleus(input_ids, scores)
-        return _draw(torch.softmax(self.warpers(input_ids, scores), dim=-1), self.generators)
+        return _draw(torch.softmax(_warp(self.warpers, input_ids, scores), dim=-1), self.generators)
 
     def _draw_nucleus(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         probs = torch.softmax(scores / self.temperature, dim=-1)
@@ -147,7 +162,9 @@ class _SamplingGroup:
             if inside:
                 tokens[rows] = ids[rows].gather(1, _draw(kept[rows], generators).unsqueeze(1)).squeeze(1)
             else:
-                tokens[rows] = _draw(torch.softmax(self.warpers(input_ids[rows], scores[rows]), dim=-1), generators)
+                tokens[rows] = _draw(
+                    torch.softmax(_warp(self.warpers, input_ids[rows], scores[rows]), dim=-1), generators
+                )
         return tokens
 
 

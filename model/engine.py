@@ -16,6 +16,13 @@ per row (GPT-2's position embeddings are absolute), so a row's numbers are the o
 get alone: the same prefill, the same steps, its own seed and its own settings (temperature,
 top-k, top-p, repetition penalty, n-gram ban), whoever shares the step.
 
+Bit for bit. Every story is prefilled alone, even when several arrive at once (a left-padded
+prefill shifts the attention's sums into other vector lanes), and a GPT-2 model's steps go through
+`model.step`, which attends each run of equally padded rows over its own positions. With layers
+whose rows do not depend on each other (int8, `model.int8`; oneDNN's fp32 kernels) a row's logits
+are then exactly those it gets alone; MKL's fp32 product for one or two rows differs from the
+packed one in the last bits, which in fp32 has not changed a story in `bench/exactness.py`.
+
 Hugging Face's own continuous batching (`generate_batch`, `ContinuousBatchingManager` in
 transformers 5.x) was evaluated first and is not used: it samples with `torch.multinomial` on
 the global generator (no per-request seed, so a story could not be reproduced), takes one
@@ -45,6 +52,7 @@ from model.endings import boundaries_for, closing_step, prompt_ends_word
 from model.generation import RowJob, _RowState, context_room
 from model.kv_cache import growing
 from model.loading import LoadedModel
+from model.step import DecodeStep
 
 ENDING_SLACK = 32
 """Positions reserved past a story's length for ending its sentence (more are made if it needs them)."""
@@ -109,6 +117,8 @@ class ContinuousBatch:
         self._mask: torch.Tensor | None = None
         self._eos = loaded.tokenizer.eos_token_id
         self._bounds = boundaries_for(loaded.tokenizer)
+        self._decode_step = DecodeStep(loaded.model) if DecodeStep.supports(loaded.model) else None
+        """The lean step for GPT-2 models (`model.step`); other models take their own forward pass."""
 
     # Any thread ---------------------------------------------------------------------------------
     def submit(self, job: RowJob) -> bool:
@@ -135,10 +145,8 @@ class ContinuousBatch:
                     if not joining and not self.rows:
                         self._running = False
                         return
-                if len(joining) == 1:
-                    self._join(joining[0])
-                elif joining:
-                    self._join_together(joining)
+                for job in joining:  # each alone: a left-padded prefill would change its numbers
+                    self._join(job)
                 self._end_rows(self._stopped_rows())
                 if self.rows:
                     self._step()
@@ -159,42 +167,6 @@ class ContinuousBatch:
             room=room,
             whole_words=job.endings.whole_words and prompt_ends_word(job.prompt),
         )
-
-    def _join_together(self, jobs: list[RowJob]) -> None:
-        """Stories arriving at the same step are prefilled as one left-padded batch (one forward
-        pass instead of one each); if that fails, each is prefilled alone, so only a bad one fails."""
-        rows = []
-        for job in jobs:
-            try:
-                rows.append(self._new_row(job))
-            except Exception as exc:
-                self.on_error(job, exc)
-        if not rows:
-            return
-        width = max(len(row.ids) for row in rows)
-        device = self.loaded.device
-        input_ids = torch.tensor([[self._eos] * (width - len(r.ids)) + r.ids for r in rows], device=device)
-        mask = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in rows], device=device)
-        try:
-            output = self.loaded.model(
-                input_ids=input_ids,
-                attention_mask=mask,
-                position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
-                use_cache=True,
-                logits_to_keep=1,
-            )
-        except Exception:
-            for row in rows:
-                self._join(row.job)
-            return
-        layers = _layers(output.cache)
-        for index, row in enumerate(rows):
-            start = width - len(row.ids)
-            alone = DynamicCache(
-                [(k[index : index + 1, :, start:], v[index : index + 1, :, start:]) for k, v in layers]
-            )
-            self._add_to_batch(row, alone)
-        self._choose(rows, output.logits[:, -1, :])
 
     def _join(self, job: RowJob) -> None:
         try:
@@ -241,6 +213,8 @@ class ContinuousBatch:
     def _forward(self, kv: DynamicCache, mask: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
         """The next-token logits of `rows` (their last tokens in, their cache, the step's mask: the
         past and the token fed); the cache grows."""
+        if self._decode_step is not None and self._decode_step.replaces_forward():
+            return self._decode_step([row.next_token for row in rows], [len(row.ids) for row in rows], kv)
         device = self.loaded.device
         output = self.loaded.model(
             input_ids=torch.tensor([[row.next_token] for row in rows], device=device),

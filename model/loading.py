@@ -12,13 +12,16 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from core.errors import ModelLoadError
+from model import precision as precisions
 from model.lm_head import slice_lm_head
+from model.precision import PrecisionChoice
 from model.prepacked import prepack_linears
 
 log = logging.getLogger(__name__)
 
 LOAD_ADVICE = "Point `model.source` in config.yaml at a model directory, or train one with `python -m model.training`."
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_MODES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 @dataclass
@@ -29,6 +32,8 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase
     device: torch.device
     source: str
+    precision: PrecisionChoice = PrecisionChoice("fp32", "the model's own dtype")
+    """The precision stories are written in, and why (`model.precision`)."""
 
     @property
     def dtype(self) -> torch.dtype:
@@ -59,8 +64,10 @@ def load_model(
     dtype: str = "auto",
     compile: bool = False,
     onednn_linears: bool = True,
+    precision: str = "auto",
 ) -> LoadedModel:
-    """Load a local directory or a hub id; frozen, in eval mode, on the chosen device.
+    """Load a local directory or a hub id; frozen, in eval mode, on the chosen device, in the
+    precision `model.precision` asks for (`model.precision`: `auto` decides by the model's gate).
 
     The weights are frozen (`requires_grad_(False)`) because nothing in the bot trains them, and
     autograd through frozen weights costs nothing extra while trainable ones pile up gradients.
@@ -72,7 +79,8 @@ def load_model(
             "or point `model.source` in config.yaml at a directory or a hub id such as `gpt2`."
         )
     torch_device = pick_device(device)
-    torch_dtype = pick_dtype(dtype, torch_device)
+    choice = pick_precision(precision, dtype, source, torch_device)
+    torch_dtype = torch.bfloat16 if choice.mode == "bf16" and dtype == "auto" else pick_dtype(dtype, torch_device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
@@ -86,18 +94,40 @@ def load_model(
     model.to(torch_device).eval().requires_grad_(False)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     slice_lm_head(model)  # a packed head still falls back to it (gradients, copies, 1–2 rows)
+    parameters = model.num_parameters()
+    precisions.apply(model, choice.mode, source if Path(source).is_dir() else None)
     if onednn_linears:
-        prepack_linears(model)
+        prepack_linears(model)  # fp32 layers only: int8 and bf16 ones keep their own kernels
     if compile:
         model.forward = torch.compile(model.forward, dynamic=True)
     log.info(
-        "loaded model %s on %s (%s, %.1fM parameters)",
+        "loaded model %s on %s (%.1fM parameters); precision %s (%s)",
         source,
         torch_device,
-        torch_dtype,
-        sum(p.numel() for p in model.parameters()) / 1e6,
+        parameters / 1e6,
+        choice.mode,
+        choice.reason,
     )
-    return LoadedModel(model=model, tokenizer=tokenizer, device=torch_device, source=source)
+    return LoadedModel(model=model, tokenizer=tokenizer, device=torch_device, source=source, precision=choice)
+
+
+def pick_precision(precision: str, dtype: str, source: str, device: torch.device) -> PrecisionChoice:
+    """`model.precision` against `model.dtype`: an explicit dtype (the older key) names the mode when
+    precision is `auto`; naming both differently is a mistake said at start."""
+    if dtype != "auto":
+        mode = DTYPE_MODES[DTYPES[dtype]]
+        if precision not in ("auto", mode):
+            raise ModelLoadError(
+                f"config.yaml asks for `model.precision: {precision}` and `model.dtype: {dtype}`; "
+                "set `model.dtype: auto` and choose the precision alone."
+            )
+        return PrecisionChoice(mode, "model.dtype in config.yaml")
+    if device.type == "cuda" and precision == "auto":
+        return PrecisionChoice(DTYPE_MODES[pick_dtype("auto", device)], "auto on a GPU")
+    try:
+        return precisions.choose(precision, source if Path(source).is_dir() else None, device)
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from exc
 
 
 def check_tokenizer(source: str, tokenizer_size: int, model_vocab_size: int) -> None:

@@ -32,6 +32,7 @@ from core.errors import (
 from core.limits import ALREADY_RUNNING, RATE_TABLE_MAX, RATE_WINDOW_S, rate_limited
 from core.metrics import (
     BATCH_SIZE,
+    MODEL_PRECISION,
     QUEUE_LENGTH,
     REJECTIONS,
     STORY_DURATION,
@@ -104,6 +105,10 @@ class ModelService:
     async def start(self) -> None:
         if self.loaded.device.type == "cpu":
             torch.set_num_threads(self.config.model.cpu_threads)
+        precision = self.loaded.precision
+        MODEL_PRECISION.clear()
+        MODEL_PRECISION.labels(precision=precision.mode).set(1)
+        log.info("writing stories in %s (%s)", precision.mode, precision.reason)
         if self.config.why.prepare_at_start:
             await self._prepare_why()
         self._scheduler = asyncio.create_task(self._schedule(), name="model-scheduler")
@@ -546,6 +551,7 @@ class ModelService:
                 new_tokens=output.new_tokens,
                 elapsed_s=elapsed,
                 stop_reason=output.stop_reason,
+                precision=self.loaded.precision.mode,
             )
         )
 

@@ -56,6 +56,7 @@ class StoryStore(Protocol):
         seed: int,
         text: str,
         stop_reason: str,
+        precision: str = "",
     ) -> Part | None:
         """Save a finished part and show it; None when the story was deleted meanwhile."""
         ...

@@ -19,6 +19,8 @@ class Part:
     seed: int
     text: str
     stop_reason: str = ""
+    precision: str = ""
+    """The weights' precision it was written in (fp32, int8…); "" for parts kept before it was recorded."""
 
 
 @dataclass(frozen=True)

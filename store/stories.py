@@ -107,6 +107,7 @@ class SqlStoryStore:
         seed: int,
         text: str,
         stop_reason: str,
+        precision: str = "",
     ) -> Part | None:
         """Save a finished part and show it; None when the story was deleted meanwhile."""
         row = {
@@ -114,16 +115,16 @@ class SqlStoryStore:
             "parent_id": parent_id,
             "author_id": author_id,
             "added": _storable(added),
-            "settings": _encode(settings),
+            "settings": _encode(settings, precision),
             "seed": seed,
             "text": _storable(text),
             "stop_reason": stop_reason,
             "created_at": self._clock(),
         }
         part_id = await self.database.write(self._add_part, story_id, row)
-        return (
-            None if part_id is None else Part(part_id, parent_id, author_id, added, settings, seed, text, stop_reason)
-        )
+        if part_id is None:
+            return None
+        return Part(part_id, parent_id, author_id, added, settings, seed, text, stop_reason, precision)
 
     def _add_part(self, connection: sa.Connection, story_id: int, row: dict[str, Any]) -> int | None:
         if not _lock(connection, stories.c.id == story_id):
@@ -218,15 +219,35 @@ def _assemble(row: tuple, part_rows: Iterable[Any]) -> Story:
 
 def _part(row: Iterable[Any]) -> Part:
     part_id, parent_id, author_id, added, settings, seed, text, stop_reason = tuple(row)
-    return Part(part_id, parent_id, author_id, added, _decode(settings), seed, text, stop_reason)
+    return Part(
+        part_id,
+        parent_id,
+        author_id,
+        added,
+        _decode(settings),
+        seed,
+        text,
+        stop_reason,
+        json.loads(settings).get(PRECISION_KEY, ""),
+    )
 
 
-def _encode(settings: DecodingSettings) -> str:
-    return json.dumps(dataclasses.asdict(settings))
+PRECISION_KEY = "precision"
+"""A part's settings are kept with the precision that wrote them, beside the decoding settings (no
+schema change: parts kept before it simply have none)."""
+
+
+def _encode(settings: DecodingSettings, precision: str = "") -> str:
+    values = dataclasses.asdict(settings)
+    if precision:
+        values[PRECISION_KEY] = precision
+    return json.dumps(values)
 
 
 def _decode(text: str) -> DecodingSettings:
-    return DecodingSettings.from_mapping(json.loads(text))
+    values = json.loads(text)
+    values.pop(PRECISION_KEY, None)
+    return DecodingSettings.from_mapping(values)
 
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")

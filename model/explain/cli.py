@@ -48,7 +48,8 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config if Path(args.config).exists() else None)
     torch.set_num_threads(config.model.cpu_threads)
     why = config.why if args.budget is None else config.why.model_copy(update={"time_budget_s": args.budget})
-    loaded = load_model(args.model or config.model_source, config.model.device, config.model.dtype)
+    model = config.model
+    loaded = load_model(args.model or config.model_source, model.device, model.dtype, precision=model.precision)
     result = explain(
         loaded,
         args.prompt,

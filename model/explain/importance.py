@@ -50,6 +50,7 @@ from transformers import PreTrainedModel
 from core.config import WhyConfig
 from core.prompts import PromptKind, check_text, check_token_count
 from core.service import WhyResult, WordImportance
+from model import int8
 from model.explain.words import group_tokens, importances, word_sigma
 from model.loading import LoadedModel
 
@@ -375,11 +376,24 @@ def low_precision_copy(model: PreTrainedModel, dtype: torch.dtype) -> PreTrained
 
 def prepare(loaded: LoadedModel, config: WhyConfig, cache_dir: Path | None = None) -> None:
     """Do once, ahead of the first /why, what every /why needs: r (`phi_std_for`) and the copy of
-    the weights in the compute dtype. On GPT-2 small that is about 2 s a first /why need not pay."""
+    the weights in the compute dtype. On GPT-2 small that is about 2 s a first /why need not pay.
+    An int8 model keeps no copy (see `explainable`); its r is its own, like its stories'."""
     phi_std_for(loaded, cache_dir)
+    if int8.is_quantized(loaded.model):
+        return
     dtype = compute_dtype_for(config.compute_dtype, loaded.model)
     if dtype is not None and dtype != loaded.model.dtype:
         low_precision_copy(loaded.model, dtype)
+
+
+def explainable(loaded: LoadedModel) -> LoadedModel:
+    """The model /why takes gradients through: `loaded` itself, or for an int8 model an fp32 copy of
+    its (dequantized) weights, made for one /why and dropped after it (`compute_dtype` then applies
+    to the copy as to any model). Int8 serving keeps no fp32 weights, which is its memory saving; a
+    copy costs GPT-2 small its fp32 block weights while it lives and a fraction of a second to make."""
+    if not int8.is_quantized(loaded.model):
+        return loaded
+    return dataclasses.replace(loaded, model=int8.float_copy(loaded.model))
 
 
 BF16_CPU_MIN_PARAMETERS = 50_000_000
@@ -498,15 +512,18 @@ def compute_phi_std(model: PreTrainedModel, passages: Sequence[torch.Tensor]) ->
     floored at a tiny value so a logit that never moves cannot divide by zero.
     """
     head = model.get_output_embeddings()
-    rows = []
+    device = next(model.parameters()).device
+    count, total, squares = 0, 0.0, 0.0
     with torch.no_grad():
         for ids in passages:
-            hidden = model.base_model(input_ids=ids[None].to(head.weight.device), use_cache=False)
-            rows.append(F.linear(hidden.last_hidden_state[0, 1:], head.weight, head.bias).float())
-    logits = torch.cat(rows)
-    if logits.shape[0] < 2:
+            hidden = model.base_model(input_ids=ids[None].to(device), use_cache=False).last_hidden_state[0, 1:]
+            logits = F.linear(hidden, head.weight, head.bias) if isinstance(head, torch.nn.Linear) else head(hidden)
+            logits = logits.double()  # summed passage by passage: no (inputs × vocabulary) matrix of all of them
+            count, total, squares = count + len(logits), total + logits.sum(dim=0), squares + (logits**2).sum(dim=0)
+    if count < 2:
         raise ValueError("r needs at least two inputs")
-    return logits.std(dim=0, correction=0).clamp_min(1e-6).cpu()
+    mean = total / count
+    return (squares / count - mean**2).clamp_min(0).sqrt().float().clamp_min(1e-6).cpu()
 
 
 def phi_std_for(loaded: LoadedModel, cache_dir: Path | None = None) -> torch.Tensor:
@@ -658,6 +675,8 @@ def explain(
 
     start = time.monotonic()
     ids, offsets = tokenize_prompt(loaded, prompt, max_prompt_tokens)
+    phi_std = phi_std_for(loaded, cache_dir)  # the served model's own (int8 too: inference only)
+    loaded = explainable(loaded)
     report = _Progress(progress)
     report(0.0, "Measuring how the model's predictions vary…", force=True)
     budget = config.time_budget_s
@@ -669,7 +688,7 @@ def explain(
         report(fraction, f"Perturbing the prompt: step {steps}, loss {best_loss:.3f}")
 
     with frozen(loaded.model):
-        objective = build_objective(loaded.model, torch.tensor(ids), phi_std_for(loaded, cache_dir))
+        objective = build_objective(loaded.model, torch.tensor(ids), phi_std)
         run = sigmas_fast(
             objective,
             starts=config.starts,

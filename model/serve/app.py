@@ -69,7 +69,7 @@ class _Replica:
         self.config = given.model_copy(update={"service": given.service.model_copy(update=unlimited)})
         model = self.config.model
         self.loaded = load_model(
-            self.config.model_source, model.device, model.dtype, model.compile, model.onednn_linears
+            self.config.model_source, model.device, model.dtype, model.compile, model.onednn_linears, model.precision
         )
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
         self.actor = ray.get_runtime_context().get_actor_name()

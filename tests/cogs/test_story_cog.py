@@ -264,6 +264,33 @@ async def test_replay_writes_a_two_part_story_again_word_for_word(cog) -> None:
     assert copy.text == original.text and [p.seed for p in copy.chain] == [p.seed for p in original.chain]
 
 
+async def test_a_replay_under_another_precision_says_so_and_the_recipe_names_each_parts(cog, tiny_model_dir) -> None:
+    from model.loading import load_model
+    from model.service import ModelService
+
+    interaction = FakeInteraction(OWNER)
+    await run_story(cog, interaction, "Once upon a time", length=8, seed=4)
+    story_id = story_id_of(interaction)
+    assert [p.precision for p in (await cog.stories.get(story_id)).chain] == ["fp32"]
+    details = await press(cog, STRANGER, story_id, "details")
+    assert "seed=4` in fp32" in details.calls[0].kwargs["embed"].description
+    same = FakeInteraction(OWNER)
+    await run_story(cog, same, None, replay=story_id)
+    assert "replayed in" not in final_embed(same).footer.text
+    fp32_service = cog.bot.service
+    int8_service = ModelService(load_model(tiny_model_dir, device="cpu", precision="int8"), fp32_service.config)
+    await int8_service.start()
+    cog.bot.service = int8_service
+    try:
+        replay = FakeInteraction(OWNER)
+        await run_story(cog, replay, None, replay=story_id)
+    finally:
+        cog.bot.service = fp32_service
+        await int8_service.close()
+    assert "This part was written in fp32 and is replayed in int8" in final_embed(replay).footer.text
+    assert [p.precision for p in (await cog.stories.get(story_id_of(replay))).chain] == ["int8"]
+
+
 async def test_empty_prompt_gets_an_ephemeral_error_and_no_defer(cog) -> None:
     interaction = FakeInteraction(OWNER)
     await run_story(cog, interaction, "   ")

@@ -82,3 +82,23 @@ async def test_text_with_nul_and_lone_surrogates_is_kept_alike_on_both_databases
     story_id = await store.stories.create(USER, GUILD, 77, "Once\x00 upon \ud800", SAMPLING)
     await _part(store.stories, story_id, None, " a\x00time")
     assert (await store.stories.get(story_id)).text == "Once\ufffd upon \ufffd a\ufffdtime"
+
+
+async def test_a_part_keeps_the_precision_that_wrote_it_and_older_parts_have_none(store) -> None:
+    stories = store.stories
+    story_id = await stories.create(USER, GUILD, 77, "Once", SAMPLING)
+    older = await _part(stories, story_id, None, " upon")  # kept before precisions were recorded
+    newer = await stories.add_part(
+        story_id,
+        parent_id=older.id,
+        author_id=USER,
+        added="",
+        settings=SAMPLING,
+        seed=2,
+        text=" a time",
+        stop_reason="length",
+        precision="int8",
+    )
+    assert newer.precision == "int8"
+    story = await stories.get(story_id)
+    assert [(p.precision, p.settings) for p in story.chain] == [("", SAMPLING), ("int8", SAMPLING)]

@@ -1,0 +1,266 @@
+"""Int8 weights for GPT-2's big matrices on the CPU: FBGEMM's dynamic int8 linear, batch-invariant.
+
+A decoding step reads every weight once per token, so on the CPU it is bound by memory: int8
+weights are a quarter of fp32's bytes. `torch.ao`'s dynamic quantization runs them through
+FBGEMM: weights int8 with one scale per output channel, activations quantized on the fly to
+uint8, an integer product, then back to fp32. On this project's AVX2 EPYC, one thread, GPT-2
+small's 768 → 2304 layer took 0.097 ms for one row against 0.233 ms in fp32, and its 50257 × 768
+LM head 2.9 ms against 8.8 (`bench/peers.py` has the whole-model numbers).
+
+Plain dynamic quantization picks one activation scale for the whole input tensor, from its
+smallest and largest value: a row's numbers then depend on the other rows of its batch, so a
+story would change with who shares its step (`bench/peers.py` measured 21/24 stories equal alone
+and in a batch). Here each row is divided by its own largest magnitude before the product and
+multiplied back after, and one guard row [1, −1, 0…] is appended, so the tensor's range is
+always exactly [−1, 1] and the scale the same whatever the batch: every row is quantized as it
+would be alone, the integer product is exact, and the rescaling is per element. A row's output is
+then bit for bit the same in any batch (tested), which is what lets the continuous batch keep
+its promise in int8 too.
+
+FBGEMM's `reduce_range` (7-bit activations) is kept: AVX2's 8-bit multiply-add saturates in
+16 bits with full-range inputs. The error this costs is what the precision gate measures.
+
+The fp32 weights of the quantized layers are dropped (the point of int8 is memory as well as
+speed); `float_copy` rebuilds a float model from the int8 weights for what needs gradients
+(/why).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.pytorch_utils import Conv1D
+
+MIN_WEIGHT = 1 << 19
+"""Smaller matrices keep fp32: for them the per-row scaling around the product (four small
+operations) costs more than the bytes saved. On the shipped 4 × 256 model, one story, engine steps
+against fp32 (7 interleaved rounds): every layer in int8 1.12×, only its 8192 × 256 head 0.90×.
+GPT-2 small (matrices of 590K to 38.6M entries): 0.64× with all of them, 0.65× without the 768 × 768 ones."""
+TINY = 1e-30
+"""A row of zeros is divided by this instead of by zero (its product is zero either way)."""
+
+
+def available() -> bool:
+    """Whether this torch build has FBGEMM's int8 kernels (x86 CPU builds do)."""
+    return "fbgemm" in torch.backends.quantized.supported_engines
+
+
+def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Row blocks from `quantize_rows` as one quantized matrix (the same as quantizing it whole)."""
+    if len(parts) == 1:
+        return parts[0]
+    rows = torch.cat([part.int_repr() for part in parts])
+    scales = torch.cat([part.q_per_channel_scales() for part in parts])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        return torch._make_per_channel_quantized_tensor(rows, scales, torch.zeros_like(scales, dtype=torch.long), 0)
+
+
+def quantize_rows(matrix: torch.Tensor) -> torch.Tensor:
+    """`matrix` (rows, columns) in int8 with one symmetric scale per row, as a qint8 tensor."""
+    matrix = matrix.detach().float().contiguous()
+    scales = (torch.linalg.vector_norm(matrix, ord=float("inf"), dim=1) / 127).clamp(min=TINY).double()
+    zeros = torch.zeros(matrix.shape[0], dtype=torch.long)
+    with warnings.catch_warnings():  # torch 2.13 deprecates qint8 tensors; FBGEMM's packing still takes one
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        return torch.quantize_per_channel(matrix, scales, zeros, 0, torch.qint8)
+
+
+class Int8Linear(nn.Module):
+    """y = x Wᵀ + b with W in int8 (per output channel) and x quantized per row; inference only.
+
+    `quantized` is W (out, in) from `quantize_rows`. `transposed` says whether the float layer it
+    replaced was a GPT-2 `Conv1D` (weight stored (in, out)) or an `nn.Linear` (out, in), so
+    `float_weight` gives back the same layout.
+    """
+
+    def __init__(self, quantized: torch.Tensor, bias: torch.Tensor | None, *, transposed: bool) -> None:
+        super().__init__()
+        self.out_features, self.in_features = quantized.shape
+        self.transposed = transposed
+        self.packed = torch.ops.quantized.linear_prepack(quantized, None)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().float().clone(), requires_grad=False)
+        guard = torch.zeros(1, self.in_features)
+        guard[0, 0], guard[0, 1] = 1.0, -1.0
+        self.register_buffer("guard", guard, persistent=False)
+
+    @classmethod
+    def from_float(cls, weight: torch.Tensor, bias: torch.Tensor | None, *, transposed: bool) -> Int8Linear:
+        return cls(quantize_rows(weight.t() if transposed else weight), bias, transposed=transposed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad and torch.is_grad_enabled():
+            raise RuntimeError("int8 layers are for inference; take gradients through `float_copy(model)`")
+        rows = x.reshape(-1, self.in_features).float()
+        peak = torch.linalg.vector_norm(rows, ord=float("inf"), dim=1, keepdim=True).clamp_(min=TINY)
+        product = torch.ops.quantized.linear_dynamic(torch.cat([rows / peak, self.guard]), self.packed, True)
+        product = product[:-1]
+        out = product.mul_(peak) if self.bias is None else torch.addcmul(self.bias, product, peak)
+        return out.view(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def float_weight(self) -> torch.Tensor:
+        """The dequantized weight, in the layout of the layer it replaced."""
+        weight, _ = torch.ops.quantized.linear_unpack(self.packed)
+        matrix = weight.dequantize()
+        return matrix.t().contiguous() if self.transposed else matrix
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per channel"
+
+
+class Int8Embedding(nn.Module):
+    """Token embeddings in int8, one scale per token: the same int8 rows as a tied LM head's, so an
+    int8 model keeps its vocabulary matrix once in int8 rather than once more in fp32 (GPT-2 small:
+    39 MB instead of 154). A lookup reads each row and multiplies it by its scale."""
+
+    def __init__(self, quantized: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("rows", quantized.int_repr(), persistent=False)
+        self.register_buffer("scales", quantized.q_per_channel_scales().float()[:, None], persistent=False)
+        self.num_embeddings, self.embedding_dim = quantized.shape
+
+    def float_weight(self) -> torch.Tensor:
+        """The dequantized matrix (a whole fp32 copy: for `float_copy`, never per step)."""
+        return self.rows.float() * self.scales
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.rows).float() * F.embedding(ids, self.scales)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, int8 per row"
+
+
+WeightReader = Callable[[str, slice | None], torch.Tensor | None]
+"""A layer's weight (or a slice of its rows) read afresh by its module name (None: not found), see
+`safetensors_reader`."""
+CHUNK_ROWS = 4096
+"""The vocabulary matrix is quantized this many rows at a time (GPT-2 small: 12 MB instead of 154)."""
+
+
+def quantize_linears(model: PreTrainedModel, min_weight: int | None = None, read: WeightReader | None = None) -> int:
+    """Swap the model's GPT-2 `Conv1D` layers and its LM head of at least `min_weight` entries
+    (default `MIN_WEIGHT`) for `Int8Linear`; returns how many.
+
+    A head tied to the token embeddings takes them along: both become the same int8 rows
+    (`Int8Embedding`). With `read`, an untied weight is read through it rather than through the
+    loaded model, whose weights `from_pretrained` maps from the file and pages in only when touched:
+    quantizing them in place would page in every fp32 matrix at once (GPT-2 small: 0.5 GB more
+    peak memory).
+    """
+    head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
+    names = {module: name for name, module in model.named_modules()}
+    min_weight = MIN_WEIGHT if min_weight is None else min_weight
+
+    def weight_of(module: nn.Module) -> torch.Tensor:
+        fresh = None if read is None else read(names[module], None)
+        return module.weight if fresh is None else fresh
+
+    def vocabulary_rows(module: nn.Module) -> torch.Tensor:
+        """The vocabulary matrix quantized chunk by chunk, each read afresh (or from the module)."""
+        count, parts = module.weight.shape[0], []
+        for start in range(0, count, CHUNK_ROWS):
+            rows = slice(start, min(start + CHUNK_ROWS, count))
+            fresh = None if read is None else read(names[module], rows)
+            parts.append(quantize_rows(module.weight[rows] if fresh is None else fresh))
+        return _joined(parts)
+
+    swapped = 0
+    if isinstance(head, nn.Linear) and head.weight.numel() >= min_weight:  # first, while memory is emptiest
+        if head.weight is embeddings.weight:
+            quantized = vocabulary_rows(embeddings)
+            model.set_input_embeddings(Int8Embedding(quantized))
+            model.set_output_embeddings(Int8Linear(quantized, head.bias, transposed=False))
+        else:
+            model.set_output_embeddings(Int8Linear(vocabulary_rows(head), head.bias, transposed=False))
+        swapped += 1
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, Conv1D) and child.weight.numel() >= min_weight:
+                setattr(parent, name, Int8Linear.from_float(weight_of(child), child.bias, transposed=True))
+                _trim_heap()
+                swapped += 1
+    return swapped
+
+
+def release_replaced_weights() -> None:
+    """Give back the memory of the fp32 layers just replaced: Hugging Face's modules hold each
+    other in reference cycles, so they go only at a garbage collection; and glibc keeps freed heap
+    memory (the transient fp32 copies quantizing made) until asked to return it. GPT-2 small in
+    int8 held 976 MiB after loading without these, 590 MiB with them."""
+    gc.collect()
+    _trim_heap()
+
+
+def _trim_heap() -> None:
+    """glibc's `malloc_trim`: freed heap pages back to the system (quantizing frees a layer's
+    transient fp32 copies at a time; without it the heap grew by 5 MB a layer on GPT-2 small)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: its allocator keeps what it keeps
+        pass
+
+
+def is_quantized(model: nn.Module) -> bool:
+    return any(isinstance(module, Int8Linear) for module in model.modules())
+
+
+def safetensors_reader(model_dir: str | Path, prefix: str) -> WeightReader | None:
+    """Reads `<module>.weight` from the model directory's safetensors files, one mapping of the file
+    per weight (closed again at once, so its pages leave memory); None without such files. A
+    checkpoint whose keys lack the base model's `prefix` (the hub's original GPT-2) is read too."""
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        return None
+    where = {}
+    for path in files:
+        with safe_open(path, framework="pt") as handle:
+            where.update(dict.fromkeys(handle.keys(), path))
+
+    def read(module: str, rows: slice | None) -> torch.Tensor | None:
+        for key in (f"{module}.weight", f"{module}.weight".removeprefix(f"{prefix}.")):
+            if key in where:
+                with safe_open(where[key], framework="pt") as handle:
+                    return handle.get_tensor(key).clone() if rows is None else handle.get_slice(key)[rows].clone()
+        return None
+
+    return read
+
+
+def float_copy(model: PreTrainedModel, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """A frozen float model with the int8 model's (dequantized) weights, for passes that need
+    gradients. The head is tied to the embeddings again when the config ties them, so the copy
+    costs the block weights in `dtype` once, not the vocabulary matrix twice."""
+    state = {}
+    for name, module in model.named_modules():
+        if isinstance(module, Int8Linear):
+            state[f"{name}.weight"] = module.float_weight()
+            if module.bias is not None:
+                state[f"{name}.bias"] = module.bias
+        elif isinstance(module, Int8Embedding):
+            state[f"{name}.weight"] = module.float_weight()
+    for name, tensor in model.state_dict().items():
+        state.setdefault(name, tensor)
+    with torch.device("meta"):
+        copy = type(model)(model.config)
+    if getattr(model.config, "tie_word_embeddings", False):
+        state.pop(_head_weight_name(copy), None)
+        copy.load_state_dict(state, strict=False, assign=True)
+        copy.tie_weights()
+    else:
+        copy.load_state_dict(state, assign=True)
+    copy.generation_config = model.generation_config
+    return copy.to(dtype).eval().requires_grad_(False)
+
+
+def _head_weight_name(model: PreTrainedModel) -> str:
+    head = model.get_output_embeddings()
+    return next(f"{name}.weight" for name, module in model.named_modules() if module is head)

@@ -1,0 +1,97 @@
+"""A lean decoding step for GPT-2-architecture models: the engine's one token per row, without
+Hugging Face's per-call machinery, and with attention that does not depend on the batch.
+
+`GPT2LMHeadModel.forward` spends more time deciding what to do than the shipped 5.4M model spends
+multiplying: output containers, mask construction, cache dispatch, attention-interface lookup, a
+dozen views per layer. For one row on that model the model call took 3.3 ms against 2.5 ms for the
+same operations called here (`bench/peers.py`). This module calls the model's own layers in the
+model's own order (its `Conv1D`s or their int8 or oneDNN replacements, its activation, its layer
+norms, its LM head), so a row's numbers are exactly those of Hugging Face's forward pass for that
+row alone.
+
+Attention is where a batch changes a row's numbers: rows are left-padded to share the cache, and
+SDPA's sums over the positions then run in other vector lanes than they would alone, so the last
+bits differ. In fp32 that rarely flips a token; in int8 or bf16 a last-bit difference can cross a
+rounding step, and stories changed (21/24 alone vs batched in int8, `bench/peers.py`). So rows are
+attended in runs that share their padding, each over its own positions only (views, no copies):
+the same SDPA call, on the same numbers, as alone. A batch whose rows all have the same length is
+one call; eight stories of eight lengths are eight calls per layer (GPT-2 small: about 2 ms of a
+50 ms step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache, GPT2LMHeadModel, PreTrainedModel
+
+
+class DecodeStep:
+    """One decoding step of a GPT-2 model over a `DynamicCache` whose rows are left-padded."""
+
+    def __init__(self, model: GPT2LMHeadModel) -> None:
+        self.model = model
+        self.body = model.transformer
+        self.blocks = list(self.body.h)
+        self.heads = model.config.n_head
+        self.head_dim = model.config.n_embd // model.config.n_head
+        self.device = model.transformer.wpe.weight.device
+
+    @staticmethod
+    def supports(model: PreTrainedModel) -> bool:
+        """GPT-2 decoder-only models with SDPA attention (the bot's models); others use their forward."""
+        config = model.config
+        return (
+            isinstance(model, GPT2LMHeadModel)
+            and not config.add_cross_attention
+            and config._attn_implementation == "sdpa"
+        )
+
+    def replaces_forward(self) -> bool:
+        """Whether the model's forward is still its class's own, which this step reproduces. A wrapped
+        forward (`model.compile`'s `torch.compile`, an injected fault or delay in a test) is called as is."""
+        return getattr(self.model.forward, "__func__", None) is type(self.model).forward
+
+    def __call__(self, tokens: Sequence[int], lengths: Sequence[int], kv: DynamicCache) -> torch.Tensor:
+        """Next-token logits (rows, vocabulary) for each row's last token.
+
+        `tokens`: the token each row feeds; `lengths`: each row's length with that token (its
+        position is length − 1, and its past is the last length − 1 positions of the cache).
+        Layers are called through `forward` (no module hooks: the model is the bot's, in eval mode,
+        where GPT-2's dropouts return their input as it is, so they are left out).
+        """
+        body, rows = self.body, len(tokens)
+        ids, positions = torch.tensor([tokens, lengths], device=self.device)
+        hidden = (body.wte.forward(ids) + body.wpe.forward(positions - 1))[:, None, :]
+        width = kv.get_seq_length() + 1
+        runs = _runs([width - length for length in lengths])
+        shape = (rows, 1, self.heads, self.head_dim)
+        for block, layer in zip(self.blocks, kv.layers, strict=True):
+            attention, mlp = block.attn, block.mlp
+            query, key, value = attention.c_attn.forward(block.ln_1.forward(hidden)).split(attention.split_size, dim=2)
+            keys, values = layer.update(key.view(shape).transpose(1, 2), value.view(shape).transpose(1, 2))
+            query = query.view(shape).transpose(1, 2)
+            parts = [
+                F.scaled_dot_product_attention(
+                    query[first:last], keys[first:last, :, pad:], values[first:last, :, pad:], scale=attention.scaling
+                )
+                for first, last, pad in runs
+            ]
+            attended = parts[0] if len(parts) == 1 else torch.cat(parts)
+            hidden = attention.c_proj.forward(attended.transpose(1, 2).reshape(rows, 1, -1)) + hidden
+            inner = mlp.act.forward(mlp.c_fc.forward(block.ln_2.forward(hidden)))
+            hidden = mlp.c_proj.forward(inner) + hidden
+        return self.model.lm_head.forward(body.ln_f.forward(hidden))[:, -1, :]
+
+
+def _runs(pads: Sequence[int]) -> list[tuple[int, int, int]]:
+    """Consecutive rows with the same padding, as (first, last + 1, padding)."""
+    runs: list[tuple[int, int, int]] = []
+    for row, pad in enumerate(pads):
+        if runs and runs[-1][2] == pad:
+            runs[-1] = (runs[-1][0], row + 1, pad)
+        else:
+            runs.append((row, row + 1, pad))
+    return runs
