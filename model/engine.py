@@ -261,7 +261,9 @@ class ContinuousBatch:
                 and row.generated >= closing_step(row.max_new_tokens, row.room)
                 and self._bounds.must_close(row.state.text, row.generated, row.max_new_tokens, row.room)
             ):
-                self._bounds.close(scores[index : index + 1])  # out of margin: this token ends the sentence
+                # out of margin: this token ends the sentence (or finishes the word it is in)
+                finish_word = self._bounds.may_finish_word(row.state.text, row.generated, row.max_new_tokens, row.room)
+                self._bounds.close(scores[index : index + 1], finish_word)
         sampling: dict[tuple[float, int, float], list[int]] = {}
         greedy = []
         for index, row in enumerate(rows):

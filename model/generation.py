@@ -19,7 +19,7 @@ from transformers.generation.streamers import BaseStreamer
 from core.service import StopReason
 from core.settings import DecodingSettings
 from model.decoding import SeededSampling, batch_key, to_generation_config
-from model.endings import Boundaries, EndingRules, boundaries_for, closing_step, margin, prompt_ends_word
+from model.endings import WORD_GRACE, Boundaries, EndingRules, boundaries_for, closing_step, margin, prompt_ends_word
 from model.loading import LoadedModel
 
 
@@ -172,7 +172,7 @@ class _RowStopping(StoppingCriteria):
                     if generated >= row.max_new_tokens:
                         row.finishing = StopReason.LENGTH
                 elif beams_each > 1:  # beam search: its cut comes at the end, after its closing token
-                    if generated > closing_step(row.max_new_tokens, row.room) or generated >= row.room:
+                    if generated > closing_step(row.max_new_tokens, row.room) + WORD_GRACE or generated >= row.room:
                         row.finishing = StopReason.LENGTH
                 elif generated > row.max_new_tokens and self.bounds.ends_before(
                     int(input_ids[index, -1]), row.text, generated - 1, row.max_new_tokens, row.room
@@ -284,7 +284,8 @@ class _CloseSentences(LogitsProcessor):
             for beam in range(index * beams_each, (index + 1) * beams_each):
                 text = row._decode(input_ids[beam, self.prompt_length :].tolist())
                 if self.bounds.must_close(text, generated, row.max_new_tokens, row.room):
-                    self.bounds.close(scores[beam : beam + 1])
+                    finish_word = self.bounds.may_finish_word(text, generated, row.max_new_tokens, row.room)
+                    self.bounds.close(scores[beam : beam + 1], finish_word)
         return scores
 
 

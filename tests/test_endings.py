@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from core.settings import DecodingSettings
-from model.endings import OFF, EndingRules, closing_step, sentence_ended
+from model.endings import OFF, WORD_GRACE, EndingRules, closing_step, sentence_ended
 from model.engine import ContinuousBatch
 from model.generation import RowJob, generate_batch
 
@@ -47,7 +48,7 @@ def test_a_story_at_its_length_ends_before_a_new_word_or_with_a_sentence_its_mar
         )[0]
         if out.stop_reason != "length":
             continue
-        assert SAMPLE.max_new_tokens <= out.new_tokens <= last + 1 and sentence_ended(out.continuation)
+        assert SAMPLE.max_new_tokens <= out.new_tokens <= last + WORD_GRACE + 1 and sentence_ended(out.continuation)
         if out.new_tokens <= last:
             assert full.continuation.startswith(out.continuation)
             assert full.continuation[len(out.continuation) :][:1].isspace()
@@ -92,7 +93,7 @@ def test_every_strategy_ends_a_story_at_its_length_with_a_finished_sentence(tiny
         at_length = [out for out in [*static, *continuous] if out.stop_reason == "length"]
         assert at_length, "every story ended by itself: nothing was tested"
         for out in at_length:
-            assert settings.max_new_tokens <= out.new_tokens <= closing_step(settings.max_new_tokens) + 1
+            assert settings.max_new_tokens <= out.new_tokens <= closing_step(settings.max_new_tokens) + WORD_GRACE + 1
             assert sentence_ended(out.continuation), (settings.summary(), out.continuation)
 
 
@@ -117,3 +118,21 @@ def test_beam_search_runs_past_its_length_to_end_its_sentence(tiny_loaded) -> No
     plain = generate_batch(tiny_loaded, [RowJob("Once upon a time", beam, 0, endings=OFF)])[0]
     assert out.stop_reason == "eos" or (out.new_tokens >= 10 and sentence_ended(out.continuation))
     assert plain.new_tokens <= 10
+
+
+def test_a_row_out_of_margin_inside_a_word_may_finish_it_before_its_full_stop(tiny_loaded) -> None:
+    """Forced to close while its text ends in a letter, a row may take a token that continues the
+    word or one that ends the sentence, nothing else; after the grace, only the sentence enders."""
+    from model.endings import boundaries_for
+
+    bounds = boundaries_for(tiny_loaded.tokenizer)
+    step = closing_step(20)
+    assert bounds.may_finish_word("and the prin", step, 20)
+    assert not bounds.may_finish_word("and the prince,", step, 20)  # no word to finish
+    assert not bounds.may_finish_word("and the prin", step + WORD_GRACE, 20)  # grace spent
+    vocab = len(tiny_loaded.tokenizer)
+    finishing = bounds.close(torch.zeros(1, vocab), finish_word=True)[0]
+    strict = bounds.close(torch.zeros(1, vocab))[0]
+    assert torch.equal(torch.isfinite(strict), bounds.closers[:vocab])
+    assert torch.equal(torch.isfinite(finishing), bounds.closers[:vocab] | bounds.glues[:vocab])
+    assert bounds.glues[:vocab].any() and not bounds.glues[:vocab].all()
