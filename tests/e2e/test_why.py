@@ -122,11 +122,11 @@ async def test_why_button_explains_the_storys_next_word_privately_to_anyone(driv
 
 async def test_why_button_on_a_long_story_explains_its_tail_within_the_prompt_limit(driver, reader):
     """A story longer than the prompt limit (128 tokens here) is explained from its last words."""
-    interaction = await story_started(driver, reader, PROMPT, strategy="sampling", seed=5, length=300)
+    interaction = await story_started(driver, reader, PROMPT, strategy="greedy", length=300)
     message = await running(driver, interaction["original_message_id"])
     assert buttons(message)["Why?"]["disabled"] and is_running(message)  # not before the story is written
     story = await finished(driver, interaction["original_message_id"])
     _, reply = await why_pressed(driver, reader, story)
     words = bar_words(reply)
-    assert 10 < len(words) <= 128 and words[0] != PROMPT.split()[0], words
+    assert 4 < len(words) <= 128 and words[0] != PROMPT.split()[0], words
     assert ends_with(story_words(story), words[1:])  # the first may be the end of a cut word
