@@ -12,6 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from core.errors import ModelLoadError
+from model import lean_layers
 from model import precision as precisions
 from model.lm_head import slice_lm_head
 from model.precision import PrecisionChoice
@@ -96,6 +97,7 @@ def load_model(
     slice_lm_head(model)  # a packed head still falls back to it (gradients, copies, 1–2 rows)
     parameters = model.num_parameters()
     precisions.apply(model, choice.mode, source if Path(source).is_dir() else None)
+    lean_layers.apply(model)  # after int8, which replaces the big matrices: only what stays is copied
     if onednn_linears:
         prepack_linears(model)  # fp32 layers only: int8 and bf16 ones keep their own kernels
     if compile:

@@ -25,6 +25,7 @@ import torch
 from transformers import PreTrainedModel
 
 from model import int8
+from model.cpu_features import NATIVE_BF16, cpu_flags
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +45,6 @@ class PrecisionChoice:
 
     mode: str
     reason: str
-
-
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty elsewhere)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
 
 
 @functools.cache
@@ -81,7 +70,7 @@ def not_native(mode: str, device: torch.device) -> str | None:
         return None if int8.available() else "this torch build has no FBGEMM int8 kernels"
     if device.type == "cuda":
         return None if torch.cuda.is_bf16_supported() else "this GPU has no bf16"
-    if cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+    if cpu_flags() & NATIVE_BF16:
         return None
     return "this CPU has no bf16 instructions (AVX-512-BF16 or AMX): torch emulates them, slower than fp32"
 
@@ -96,7 +85,10 @@ def apply(model: PreTrainedModel, mode: str, source: str | Path | None = None) -
         count = int8.quantize_linears(model, read=read)
         int8.release_replaced_weights()
         log.info(
-            "int8: %d matrices of at least %d entries quantized, smaller ones kept in fp32", count, int8.MIN_WEIGHT
+            "int8: %d matrices quantized (FBGEMM from %d entries up%s)",
+            count,
+            int8.MIN_WEIGHT,
+            ", bf16 activations below" if int8.bf16_activations_available() else "; smaller ones kept in fp32",
         )
 
 

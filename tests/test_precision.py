@@ -40,13 +40,24 @@ def loaded_in(tiny_model_dir):
     cache: dict[str, object] = {}
 
     def load(mode: str):
+        """`mode`, or "int8 bf16-activations": int8 with every matrix on the second kernel."""
         if mode not in cache:
             with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(int8, "MIN_WEIGHT", 0)
-                cache[mode] = load_model(tiny_model_dir, device="cpu", precision=mode)
+                if mode == BF16_ACTIVATIONS:
+                    patch.setattr(int8, "MIN_WEIGHT", 1 << 40)
+                    patch.setattr(int8, "MIN_WEIGHT_BF16_ACTIVATIONS", 0)
+                else:
+                    patch.setattr(int8, "MIN_WEIGHT", 0)
+                cache[mode] = load_model(tiny_model_dir, device="cpu", precision=mode.split()[0])
         return cache[mode]
 
     return load
+
+
+BF16_ACTIVATIONS = "int8 bf16-activations"
+native_bf16_only = pytest.mark.skipif(
+    not int8.bf16_activations_available(), reason="the bf16-activations kernel is chosen only where bf16 is native"
+)
 
 
 def test_an_int8_layer_gives_each_row_what_it_gives_it_alone() -> None:
@@ -63,13 +74,53 @@ def test_an_int8_layer_gives_each_row_what_it_gives_it_alone() -> None:
     assert ((together - exact).norm(dim=1) / exact.norm(dim=1)).max() < 0.05  # 8-bit weights, 7-bit rows
 
 
-def test_int8_replaces_every_linear_and_keeps_no_fp32_copy_of_their_weights(loaded_in, tiny_model_dir) -> None:
+@pytest.mark.skipif(not hasattr(torch, "_weight_int8pack_mm"), reason="this torch build has no int8pack kernel")
+def test_the_bf16_activations_kernel_is_close_to_fp32_and_keeps_its_layout() -> None:
+    generator = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(64, 96, generator=generator) * 0.1, torch.randn(96, generator=generator)
+    layer = int8.Int8Linear.from_float(weight, bias, transposed=True, kernel="bf16-activations")  # a Conv1D's (in, out)
+    rows = torch.randn(5, 64, generator=generator)
+    exact = rows @ weight + bias
+    got = layer(rows)
+    assert got.dtype == torch.float32 and got.shape == (5, 96)
+    assert ((got - exact).norm(dim=1) / exact.norm(dim=1)).max() < 0.02  # 8-bit weights, bf16 rows and scales
+    assert layer.float_weight().shape == weight.shape
+    assert ((layer.float_weight() - weight).abs() <= weight.abs().amax(dim=0) / 127).all()
+
+
+@native_bf16_only
+def test_the_bf16_activations_kernel_gives_each_row_what_it_gives_it_alone() -> None:
+    generator = torch.Generator().manual_seed(0)
+    for shape in [(96, 64), (768, 256), (256, 1024)]:
+        weight = torch.randn(*shape, generator=generator) * 0.1
+        layer = int8.Int8Linear.from_float(weight, None, transposed=False, kernel="bf16-activations")
+        rows = torch.randn(11, shape[1], generator=generator) * torch.logspace(-3, 2, 11)[:, None]
+        together = layer(rows)
+        assert all(
+            torch.equal(layer(rows[i : i + n]), together[i : i + n]) for n in (1, 2, 3, 8) for i in range(11 - n)
+        )
+
+
+def test_each_matrix_takes_the_kernel_its_size_pays_for(monkeypatch) -> None:
+    monkeypatch.setattr(int8, "bf16_activations_available", lambda: True)
+    assert int8.kernel_for(int8.MIN_WEIGHT) == "fbgemm"
+    assert int8.kernel_for(int8.MIN_WEIGHT - 1) == "bf16-activations"
+    assert int8.kernel_for(int8.MIN_WEIGHT_BF16_ACTIVATIONS - 1) is None
+    assert int8.kernel_for(10, min_weight=0) == "fbgemm"
+    monkeypatch.setattr(int8, "bf16_activations_available", lambda: False)  # emulated bf16: fp32 is faster
+    assert int8.kernel_for(int8.MIN_WEIGHT - 1) is None and int8.kernel_for(int8.MIN_WEIGHT) == "fbgemm"
+
+
+def test_int8_replaces_every_linear_and_keeps_no_fp32_copy_of_their_weights(
+    loaded_in, tiny_model_dir, monkeypatch
+) -> None:
     model = loaded_in("int8").model
     assert not any(isinstance(m, Conv1D) for m in model.modules())
     quantized = [m for m in model.modules() if isinstance(m, int8.Int8Linear)]
     assert len(quantized) == 4 * model.config.n_layer + 1  # qkv, proj, fc, fc2 per block; the head
     fresh = load_model(tiny_model_dir, device="cpu", precision="fp32").model
-    assert int8.quantize_linears(fresh) == 0  # at the default size threshold, none of the tiny model's
+    monkeypatch.setattr(int8, "bf16_activations_available", lambda: False)
+    assert int8.quantize_linears(fresh) == 0  # at FBGEMM's size threshold, none of the tiny model's
     assert isinstance(model.lm_head, int8.Int8Linear)
     embeddings = model.transformer.wte  # the tied head's int8 rows, looked up and scaled
     assert isinstance(embeddings, int8.Int8Embedding) and embeddings.rows.dtype == torch.int8
@@ -105,13 +156,16 @@ def test_the_lean_step_gives_hugging_faces_logits_for_a_row_alone(loaded_in) -> 
     assert torch.equal(got, expected)
 
 
-@pytest.mark.parametrize("mode", ["fp32", "bf16", "int8"])
+@pytest.mark.parametrize("mode", ["fp32", "bf16", "int8", pytest.param(BF16_ACTIVATIONS, marks=native_bf16_only)])
 def test_each_modes_batched_stories_are_the_stories_alone(loaded_in, mode) -> None:
     """Five stories, three arriving together and two joining while the others are written, through
     the continuous batch: each is the story it writes alone, in this precision (and alone through the
     static path, Hugging Face's `generate`)."""
     loaded = loaded_in(mode)
-    assert loaded.precision.mode == mode
+    assert loaded.precision.mode == mode.split()[0]
+    if mode == BF16_ACTIVATIONS:
+        kernels = {m.kernel for m in loaded.model.modules() if isinstance(m, int8.Int8Linear)}
+        assert kernels == {"bf16-activations"}
     jobs = [RowJob(p, s, seed=7) for p, s in zip(PROMPTS, SETTINGS, strict=True)]
     alone = [_continuous(loaded, [job], [])[0] for job in jobs]
     assert alone == [generate_batch(loaded, [job])[0].continuation for job in jobs]
