@@ -47,7 +47,7 @@ def to_generation_config(
         return GenerationConfig(
             do_sample=True,
             temperature=settings.temperature,
-            top_k=settings.top_k or None,
+            top_k=settings.top_k,  # 0 turns top-k off; None would let `generate` fill in its default 50
             top_p=settings.top_p if settings.top_p < 1.0 else None,
             **common,
         )

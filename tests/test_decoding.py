@@ -210,4 +210,29 @@ def test_generation_config_maps_every_strategy() -> None:
         DecodingSettings(strategy="sampling", top_k=0, top_p=0.9, temperature=0.7), native_sampling=True, **ids
     )
     assert native.do_sample and native.top_p == 0.9 and native.temperature == 0.7
+    assert native.top_k == 0  # off, not None: `generate` would fill None in with its default top-k 50
+
+
+def test_native_sampling_without_top_k_samples_from_the_whole_vocabulary(tiny_loaded) -> None:
+    """The plain Hugging Face comparison must apply the same warpers as the settings say."""
+    model, tokenizer = tiny_loaded.model, tiny_loaded.tokenizer
+    ids = dict(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    applied: list[list[str]] = []
+    own = model._get_logits_processor
+
+    def noting(*args, **kwargs):
+        processors = own(*args, **kwargs)
+        applied.append([type(p).__name__ for p in processors])
+        return processors
+
+    model._get_logits_processor = noting
+    try:
+        for top_k in (0, 40):
+            config = to_generation_config(
+                DecodingSettings(top_k=top_k, temperature=0.8, max_new_tokens=2), native_sampling=True, **ids
+            )
+            model.generate(**tokenizer("Once upon", return_tensors="pt"), generation_config=config)
+    finally:
+        del model._get_logits_processor
+    assert applied == [["TemperatureLogitsWarper"], ["TemperatureLogitsWarper", "TopKLogitsWarper"]]
     assert to_generation_config(DecodingSettings(max_new_tokens=33), **ids).max_new_tokens == 33
