@@ -18,6 +18,7 @@ BENCHMARKS = (
     "concurrency",
     "arrivals",
     "peers",
+    "kernels",
     "memory",
     "floor",
     "exactness",
