@@ -1,7 +1,7 @@
 """Taleweaver against a dedicated CPU inference engine (CTranslate2), same models, same run.
 
-One story at a time (four in turn, summed) and eight at once, with the bot's default decoding (config.yaml: sampling, top-k 40,
-temperature 0.8, repetition penalty 1.1), one thread. Taleweaver runs through its own
+One story at a time (four in turn, summed) and eight at once, with the bot's default decoding
+(config.yaml: sampling, top-k 40, temperature 0.8, repetition penalty 1.1), one thread. Taleweaver runs through its own
 `ModelService` with the bot's config, once per precision mode (`model.precision`: fp32, bf16,
 int8, and what `auto` picks for the model); CTranslate2 runs its `Generator` on the same model
 converted by its own converter, in float32 and int8. Every engine and load is repeated over
@@ -92,9 +92,10 @@ def taleweaver(bench_model: BenchModel, mode: str, new_tokens: int, auto: str) -
                 for i in range(first, first + rows)
             ]
             results = [await stream.result() for stream in streams]
+            took, cpu = time.perf_counter() - started, time.process_time() - cpu  # CTranslate2's timing ends here too
         finally:
             await service.close()
-        return sum(r.new_tokens for r in results), time.perf_counter() - started, time.process_time() - cpu
+        return sum(r.new_tokens for r in results), took, cpu
 
     label = f"Taleweaver {mode}" + (" (auto's choice)" if mode == auto else "")
     return Engine(label, lambda rows, first: asyncio.run(stories(rows, first)))

@@ -69,7 +69,8 @@ class ModelConfig(Section):
         "auto",
         description="The weights' precision for writing stories. auto: the fastest mode that passed this model's "
         "precision gate on this CPU (python -m model.precision_gate MODEL_DIR; held-out bits per byte within 1% of "
-        "fp32, same stories alone and batched), else fp32. int8: FBGEMM weights, CPU only. /why keeps fp32/bf16.",
+        "fp32, same stories alone and batched), else fp32. int8: int8 weights, CPU only (FBGEMM for big matrices, "
+        "bf16 rows for small ones where bf16 is native). /why keeps fp32/bf16.",
     )
     cpu_threads: PositiveInt = Field(
         1,
@@ -77,7 +78,9 @@ class ModelConfig(Section):
         "host made GPT-2-small steps 1.7x faster but ran 6-15x slower with another process on the second core.",
     )
     compile: bool = Field(
-        False, description="torch.compile the model: a little faster on CPU for a slow start; off until proven."
+        False,
+        description="torch.compile the model: off, since on CPU a compiled step measured 2.4-3x slower than the "
+        "eager lean step (docs/performance.md).",
     )
     onednn_linears: bool = Field(
         True,
