@@ -67,6 +67,13 @@ async def test_regenerate_keeps_drafts_and_the_arrows_move_between_them(driver, 
     back = await after_press(driver, reader, forth, "◀")
     continued = await after_press(driver, reader, back, "Continue")
     assert description(continued).startswith(description(first))
+    # Each part has a fresh random seed, and the tiny random model may end a part at its first
+    # token (it did once in a full run): a second press must then go on from the same text.
+    for _ in range(2):
+        if len(description(continued)) > len(description(first)):
+            break
+        continued = await after_press(driver, reader, continued, "Continue")
+        assert description(continued).startswith(description(first))
     assert len(description(continued)) > len(description(first))
 
 
