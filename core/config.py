@@ -111,6 +111,12 @@ class ServiceConfig(Section):
     max_batch_size: PositiveInt = Field(
         8, description="Most stories written together (they join and leave step by step)."
     )
+    stream_interval_s: NonNegativeFloat = Field(
+        0.25,
+        description="Least time between two hand-overs of streamed text from the model's worker to the event loop "
+        "(the first piece goes at once). Each wakes the loop and slowed the worker's steps (docs/performance.md); "
+        "replies are edited at most every discord.edit_interval_s anyway.",
+    )
     continuous_batching: bool = Field(
         True, description="Stories join and leave the running batch at every step; false: whole batches in turn."
     )

@@ -324,7 +324,7 @@ class ModelService:
         """Hand a story to the continuous batch: it is prefilled and joins at the next step."""
         loop = asyncio.get_running_loop()
         if self._relay is None:
-            self._relay = TextRelay(loop)
+            self._relay = TextRelay(loop, self.config.service.stream_interval_s)
         relay, request = self._relay, job.request
         job.started_at = time.monotonic()
         row = RowJob(
@@ -429,7 +429,7 @@ class ModelService:
         second one pasted after the first.
         """
         loop = asyncio.get_running_loop()
-        relay = TextRelay(loop)
+        relay = TextRelay(loop, self.config.service.stream_interval_s)
         started = time.monotonic()
         deadline = started + self.config.service.request_timeout_s
         streamed: list[list[str]] = [[] for _ in batch]

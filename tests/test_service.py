@@ -102,7 +102,7 @@ async def test_streamed_text_is_the_result(make_service) -> None:
 
 
 async def test_text_reaches_the_loop_in_a_few_handovers_first_piece_at_once(make_service) -> None:
-    """The worker hands text over at most every RELAY_INTERVAL_S (plus the first piece at once), not per token."""
+    """The worker hands text over at most every `service.stream_interval_s` (and the first piece at once)."""
     svc = await make_service()
     stream = await svc.story(StoryRequest(1, "Once upon a time", GREEDY.replace(max_new_tokens=150), seed=0))
     arrivals: list[tuple[float, str]] = []
@@ -432,9 +432,7 @@ async def test_a_story_that_arrives_mid_batch_joins_at_once_and_writes_what_it_w
     alone = generate_batch(tiny_loaded, [RowJob(late.prompt, late.settings, late.seed, endings=OFF)])[0].continuation
     svc = await make_service(batch_window_ms=0.0)
     long = await svc.story(StoryRequest(1, "Once upon a time", GREEDY.replace(max_new_tokens=200), seed=0))
-    async for _ in long:  # the long story is being written, a few steps in
-        if svc.engine.stats.steps >= 3:
-            break
+    await _until(lambda: svc.engine.stats.steps >= 3)  # the long story is being written, a few steps in
     steps_before = svc.engine.stats.steps
     stream = await svc.story(late)
     text = await collect(stream)

@@ -105,6 +105,8 @@ def bot_config(model_dir: Path, database: Path) -> dict[str, Any]:
             "request_timeout_s": 30,
             "batch_window_ms": 5,
             "max_batch_size": 8,
+            # Replies here are edited every 0.3 s (below): text must reach the loop more often than that.
+            "stream_interval_s": 0.05,
             # The tiny random model writes byte soup and these tests count tokens: exact lengths
             # (story endings at word and sentence boundaries are tested in tests/test_endings.py).
             "whole_words": False,
