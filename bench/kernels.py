@@ -43,7 +43,7 @@ def read_bandwidth(repeats: int) -> float:
     return repeats * data.numel() * 4 / (time.perf_counter() - started) / 1e9
 
 
-def kernels(out_features: int, in_features: int) -> dict[str, tuple[Callable, int]]:
+def kernels() -> dict[str, tuple[Callable, int]]:
     """Name → (a function from (weight copy, rows) to the product, bytes of one weight copy)."""
     made: dict[str, tuple[Callable, int]] = {
         "fp32, MKL (F.linear)": (lambda w: lambda x: F.linear(x, w), 4),
@@ -92,7 +92,7 @@ def measure(quick: bool) -> list[dict]:
     results = []
     generator = torch.Generator().manual_seed(0)
     for shape_name, (out_features, in_features) in SHAPES.items():
-        for kernel_name, (make, bytes_per_weight) in kernels(out_features, in_features).items():
+        for kernel_name, (make, bytes_per_weight) in kernels().items():
             copies = max(2, COLD_BYTES // (out_features * in_features * bytes_per_weight))
             if quick:
                 copies = min(copies, 8)

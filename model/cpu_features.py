@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 
+import torch
+
 NATIVE_BF16 = frozenset({"avx512_bf16", "amx_bf16"})
 """Flags of CPUs that compute in bf16 (elsewhere torch converts to fp32 and back: slower than fp32)."""
 
@@ -19,3 +21,14 @@ def cpu_flags() -> frozenset[str]:
     except OSError:
         pass
     return frozenset()
+
+
+@functools.cache
+def native_bf16() -> bool:
+    """Whether this CPU has bf16 matmul instructions (AVX-512-BF16 or AMX) that oneDNN uses."""
+    cpu = getattr(torch._C, "_cpu", None)
+    try:
+        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    except AttributeError:
+        pass  # torch 2.13 dropped these; the kernel's CPU flags say the same on Linux
+    return bool(cpu_flags() & NATIVE_BF16)

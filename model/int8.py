@@ -73,7 +73,7 @@ def available() -> bool:
 def bf16_activations_available() -> bool:
     """Whether the int8-weights, bf16-activations kernel is there and the CPU runs bf16 natively
     (elsewhere torch emulates bf16 and the kernel is slower than fp32)."""
-    return hasattr(torch, "_weight_int8pack_mm") and bool(cpu_features.cpu_flags() & cpu_features.NATIVE_BF16)
+    return hasattr(torch, "_weight_int8pack_mm") and cpu_features.native_bf16()
 
 
 def _joined(parts: list[torch.Tensor]) -> torch.Tensor:

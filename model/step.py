@@ -71,6 +71,7 @@ class DecodeStep:
         self.model = model
         self.body = model.transformer
         self.blocks = [_Block.of(block) for block in self.body.h]
+        self.ln_f = _norm(self.body.ln_f)
         self.heads = model.config.n_head
         self.head_dim = model.config.n_embd // model.config.n_head
         self.device = model.transformer.wpe.weight.device
@@ -111,26 +112,17 @@ class DecodeStep:
             )
             keys, values = layer.update(key.view(shape).transpose(1, 2), value.view(shape).transpose(1, 2))
             query = query.view(shape).transpose(1, 2)
-            if len(runs) == 1:
-                attended = F.scaled_dot_product_attention(
-                    query, keys[:, :, runs[0][2] :], values[:, :, runs[0][2] :], scale=attention.scaling
+            parts = [
+                F.scaled_dot_product_attention(
+                    query[first:last], keys[first:last, :, pad:], values[first:last, :, pad:], scale=attention.scaling
                 )
-            else:
-                attended = torch.cat(
-                    [
-                        F.scaled_dot_product_attention(
-                            query[first:last],
-                            keys[first:last, :, pad:],
-                            values[first:last, :, pad:],
-                            scale=attention.scaling,
-                        )
-                        for first, last, pad in runs
-                    ]
-                )
+                for first, last, pad in runs
+            ]
+            attended = parts[0] if len(parts) == 1 else torch.cat(parts)
             hidden = block.attn_proj.forward(attended.transpose(1, 2).reshape(rows, 1, -1)) + hidden
             inner = block.act.forward(block.c_fc.forward(F.layer_norm(hidden, *block.ln_2)))
             hidden = block.mlp_proj.forward(inner) + hidden
-        return self.model.lm_head.forward(F.layer_norm(hidden, *_norm(body.ln_f)))[:, -1, :]
+        return self.model.lm_head.forward(F.layer_norm(hidden, *self.ln_f))[:, -1, :]
 
 
 def _runs(pads: Sequence[int]) -> list[tuple[int, int, int]]:

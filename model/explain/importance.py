@@ -50,7 +50,7 @@ from transformers import PreTrainedModel
 from core.config import WhyConfig
 from core.prompts import PromptKind, check_text, check_token_count
 from core.service import WhyResult, WordImportance
-from model import int8
+from model import cpu_features, int8
 from model.explain.words import group_tokens, importances, word_sigma
 from model.loading import LoadedModel
 
@@ -421,22 +421,8 @@ def compute_dtype_for(setting: str, model: PreTrainedModel) -> torch.dtype | Non
     return torch.bfloat16 if cpu_has_fast_bf16() else None
 
 
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU has bf16 matmul instructions (AVX-512-BF16 or AMX) that oneDNN uses."""
-    cpu = getattr(torch._C, "_cpu", None)
-    try:
-        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
-    except AttributeError:
-        pass  # torch 2.13 dropped these; the kernel's CPU flags say the same on Linux
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
+cpu_has_fast_bf16 = cpu_features.native_bf16
+"""Whether this CPU has bf16 matmul instructions (a module name of its own, for tests to replace)."""
 
 
 def annealed(lr: float, step: int, max_steps: int, floor: float = 0.1) -> float:
