@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import fmt, machine_info, print_table, set_threads, write_json
-from model import int8
+from model import int8, vnni
 from model.cpu_features import NATIVE_BF16, cpu_flags
 
 SHAPES = {"GPT-2 small 768 × 2304": (2304, 768), "shipped 256 × 1024": (1024, 256)}
@@ -72,6 +72,11 @@ def kernels() -> dict[str, tuple[Callable, int]]:
     if hasattr(torch, "_weight_int8pack_mm"):
         made["int8 weights, bf16 rows (Taleweaver's small matrices)"] = (
             lambda w: int8.Int8Linear.from_float(w, None, transposed=False, kernel="bf16-activations"),
+            1,
+        )
+    if vnni.available():
+        made["int8, VNNI, rows quantized alone (Taleweaver's own kernel)"] = (
+            lambda w: int8.Int8Linear.from_float(w, None, transposed=False, kernel="vnni"),
             1,
         )
     return made

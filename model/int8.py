@@ -50,7 +50,8 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
-from model import cpu_features
+from model import cpu_features, vnni
+from model.native import build
 
 MIN_WEIGHT = 1 << 19
 """Smaller matrices keep fp32: for them the per-row scaling around the product (four small
@@ -61,6 +62,8 @@ MIN_WEIGHT_BF16_ACTIVATIONS = 1 << 12
 """Where the CPU has native bf16, matrices of this many entries up to `MIN_WEIGHT` take int8
 weights with bf16 activations (`Int8Linear`'s second kernel); smaller ones (none in a GPT-2 of
 any useful size) keep fp32."""
+MIN_WEIGHT_VNNI = 1 << 12
+"""Where `model/vnni.py`'s kernel runs, it takes every matrix of this many entries up."""
 TINY = 1e-30
 """A row of zeros is divided by this instead of by zero (its product is zero either way)."""
 
@@ -97,7 +100,7 @@ def quantize_rows(matrix: torch.Tensor) -> torch.Tensor:
         return torch.quantize_per_channel(matrix, scales, zeros, 0, torch.qint8)
 
 
-Kernel = Literal["fbgemm", "bf16-activations"]
+Kernel = Literal["fbgemm", "bf16-activations", "vnni"]
 
 
 class Int8Linear(nn.Module):
@@ -116,10 +119,23 @@ class Int8Linear(nn.Module):
         self.out_features, self.in_features = quantized.shape
         self.transposed = transposed
         self.kernel = kernel
-        self.bias = None if bias is None else nn.Parameter(bias.detach().float().clone(), requires_grad=False)
+        bias = None if bias is None else bias.detach().float().clone()
+        if kernel == "vnni":  # a plain tensor for `vnni.Product`
+            self.register_buffer("bias", bias, persistent=False)
+        else:
+            self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
         if kernel == "bf16-activations":
             self.register_buffer("rows", quantized.int_repr().contiguous(), persistent=False)
             self.register_buffer("scales", quantized.q_per_channel_scales().to(torch.bfloat16), persistent=False)
+            return
+        if kernel == "vnni":
+            packed, sums = vnni.pack(quantized.int_repr())
+            scales = torch.zeros(packed.shape[0] * vnni.BLOCK)
+            scales[: self.out_features] = quantized.q_per_channel_scales().float()
+            self.register_buffer("packed", packed, persistent=False)
+            self.register_buffer("scales", scales, persistent=False)
+            self.register_buffer("sums", sums, persistent=False)
+            self.product = vnni.Product(self.packed, self.scales, self.sums, self.bias, self.out_features)
             return
         self.packed = torch.ops.quantized.linear_prepack(quantized, None)
         guard = torch.zeros(1, self.in_features)
@@ -139,6 +155,9 @@ class Int8Linear(nn.Module):
             product = torch._weight_int8pack_mm(x.reshape(-1, self.in_features).bfloat16(), self.rows, self.scales)
             out = product.float() if self.bias is None else torch.add(self.bias, product)  # fp32 out
             return out.view(*x.shape[:-1], self.out_features).to(x.dtype)
+        if self.kernel == "vnni":
+            out = self.product(x.reshape(-1, self.in_features)).view(*x.shape[:-1], self.out_features)
+            return out if x.dtype == torch.float32 else out.to(x.dtype)
         rows = x.reshape(-1, self.in_features).float()
         peak = torch.linalg.vector_norm(rows, ord=float("inf"), dim=1, keepdim=True).clamp_(min=TINY)
         product = torch.ops.quantized.linear_dynamic(torch.cat([rows / peak, self.guard]), self.packed, True)
@@ -146,10 +165,20 @@ class Int8Linear(nn.Module):
         out = product.mul_(peak) if self.bias is None else torch.addcmul(self.bias, product, peak)
         return out.view(*x.shape[:-1], self.out_features).to(x.dtype)
 
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 (nn.Module's signature)
+        """`to`, `float` and the like replace the buffers: the VNNI product is bound to the new ones."""
+        result = super()._apply(fn, recurse)
+        if self.kernel == "vnni":
+            self.product = vnni.Product(self.packed, self.scales, self.sums, self.bias, self.out_features)
+        return result
+
     def float_weight(self) -> torch.Tensor:
         """The dequantized weight, in the layout of the layer it replaced."""
         if self.kernel == "bf16-activations":
             matrix = self.rows.float() * self.scales.float()[:, None]
+        elif self.kernel == "vnni":
+            rows = vnni.unpack(self.packed, self.out_features, self.in_features)
+            matrix = rows.float() * self.scales[: self.out_features, None]
         else:
             weight, _ = torch.ops.quantized.linear_unpack(self.packed)
             matrix = weight.dequantize()
@@ -162,19 +191,35 @@ class Int8Linear(nn.Module):
 class Int8Embedding(nn.Module):
     """Token embeddings in int8, one scale per token: the same int8 rows as a tied LM head's, so an
     int8 model keeps its vocabulary matrix once in int8 rather than once more in fp32 (GPT-2 small:
-    39 MB instead of 154). A lookup reads each row and multiplies it by its scale."""
+    39 MB instead of 154). A lookup reads each row and multiplies it by its scale. Tied to a VNNI
+    head (`sharing`), it reads the head's packed rows, so the matrix is kept only once even then."""
 
     def __init__(self, quantized: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("rows", quantized.int_repr(), persistent=False)
         self.register_buffer("scales", quantized.q_per_channel_scales().float()[:, None], persistent=False)
         self.num_embeddings, self.embedding_dim = quantized.shape
+        self.packed: torch.Tensor | None = None
+
+    @classmethod
+    def sharing(cls, head: Int8Linear) -> Int8Embedding:
+        """Embeddings that look their rows up in a VNNI head's packed matrix."""
+        embedding = cls.__new__(cls)
+        nn.Module.__init__(embedding)
+        embedding.register_buffer("packed", head.packed, persistent=False)
+        embedding.register_buffer("scales", head.scales[: head.out_features, None], persistent=False)
+        embedding.num_embeddings, embedding.embedding_dim = head.out_features, head.in_features
+        return embedding
 
     def float_weight(self) -> torch.Tensor:
         """The dequantized matrix (a whole fp32 copy: for `float_copy`, never per step)."""
+        if self.packed is not None:
+            return vnni.unpack(self.packed, self.num_embeddings, self.embedding_dim).float() * self.scales
         return self.rows.float() * self.scales
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.packed is not None:
+            return vnni.packed_rows(self.packed, ids, self.embedding_dim).float() * F.embedding(ids, self.scales)
         return F.embedding(ids, self.rows).float() * F.embedding(ids, self.scales)
 
     def extra_repr(self) -> str:
@@ -188,9 +233,17 @@ CHUNK_ROWS = 4096
 """The vocabulary matrix is quantized this many rows at a time (GPT-2 small: 12 MB instead of 154)."""
 
 
+def kernels_signature() -> str:
+    """Which int8 kernels this machine runs: Taleweaver's own (named by its source's hash) or torch's."""
+    return build.library_path().stem if vnni.available() else "torch"
+
+
 def kernel_for(entries: int, min_weight: int | None = None) -> Kernel | None:
-    """The kernel for a matrix of this many entries: FBGEMM from `min_weight` (default
-    `MIN_WEIGHT`) up, bf16 activations below it where they are native, else None (fp32 stays)."""
+    """The kernel for a matrix of this many entries: Taleweaver's VNNI kernel from `MIN_WEIGHT_VNNI`
+    up where it runs; else FBGEMM from `min_weight` (default `MIN_WEIGHT`) up, bf16 activations
+    below it where they are native; else None (fp32 stays)."""
+    if entries >= MIN_WEIGHT_VNNI and vnni.available():
+        return "vnni"
     if entries >= (MIN_WEIGHT if min_weight is None else min_weight):
         return "fbgemm"
     if entries >= MIN_WEIGHT_BF16_ACTIVATIONS and bf16_activations_available():
@@ -229,8 +282,10 @@ def quantize_linears(model: PreTrainedModel, min_weight: int | None = None, read
     if kernel:  # first, while memory is emptiest
         if head.weight is embeddings.weight:
             quantized = vocabulary_rows(embeddings)
-            model.set_input_embeddings(Int8Embedding(quantized))
-            model.set_output_embeddings(Int8Linear(quantized, head.bias, transposed=False, kernel=kernel))
+            int8_head = Int8Linear(quantized, head.bias, transposed=False, kernel=kernel)
+            shared = Int8Embedding.sharing(int8_head) if kernel == "vnni" else Int8Embedding(quantized)
+            model.set_input_embeddings(shared)
+            model.set_output_embeddings(int8_head)
         else:
             model.set_output_embeddings(Int8Linear(vocabulary_rows(head), head.bias, transposed=False, kernel=kernel))
         swapped += 1

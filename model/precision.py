@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import platform
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -49,7 +50,9 @@ class PrecisionChoice:
 
 @functools.cache
 def cpu_signature() -> str:
-    """What decides which mode is fastest: the CPU model, its vector features and torch."""
+    """What decides which mode is fastest: the CPU model, its vector features, torch, and which int8
+    kernel runs (a gate measured with another one, or another version of Taleweaver's own, does
+    not apply)."""
     name = platform.processor() or "unknown"
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
@@ -57,7 +60,7 @@ def cpu_signature() -> str:
     except OSError:
         pass
     features = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma")))
-    return f"{name} | {' '.join(features)} | torch {torch.__version__}"
+    return f"{name} | {' '.join(features)} | torch {torch.__version__} | int8 {int8.kernels_signature()}"
 
 
 def not_native(mode: str, device: torch.device) -> str | None:
@@ -84,12 +87,8 @@ def apply(model: PreTrainedModel, mode: str, source: str | Path | None = None) -
         read = None if source is None else int8.safetensors_reader(source, model.base_model_prefix)
         count = int8.quantize_linears(model, read=read)
         int8.release_replaced_weights()
-        log.info(
-            "int8: %d matrices quantized (FBGEMM from %d entries up%s)",
-            count,
-            int8.MIN_WEIGHT,
-            ", bf16 activations below" if int8.bf16_activations_available() else "; smaller ones kept in fp32",
-        )
+        kernels = Counter(m.kernel for m in model.modules() if isinstance(m, int8.Int8Linear))
+        log.info("int8: %d matrices quantized (%s)", count, ", ".join(f"{n} on {k}" for k, n in kernels.items()))
 
 
 def weights_fingerprint(model_dir: str | Path) -> str:

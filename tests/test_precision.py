@@ -15,7 +15,7 @@ from transformers.pytorch_utils import Conv1D
 from core.config import WhyConfig
 from core.errors import ModelLoadError
 from core.settings import DecodingSettings
-from model import int8, precision
+from model import int8, precision, vnni
 from model.engine import ContinuousBatch
 from model.generation import RowJob, generate_batch
 from model.loading import load_model
@@ -40,14 +40,17 @@ def loaded_in(tiny_model_dir):
     cache: dict[str, object] = {}
 
     def load(mode: str):
-        """`mode`, or "int8 bf16-activations": int8 with every matrix on the second kernel."""
+        """`mode`, or "int8 <kernel>": int8 with every matrix on that kernel ("int8" alone: on the
+        kernel this CPU's int8 uses, VNNI where it runs, else FBGEMM)."""
         if mode not in cache:
             with pytest.MonkeyPatch.context() as patch:
                 if mode == BF16_ACTIVATIONS:
                     patch.setattr(int8, "MIN_WEIGHT", 1 << 40)
+                    patch.setattr(int8, "MIN_WEIGHT_VNNI", 1 << 40)
                     patch.setattr(int8, "MIN_WEIGHT_BF16_ACTIVATIONS", 0)
                 else:
                     patch.setattr(int8, "MIN_WEIGHT", 0)
+                    patch.setattr(int8, "MIN_WEIGHT_VNNI", 1 << 40 if mode == FBGEMM else 0)
                 cache[mode] = load_model(tiny_model_dir, device="cpu", precision=mode.split()[0])
         return cache[mode]
 
@@ -55,6 +58,8 @@ def loaded_in(tiny_model_dir):
 
 
 BF16_ACTIVATIONS = "int8 bf16-activations"
+FBGEMM = "int8 fbgemm"
+vnni_only = pytest.mark.skipif(not vnni.available(), reason="without the VNNI kernel, int8 is FBGEMM already")
 native_bf16_only = pytest.mark.skipif(
     not int8.bf16_activations_available(), reason="the bf16-activations kernel is chosen only where bf16 is native"
 )
@@ -102,6 +107,10 @@ def test_the_bf16_activations_kernel_gives_each_row_what_it_gives_it_alone() -> 
 
 
 def test_each_matrix_takes_the_kernel_its_size_pays_for(monkeypatch) -> None:
+    monkeypatch.setattr(vnni, "available", lambda: True)
+    assert int8.kernel_for(int8.MIN_WEIGHT) == "vnni" and int8.kernel_for(int8.MIN_WEIGHT_VNNI) == "vnni"
+    assert int8.kernel_for(int8.MIN_WEIGHT_VNNI - 1) is None
+    monkeypatch.setattr(vnni, "available", lambda: False)  # no VNNI or no compiler: torch's kernels
     monkeypatch.setattr(int8, "bf16_activations_available", lambda: True)
     assert int8.kernel_for(int8.MIN_WEIGHT) == "fbgemm"
     assert int8.kernel_for(int8.MIN_WEIGHT - 1) == "bf16-activations"
@@ -120,10 +129,12 @@ def test_int8_replaces_every_linear_and_keeps_no_fp32_copy_of_their_weights(
     assert len(quantized) == 4 * model.config.n_layer + 1  # qkv, proj, fc, fc2 per block; the head
     fresh = load_model(tiny_model_dir, device="cpu", precision="fp32").model
     monkeypatch.setattr(int8, "bf16_activations_available", lambda: False)
+    monkeypatch.setattr(vnni, "available", lambda: False)
     assert int8.quantize_linears(fresh) == 0  # at FBGEMM's size threshold, none of the tiny model's
     assert isinstance(model.lm_head, int8.Int8Linear)
     embeddings = model.transformer.wte  # the tied head's int8 rows, looked up and scaled
-    assert isinstance(embeddings, int8.Int8Embedding) and embeddings.rows.dtype == torch.int8
+    stored = embeddings.rows if embeddings.packed is None else embeddings.packed
+    assert isinstance(embeddings, int8.Int8Embedding) and stored.dtype == torch.int8
     ids = torch.tensor([[3, 0, 250]])
     exact = loaded_in("fp32").model.transformer.wte(ids)
     assert torch.equal(embeddings(ids), embeddings.float_weight()[ids])
@@ -156,16 +167,25 @@ def test_the_lean_step_gives_hugging_faces_logits_for_a_row_alone(loaded_in) -> 
     assert torch.equal(got, expected)
 
 
-@pytest.mark.parametrize("mode", ["fp32", "bf16", "int8", pytest.param(BF16_ACTIVATIONS, marks=native_bf16_only)])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "fp32",
+        "bf16",
+        "int8",
+        pytest.param(FBGEMM, marks=vnni_only),
+        pytest.param(BF16_ACTIVATIONS, marks=native_bf16_only),
+    ],
+)
 def test_each_modes_batched_stories_are_the_stories_alone(loaded_in, mode) -> None:
     """Five stories, three arriving together and two joining while the others are written, through
     the continuous batch: each is the story it writes alone, in this precision (and alone through the
     static path, Hugging Face's `generate`)."""
     loaded = loaded_in(mode)
     assert loaded.precision.mode == mode.split()[0]
-    if mode == BF16_ACTIVATIONS:
+    if mode in (BF16_ACTIVATIONS, FBGEMM):
         kernels = {m.kernel for m in loaded.model.modules() if isinstance(m, int8.Int8Linear)}
-        assert kernels == {"bf16-activations"}
+        assert kernels == {mode.split()[1]}
     jobs = [RowJob(p, s, seed=7) for p, s in zip(PROMPTS, SETTINGS, strict=True)]
     alone = [_continuous(loaded, [job], [])[0] for job in jobs]
     assert alone == [generate_batch(loaded, [job])[0].continuation for job in jobs]

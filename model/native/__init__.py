@@ -1,0 +1,1 @@
+"""C kernels of Taleweaver's own, compiled on first use (`build.py`)."""
