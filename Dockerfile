@@ -4,6 +4,17 @@
 # A CUDA image: --build-arg BASE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 \
 #   --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126   (the base must bring python3.11+ and pip)
 ARG BASE=python:3.11-slim-bookworm
+
+# Taleweaver's int8 kernel (model/native/int8_gemm.c) is compiled here, where a C compiler is, and
+# only the library goes into the image (model/native/build.py names it after its source's hash).
+FROM ${BASE} AS native
+RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY model/__init__.py ./model/
+COPY model/native ./model/native
+RUN TALEWEAVER_NATIVE_DIR=/opt/taleweaver/native python -m model.native.build
+
 FROM ${BASE}
 
 ARG TORCH_SPEC=torch==2.13.0
@@ -12,7 +23,8 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HF_HUB_DISABLE_PROGRESS_BARS=1 \
-    TOKENIZERS_PARALLELISM=false
+    TOKENIZERS_PARALLELISM=false \
+    TALEWEAVER_NATIVE_DIR=/opt/taleweaver/native
 
 WORKDIR /app
 RUN useradd --create-home --uid 10001 taleweaver
@@ -22,6 +34,7 @@ COPY requirements.txt ./
 RUN python -m pip install --index-url "${TORCH_INDEX}" "${TORCH_SPEC}" \
  && python -m pip install -r requirements.txt
 
+COPY --from=native /opt/taleweaver/native /opt/taleweaver/native
 COPY bot.py config.yaml ./
 COPY core ./core
 COPY cogs ./cogs

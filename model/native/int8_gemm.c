@@ -43,7 +43,7 @@
 #else
 #define PREFETCH(p) ((void)0)
 #endif
-#define ROWS 6     /* rows per register tile: 6 x 4 accumulators + 4 weight vectors <= 32 zmm */
+#define ROWS 6     /* rows per register tile: 6 x 4 accumulators + 4 weight vectors <= 32 zmm (4 did no better) */
 
 int tw_int8_gemm_version(void) { return 1; }
 
@@ -132,6 +132,52 @@ static inline __attribute__((always_inline)) void tile(
     }
 }
 
+/* One row times two blocks far apart in memory, at once: two sequential streams of weights. One
+ * core read more that way (weights from memory, GB/s, against one stream: 768 x 2304 8.7 / 8.3,
+ * 3072 x 768 9.4 / 8.7, the 50257 x 768 head 10.9 / 9.6; GPT-2 small's engine step 5 % faster). */
+static void tile1_two(const uint8_t *q, const float *scale_x, const int32_t *zero_x, const int8_t *wa,
+                      const int8_t *wb, int64_t k4, const float *scale_w, const int32_t *sum_w, const float *bias,
+                      float *y, int64_t na, int64_t nb, int64_t n) {
+    __m512i acc[2][4];
+#pragma GCC unroll 2
+    for (int s = 0; s < 2; ++s)
+#pragma GCC unroll 4
+        for (int b = 0; b < 4; ++b) acc[s][b] = _mm512_setzero_si512();
+    for (int64_t g = 0; g < k4; ++g) {
+        const int8_t *ga = wa + g * 256, *gb = wb + g * 256;
+        PREFETCH(ga);
+        PREFETCH(gb);
+        int32_t four;
+        memcpy(&four, q + g * 4, 4);
+        __m512i a = _mm512_set1_epi32(four);
+#pragma GCC unroll 4
+        for (int b = 0; b < 4; ++b) {
+            acc[0][b] = _mm512_dpbusd_epi32(acc[0][b], a, _mm512_load_si512((const void *)(ga + 64 * b)));
+            acc[1][b] = _mm512_dpbusd_epi32(acc[1][b], a, _mm512_load_si512((const void *)(gb + 64 * b)));
+        }
+    }
+    int32_t sums[2][4][16] __attribute__((aligned(64)));
+#pragma GCC unroll 2
+    for (int s = 0; s < 2; ++s)
+#pragma GCC unroll 4
+        for (int b = 0; b < 4; ++b) _mm512_store_si512((void *)sums[s][b], acc[s][b]);
+    __m512i zp = _mm512_set1_epi32(zero_x[0]);
+    __m512 sx = _mm512_set1_ps(scale_x[0]);
+    for (int s = 0; s < 2; ++s) {
+        int64_t n0 = s ? nb : na;
+        for (int b = 0; b < 4; ++b) {
+            int64_t col = n0 + b * 16;
+            if (col >= n) break;
+            __mmask16 mask = n - col >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - col)) - 1u);
+            __m512i exact = _mm512_sub_epi32(_mm512_load_si512((const void *)sums[s][b]),
+                                             _mm512_mullo_epi32(zp, _mm512_loadu_si512(sum_w + col)));
+            __m512 out = _mm512_mul_ps(_mm512_cvtepi32_ps(exact), _mm512_mul_ps(sx, _mm512_loadu_ps(scale_w + col)));
+            if (bias) out = _mm512_add_ps(out, _mm512_maskz_loadu_ps(mask, bias + col));
+            _mm512_mask_storeu_ps(y + col, mask, out);
+        }
+    }
+}
+
 /* x: (m, k) fp32 rows; w: packed (blocks, k4, 64, 4) int8, 64-byte aligned; scale_w, sum_w: per
  * padded output; bias: n values or NULL; y: (m, n) fp32. Returns 0, or -1 when memory ran out. */
 int tw_int8_gemm(const float *x, int64_t m, int64_t k, const int8_t *w, int64_t blocks, const float *scale_w,
@@ -145,6 +191,17 @@ int tw_int8_gemm(const float *x, int64_t m, int64_t k, const int8_t *w, int64_t 
         return -1;
     }
     for (int64_t r = 0; r < m; ++r) quantize_row(x + r * k, k, k4, q + r * q_stride, scale_x + r, zero_x + r);
+    if (m == 1 && blocks >= 2) {
+        int64_t half = blocks / 2;
+        for (int64_t blk = 0; blk < half; ++blk)
+            tile1_two(q, scale_x, zero_x, w + blk * k4 * 256, w + (blk + half) * k4 * 256, k4, scale_w, sum_w, bias,
+                      y, blk * BLOCK, (blk + half) * BLOCK, n);
+        if (blocks % 2)
+            tile(1, q, q_stride, scale_x, zero_x, w + (blocks - 1) * k4 * 256, k4, scale_w, sum_w, bias, y, n,
+                 (blocks - 1) * BLOCK, n);
+        free(q); free(scale_x); free(zero_x);
+        return 0;
+    }
     for (int64_t blk = 0; blk < blocks; ++blk) {
         const int8_t *wb = w + blk * k4 * 256;
         int64_t n0 = blk * BLOCK;
@@ -158,7 +215,7 @@ int tw_int8_gemm(const float *x, int64_t m, int64_t k, const int8_t *w, int64_t 
             case 3: tile(3, qr, q_stride, scale_x + r0, zero_x + r0, wb, k4, scale_w, sum_w, bias, yr, n, n0, n); break;
             case 4: tile(4, qr, q_stride, scale_x + r0, zero_x + r0, wb, k4, scale_w, sum_w, bias, yr, n, n0, n); break;
             case 5: tile(5, qr, q_stride, scale_x + r0, zero_x + r0, wb, k4, scale_w, sum_w, bias, yr, n, n0, n); break;
-            default: tile(6, qr, q_stride, scale_x + r0, zero_x + r0, wb, k4, scale_w, sum_w, bias, yr, n, n0, n); break;
+            default: tile(ROWS, qr, q_stride, scale_x + r0, zero_x + r0, wb, k4, scale_w, sum_w, bias, yr, n, n0, n); break;
             }
         }
     }
