@@ -69,8 +69,9 @@ class ModelConfig(Section):
         "auto",
         description="The weights' precision for writing stories. auto: the fastest mode that passed this model's "
         "precision gate on this CPU (python -m model.precision_gate MODEL_DIR; held-out bits per byte within 1% of "
-        "fp32, same stories alone and batched), else fp32. int8: int8 weights, CPU only (FBGEMM for big matrices, "
-        "bf16 rows for small ones where bf16 is native). /why keeps fp32/bf16.",
+        "fp32, same stories alone and batched), else fp32. int8: int8 weights, CPU only (Taleweaver's own kernel "
+        "where the CPU has AVX-512 VNNI and a C compiler is there, one thread whatever cpu_threads says; else FBGEMM "
+        "for big matrices, bf16 rows for small ones where bf16 is native). /why keeps fp32/bf16.",
     )
     cpu_threads: PositiveInt = Field(
         1,

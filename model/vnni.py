@@ -13,6 +13,7 @@ where there is no compiler or no VNNI, `available()` is False and int8 keeps tor
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import functools
 import logging
@@ -142,6 +143,11 @@ class Product:
             packed.data_ptr(), packed.shape[0], scales.data_ptr(), sums.data_ptr(),
             0 if bias is None else bias.data_ptr(),
         )  # fmt: skip
+
+    def __deepcopy__(self, memo: dict) -> Product:
+        """A copy bound to the copies of its tensors (the copied module's own buffers, through `memo`)."""
+        packed, scales, sums, bias = (copy.deepcopy(t, memo) for t in self._tensors)
+        return Product(packed, scales, sums, bias, self.out_features)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != torch.float32:

@@ -5,6 +5,7 @@ be built."""
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import pytest
@@ -83,12 +84,26 @@ def test_a_tied_vnni_head_and_its_embeddings_share_one_packed_matrix(tiny_model_
     model = load_model(tiny_model_dir, device="cpu", precision="int8").model
     head, embeddings = model.lm_head, model.transformer.wte
     assert head.kernel == "vnni" and embeddings.packed.data_ptr() == head.packed.data_ptr()
+    bound = [t for m in layers_of(model) for t in m.product._tensors if t is not None]
+    buffers = {t.data_ptr() for m in layers_of(model) for t in m.buffers()}
+    assert {t.data_ptr() for t in bound} == buffers  # loading's later steps kept the tensors the kernel reads
     int8_storages = {b.data_ptr() for _, b in model.named_buffers(remove_duplicate=False) if b.dtype == torch.int8}
-    layers = [m for m in model.modules() if isinstance(m, int8.Int8Linear)]
-    assert int8_storages == {m.packed.data_ptr() for m in layers}  # the vocabulary matrix once, not twice
+    assert int8_storages == {m.packed.data_ptr() for m in layers_of(model)}  # the vocabulary matrix once, not twice
     ids = torch.tensor([[3, 0, model.config.vocab_size - 1]])
     assert torch.equal(embeddings(ids), embeddings.float_weight()[ids])
     assert torch.equal(embeddings.float_weight(), head.float_weight())
+
+
+@needs_vnni
+def test_a_copied_vnni_layer_reads_its_own_weights() -> None:
+    generator = torch.Generator().manual_seed(0)
+    layer = int8.Int8Linear.from_float(torch.randn(96, 64, generator=generator), None, transposed=False, kernel="vnni")
+    x = torch.randn(3, 64, generator=generator)
+    twin = copy.deepcopy(layer)
+    assert twin.product._tensors[0] is twin.packed and twin.packed.data_ptr() != layer.packed.data_ptr()
+    expected = layer(x)
+    layer.packed.zero_()
+    assert torch.equal(twin(x), expected) and not torch.equal(layer(x), expected)
 
 
 def test_without_a_compiler_int8_keeps_torchs_kernels(tmp_path, monkeypatch, caplog) -> None:
@@ -137,3 +152,7 @@ def test_the_library_is_built_once_per_source_version(tmp_path, monkeypatch) -> 
 def _clear_caches() -> None:
     vnni._library.cache_clear()
     vnni._function.cache_clear()
+
+
+def layers_of(model: torch.nn.Module) -> list[int8.Int8Linear]:
+    return [m for m in model.modules() if isinstance(m, int8.Int8Linear)]
