@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch.nn import Module
 from transformers import DynamicCache, GPT2LMHeadModel, PreTrainedModel
 
+from model import decode_attention
+
 
 @dataclass(frozen=True)
 class _Block:
@@ -75,6 +77,8 @@ class DecodeStep:
         self.heads = model.config.n_head
         self.head_dim = model.config.n_embd // model.config.n_head
         self.device = model.transformer.wpe.weight.device
+        self.own_attention = decode_attention.supports(self.head_dim, model.transformer.wpe.weight.dtype, self.device)
+        """Taleweaver's attention kernel (`model.decode_attention`) instead of SDPA run by run."""
 
     @staticmethod
     def supports(model: PreTrainedModel) -> bool:
@@ -103,7 +107,8 @@ class DecodeStep:
         ids, positions = torch.tensor([tokens, lengths], device=self.device)
         hidden = (body.wte.forward(ids) + body.wpe.forward(positions - 1))[:, None, :]
         width = kv.get_seq_length() + 1
-        runs = _runs([width - length for length in lengths])
+        pads = [width - length for length in lengths]
+        runs = None if self.own_attention else _runs(pads)
         shape = (rows, 1, self.heads, self.head_dim)
         for block, layer in zip(self.blocks, kv.layers, strict=True):
             attention = block.attention
@@ -111,18 +116,28 @@ class DecodeStep:
                 attention.split_size, dim=2
             )
             keys, values = layer.update(key.view(shape).transpose(1, 2), value.view(shape).transpose(1, 2))
-            query = query.view(shape).transpose(1, 2)
-            parts = [
-                F.scaled_dot_product_attention(
-                    query[first:last], keys[first:last, :, pad:], values[first:last, :, pad:], scale=attention.scaling
-                )
-                for first, last, pad in runs
-            ]
-            attended = parts[0] if len(parts) == 1 else torch.cat(parts)
-            hidden = block.attn_proj.forward(attended.transpose(1, 2).reshape(rows, 1, -1)) + hidden
+            if runs is None:
+                attended = decode_attention.attend(query.view(rows, -1), keys, values, pads, attention.scaling)
+                hidden = block.attn_proj.forward(attended.view(rows, 1, -1)) + hidden
+            else:
+                attended = _attend_by_runs(query.view(shape).transpose(1, 2), keys, values, runs, attention.scaling)
+                hidden = block.attn_proj.forward(attended.transpose(1, 2).reshape(rows, 1, -1)) + hidden
             inner = block.act.forward(block.c_fc.forward(F.layer_norm(hidden, *block.ln_2)))
             hidden = block.mlp_proj.forward(inner) + hidden
         return self.model.lm_head.forward(F.layer_norm(hidden, *self.ln_f))[:, -1, :]
+
+
+def _attend_by_runs(
+    query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, runs: list[tuple[int, int, int]], scale: float
+) -> torch.Tensor:
+    """SDPA for each run of equally padded rows over its own positions (the same call as alone)."""
+    parts = [
+        F.scaled_dot_product_attention(
+            query[first:last], keys[first:last, :, pad:], values[first:last, :, pad:], scale=scale
+        )
+        for first, last, pad in runs
+    ]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _runs(pads: Sequence[int]) -> list[tuple[int, int, int]]:

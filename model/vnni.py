@@ -14,56 +14,25 @@ where there is no compiler or no VNNI, `available()` is False and int8 keeps tor
 from __future__ import annotations
 
 import copy
-import ctypes
-import functools
-import logging
 import mmap
-import subprocess
 from collections.abc import Callable
 
 import torch
 
-from model import cpu_features
-from model.native import build
+from model.native import library
 
-log = logging.getLogger(__name__)
-
-NEEDED_FLAGS = frozenset({"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni"})
 BLOCK = 64
 HUGE_PAGE = 2 << 20
 """Outputs per block of the packed layout (four AVX-512 vectors of 16)."""
 
 
-@functools.cache
-def _library() -> ctypes.CDLL | None:
-    """The compiled kernel, or None where it cannot run here (logged once, why)."""
-    if not NEEDED_FLAGS <= cpu_features.cpu_flags():
-        log.info("int8 VNNI kernel: this CPU lacks AVX-512 VNNI; torch's int8 kernels serve")
-        return None
-    try:
-        library = ctypes.CDLL(str(build.built_library()))
-    except (OSError, subprocess.SubprocessError) as error:
-        detail = getattr(error, "stderr", b"") or b""
-        log.warning("int8 VNNI kernel unavailable (%s %s); torch's int8 kernels serve", error, detail.decode()[-500:])
-        return None
-    function = library.tw_int8_gemm
-    function.restype = ctypes.c_int
-    function.argtypes = [
-        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
-        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-    ]  # fmt: skip
-    return library
-
-
-@functools.cache
 def _function() -> Callable[..., int] | None:
-    library = _library()
-    return None if library is None else library.tw_int8_gemm
+    return library.function("tw_int8_gemm")
 
 
 def available() -> bool:
     """Whether the kernel runs on this machine (VNNI present, compiled and loaded)."""
-    return _library() is not None
+    return library.load() is not None
 
 
 def pack(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,7 +15,7 @@ from transformers.pytorch_utils import Conv1D
 from core.config import WhyConfig
 from core.errors import ModelLoadError
 from core.settings import DecodingSettings
-from model import int8, precision, vnni
+from model import decode_attention, int8, precision, vnni
 from model.engine import ContinuousBatch
 from model.generation import RowJob, generate_batch
 from model.loading import load_model
@@ -155,16 +155,27 @@ def test_int8_logits_stay_close_to_fp32(loaded_in) -> None:
     assert ((quantized - exact).norm() / exact.norm()) < 0.05
 
 
-def test_the_lean_step_gives_hugging_faces_logits_for_a_row_alone(loaded_in) -> None:
-    """fp32: the decode step calls the model's own layers in its own order: bit for bit its forward."""
+@pytest.mark.parametrize(
+    "own_attention",
+    [False, pytest.param(True, marks=pytest.mark.skipif(not decode_attention.available(), reason="no kernel"))],
+)
+def test_the_lean_step_gives_hugging_faces_logits_for_a_row_alone(loaded_in, own_attention) -> None:
+    """fp32: the decode step calls the model's own layers in its own order: bit for bit its forward
+    with SDPA; within float rounding with Taleweaver's attention kernel (another summation order)."""
     loaded = loaded_in("fp32")
     model, ids = loaded.model, torch.tensor([[5, 17, 42, 9, 100]])
+    step = DecodeStep(model)
+    assert step.own_attention == decode_attention.available()  # the default wherever the kernel runs
+    step.own_attention = own_attention
     with torch.inference_mode():
         past = model(input_ids=ids[:, :-1], use_cache=True)
         expected = model(input_ids=ids[:, -1:], cache=past.cache, use_cache=True).logits[:, -1]
         again = model(input_ids=ids[:, :-1], use_cache=True)
-        got = DecodeStep(model)([int(ids[0, -1])], [ids.shape[1]], again.cache)
-    assert torch.equal(got, expected)
+        got = step([int(ids[0, -1])], [ids.shape[1]], again.cache)
+    if own_attention:
+        assert not torch.equal(got, expected) and torch.allclose(got, expected, rtol=0, atol=1e-5)
+    else:
+        assert torch.equal(got, expected)
 
 
 @pytest.mark.parametrize(

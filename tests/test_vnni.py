@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from model import int8, vnni
-from model.native import build
+from model.native import build, library
 
 needs_vnni = pytest.mark.skipif(not vnni.available(), reason="this CPU has no AVX-512 VNNI (or no C compiler)")
 SHAPES = [(96, 64), (100, 30), (2304, 768), (65, 7), (1, 4)]
@@ -108,13 +108,13 @@ def test_a_copied_vnni_layer_reads_its_own_weights() -> None:
 
 def test_without_a_compiler_int8_keeps_torchs_kernels(tmp_path, monkeypatch, caplog) -> None:
     monkeypatch.setenv("TALEWEAVER_NATIVE_DIR", str(tmp_path / "native"))
-    monkeypatch.setattr(vnni.cpu_features, "cpu_flags", lambda: vnni.NEEDED_FLAGS)
+    monkeypatch.setattr(library.cpu_features, "cpu_flags", lambda: library.NEEDED_FLAGS)
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     _clear_caches()
     try:
-        with caplog.at_level(logging.WARNING, logger="model.vnni"):
+        with caplog.at_level(logging.WARNING, logger="model.native.library"):
             assert not vnni.available()
-        assert "int8 VNNI kernel unavailable" in caplog.text
+        assert "kernels unavailable" in caplog.text and "no-such-compiler" in caplog.text
         assert int8.kernel_for(int8.MIN_WEIGHT) == "fbgemm"
         packed, sums = vnni.pack(torch.ones(4, 4, dtype=torch.int8))
         with pytest.raises(RuntimeError, match="not available"):
@@ -125,7 +125,7 @@ def test_without_a_compiler_int8_keeps_torchs_kernels(tmp_path, monkeypatch, cap
 
 def test_a_cpu_without_vnni_never_builds_it(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TALEWEAVER_NATIVE_DIR", str(tmp_path / "native"))
-    monkeypatch.setattr(vnni.cpu_features, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    monkeypatch.setattr(library.cpu_features, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
     _clear_caches()
     try:
         assert not vnni.available()
@@ -150,8 +150,7 @@ def test_the_library_is_built_once_per_source_version(tmp_path, monkeypatch) -> 
 
 
 def _clear_caches() -> None:
-    vnni._library.cache_clear()
-    vnni._function.cache_clear()
+    library.load.cache_clear()
 
 
 def layers_of(model: torch.nn.Module) -> list[int8.Int8Linear]:

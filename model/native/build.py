@@ -1,5 +1,5 @@
-"""Compiles `int8_gemm.c` into a shared library, once per source version (no torch needed here, so
-a Docker build stage can run it: `python -m model.native.build`).
+"""Compiles Taleweaver's C kernels (`SOURCES`) into one shared library, once per source version (no
+torch needed here, so a Docker build stage can run it: `python -m model.native.build`).
 
 The library is named after a hash of the source and the compiler flags and written atomically
 (compiled into a scratch file, then renamed), so processes that start together agree on it and a
@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("int8_gemm.c")
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("int8_gemm.c", "decode_attention.c"))
 FLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni", "-ffp-contract=off")
 """AVX-512 VNNI is asked for explicitly (not -march=native), so a library built on one machine runs
 on any CPU that has these features; no FMA contraction, so a plain-torch reference matches it."""
@@ -28,8 +28,8 @@ def build_dir() -> Path:
 
 
 def library_path() -> Path:
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
-    return build_dir() / f"int8_gemm-{digest}.so"
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in SOURCES) + " ".join(FLAGS).encode())
+    return build_dir() / f"taleweaver-kernels-{digest.hexdigest()[:16]}.so"
 
 
 def built_library() -> Path:
@@ -44,7 +44,7 @@ def built_library() -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         built = Path(scratch) / target.name
-        command = [compiler, *FLAGS, "-fPIC", "-shared", "-o", str(built), str(SOURCE), "-lm"]
+        command = [compiler, *FLAGS, "-fPIC", "-shared", "-o", str(built), *map(str, SOURCES), "-lm"]
         subprocess.run(command, check=True, capture_output=True, timeout=120)
         os.replace(built, target)
     return target

@@ -1,0 +1,56 @@
+"""Attention for the lean step's one new token per row, in Taleweaver's own kernel
+(`model/native/decode_attention.c`) where it runs, else None and the step keeps torch's SDPA.
+
+The step used to call SDPA once per run of equally padded rows, so that a row's numbers did not
+depend on its batch; the kernel attends every row over its own positions in one call, with the
+same guarantee (each row and head is summed in a fixed order of its own), and without SDPA's cost
+for a one-position query (`bench/kernels.py`). Its numbers are not SDPA's to the last bit (another
+summation order, its own exp): a story is the same alone and in any batch of the continuous path,
+and within about 1e-6 of Hugging Face's forward pass.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from model.native import library
+
+
+def available() -> bool:
+    return library.function("tw_decode_attention") is not None
+
+
+def supports(head_dim: int, dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether the kernel takes this model's attention (fp32 on the CPU, heads of 16·k ≤ 256 values)."""
+    shape_fits = head_dim % 16 == 0 and 0 < head_dim <= 256
+    return device.type == "cpu" and dtype == torch.float32 and shape_fits and available()
+
+
+def attend(
+    query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pads: list[int], scale: float
+) -> torch.Tensor:
+    """query (rows, heads·dim); keys and values (rows, heads, width, dim) views of the cache, whose
+    positions are rows of `dim` contiguous floats; row r attends positions pads[r]… → (rows, heads·dim)."""
+    function = library.function("tw_decode_attention")
+    if function is None:
+        raise RuntimeError("the decode attention kernel is not available on this machine")
+    rows, heads, width, dim = keys.shape
+    if (
+        keys.stride() != values.stride()
+        or keys.stride()[2:] != (dim, 1)
+        or query.stride(-1) != 1
+        or query.shape != (rows, heads * dim)
+        or len(pads) != rows
+        or any(not 0 <= pad < width for pad in pads)
+    ):
+        raise ValueError("attend takes cache views with contiguous positions, and a position for every row")
+    out = torch.empty(rows, heads * dim)
+    padding = torch.tensor(pads, dtype=torch.int64)
+    scratch = torch.empty(width)
+    status = function(
+        query.data_ptr(), query.stride(0), keys.data_ptr(), values.data_ptr(), keys.stride(0), keys.stride(1),
+        rows, heads, dim, width, padding.data_ptr(), scale, out.data_ptr(), scratch.data_ptr(),
+    )  # fmt: skip
+    if status:
+        raise ValueError(f"the decode attention kernel refused its arguments ({status})")
+    return out
