@@ -108,7 +108,8 @@ class DecodeStep:
         hidden = (body.wte.forward(ids) + body.wpe.forward(positions - 1))[:, None, :]
         width = kv.get_seq_length() + 1
         pads = [width - length for length in lengths]
-        runs = None if self.own_attention else _runs(pads)
+        own = decode_attention.StepAttention(pads, width) if self.own_attention else None
+        runs = None if own else _runs(pads)
         shape = (rows, 1, self.heads, self.head_dim)
         for block, layer in zip(self.blocks, kv.layers, strict=True):
             attention = block.attention
@@ -116,8 +117,8 @@ class DecodeStep:
                 attention.split_size, dim=2
             )
             keys, values = layer.update(key.view(shape).transpose(1, 2), value.view(shape).transpose(1, 2))
-            if runs is None:
-                attended = decode_attention.attend(query.view(rows, -1), keys, values, pads, attention.scaling)
+            if own is not None:
+                attended = own(query.view(rows, -1), keys, values, attention.scaling)
                 hidden = block.attn_proj.forward(attended.view(rows, 1, -1)) + hidden
             else:
                 attended = _attend_by_runs(query.view(shape).transpose(1, 2), keys, values, runs, attention.scaling)

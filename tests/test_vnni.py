@@ -34,8 +34,9 @@ def test_packing_keeps_every_weight_and_pads_with_zeros(shape) -> None:
     assert torch.equal(sums[: shape[0]], rows.sum(dim=1, dtype=torch.int32))
     assert not sums[shape[0] :].any()
     assert int(packed.abs().sum()) == int(rows.abs().sum())  # padding holds only zeros
-    ids = torch.tensor([[0, shape[0] - 1], [shape[0] // 2, 0]])
-    assert torch.equal(vnni.packed_rows(packed, ids, shape[1]), rows[ids])
+    for ids in ([[0, shape[0] - 1], [shape[0] // 2, 0]], [[shape[0] - 1]], [shape[0] // 3, 0], []):
+        ids = torch.tensor(ids, dtype=torch.long)
+        assert torch.equal(vnni.packed_rows(packed, ids, shape[1]), rows[ids])
 
 
 @needs_vnni
