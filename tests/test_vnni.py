@@ -59,6 +59,26 @@ def test_the_kernel_computes_exactly_what_its_reference_says(shape, with_bias) -
 
 
 @needs_vnni
+@pytest.mark.skipif(not library.AMX_FLAGS <= library.cpu_features.cpu_flags(), reason="this CPU has no AMX")
+@pytest.mark.parametrize("shape", [(2304, 768), (100, 64), (65, 128), (96, 60)])
+def test_amx_and_the_vnni_tiles_give_the_same_exact_sums(shape) -> None:
+    """Several rows go through AMX where Linux lends it (K a multiple of 64), else the VNNI tiles."""
+    quantized = _quantized(*shape)
+    rows, scales = quantized.int_repr(), quantized.q_per_channel_scales().float()
+    layer = int8.Int8Linear(quantized, torch.randn(shape[0]), transposed=False, kernel="vnni")
+    x = torch.randn(20, shape[1], generator=torch.Generator().manual_seed(2))
+    try:
+        assert library.use_amx(True)
+        through_amx = [layer(x[:m]) for m in (2, 8, 17, 20)]
+        assert not library.use_amx(False)
+        through_vnni = [layer(x[:m]) for m in (2, 8, 17, 20)]
+    finally:
+        library.use_amx(True)
+    expected = vnni.reference(x, rows, scales, layer.bias)
+    assert all(torch.equal(a, b) and torch.equal(a, expected[: len(a)]) for a, b in zip(through_amx, through_vnni))
+
+
+@needs_vnni
 def test_a_vnni_layer_gives_each_row_what_it_gives_it_alone_and_stays_close_to_fp32() -> None:
     generator = torch.Generator().manual_seed(0)
     for out_features, in_features in [(96, 64), (768, 256), (256, 1024)]:
