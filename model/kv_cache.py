@@ -60,6 +60,17 @@ class GrowingLayer(DynamicLayer):
         self._make_views()
         return self.keys, self.values
 
+    def advance(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One more position, taken for every row: the views including it, whose keys and values the
+        caller writes (`model.fused_blocks`: a block's C code writes them straight into the buffers)."""
+        self._check_views()
+        if self._end + 1 > self._key_buffer.shape[2]:
+            width = self._end - self._start
+            self._rebuffer(rows=self._key_buffer.shape[0], width=width, spare=1 + max(MIN_SPARE, width // 2))
+        self._end += 1
+        self._make_views()
+        return self.keys, self.values
+
     # What the engine calls -----------------------------------------------------------------------
     def add_row(self, keys: torch.Tensor, values: torch.Tensor) -> None:
         """A row joins: `keys` and `values` (1, heads, length, dim) go into the next free row, right-

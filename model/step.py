@@ -30,6 +30,8 @@ from torch.nn import Module
 from transformers import DynamicCache, GPT2LMHeadModel, PreTrainedModel
 
 from model import decode_attention
+from model.fused_blocks import FusedBlocks
+from model.kv_cache import GrowingLayer
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ class DecodeStep:
         self.device = model.transformer.wpe.weight.device
         self.own_attention = decode_attention.supports(self.head_dim, model.transformer.wpe.weight.dtype, self.device)
         """Taleweaver's attention kernel (`model.decode_attention`) instead of SDPA run by run."""
+        self.fused = FusedBlocks(model) if self.own_attention and FusedBlocks.supports(model) else None
+        """Each block as one C call (`model.fused_blocks`), where the whole model is on the int8 kernel."""
 
     @staticmethod
     def supports(model: PreTrainedModel) -> bool:
@@ -109,6 +113,9 @@ class DecodeStep:
         width = kv.get_seq_length() + 1
         pads = [width - length for length in lengths]
         own = decode_attention.StepAttention(pads, width) if self.own_attention else None
+        if own is not None and self.fused is not None and all(isinstance(x, GrowingLayer) for x in kv.layers):
+            hidden = self.fused(hidden.view(rows, -1), kv.layers, own.padding, width)
+            return self.model.lm_head.forward(F.layer_norm(hidden, *self.ln_f))
         runs = None if own else _runs(pads)
         shape = (rows, 1, self.heads, self.head_dim)
         for block, layer in zip(self.blocks, kv.layers, strict=True):
