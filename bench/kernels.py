@@ -18,6 +18,7 @@ of a 128 MB fp32 tensor) say how far each kernel is from the memory's own limit.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from collections.abc import Callable
 
@@ -25,8 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import fmt, machine_info, print_table, set_threads, write_json
-from model import int8, vnni
+from model import decode_attention, int8, vnni
 from model.cpu_features import NATIVE_BF16, cpu_flags
+from model.native import library
 
 SHAPES = {"GPT-2 small 768 × 2304": (2304, 768), "shipped 256 × 1024": (1024, 256)}
 ROWS = (1, 8)
@@ -75,11 +77,65 @@ def kernels() -> dict[str, tuple[Callable, int]]:
             1,
         )
     if vnni.available():
-        made["int8, VNNI, rows quantized alone (Taleweaver's own kernel)"] = (
+        made["int8, Taleweaver's own kernel (VNNI; AMX for several rows where lent)"] = (
             lambda w: int8.Int8Linear.from_float(w, None, transposed=False, kernel="vnni"),
             1,
         )
+        made["int8, Taleweaver's own kernel, AMX off"] = (
+            lambda w: _without_amx(int8.Int8Linear.from_float(w, None, transposed=False, kernel="vnni")),
+            1,
+        )
     return made
+
+
+def _without_amx(layer: Callable) -> Callable:
+    def call(x: torch.Tensor) -> torch.Tensor:
+        library.use_amx(False)
+        try:
+            return layer(x)
+        finally:
+            library.use_amx(True)
+
+    return call
+
+
+HEADS, HEAD_DIM, POSITIONS = 12, 64, 128
+
+
+def _sdpa_per_row(query: torch.Tensor, cache: torch.Tensor, pads: list[int]) -> None:
+    for row, pad in enumerate(pads):
+        F.scaled_dot_product_attention(
+            query[row].view(1, HEADS, 1, HEAD_DIM), cache[0, row : row + 1, :, pad:], cache[1, row : row + 1, :, pad:]
+        )
+
+
+def _own_attention(query: torch.Tensor, cache: torch.Tensor, pads: list[int]) -> None:
+    decode_attention.attend(query, cache[0], cache[1], pads, HEAD_DIM**-0.5)
+
+
+def attention_times(repeats: int) -> list[dict]:
+    """GPT-2 small's attention for one new token per row (12 heads of 64, 128 cached positions,
+    rows of different lengths): SDPA once per row, as the lean step called it for rows of
+    different lengths, against Taleweaver's kernel, all rows in one call; cache from memory
+    (a different layer's cache each time, 256 MB in turn)."""
+    kinds = {"SDPA, once per row": _sdpa_per_row}
+    if decode_attention.available():
+        kinds["Taleweaver's kernel, all rows at once"] = _own_attention
+    results = []
+    for rows in ROWS:
+        layers = max(2, COLD_BYTES // (2 * rows * HEADS * POSITIONS * HEAD_DIM * 4))
+        caches = [torch.randn(2, rows, HEADS, POSITIONS, HEAD_DIM) for _ in range(layers)]
+        query = torch.randn(rows, HEADS * HEAD_DIM)
+        pads = [(17 * row) % (POSITIONS // 2) for row in range(rows)]
+        for name, run in kinds.items():
+            calls = [functools.partial(_ignore_x, run, query, cache, pads) for cache in caches]
+            results.append({"kernel": name, "rows": rows, "cold_ms": time_per_call(calls, query, repeats) * 1e3})
+        del caches
+    return results
+
+
+def _ignore_x(run: Callable, query: torch.Tensor, cache: torch.Tensor, pads: list[int], _x: torch.Tensor) -> None:
+    run(query, cache, pads)
 
 
 def time_per_call(calls: list[Callable], x: torch.Tensor, repeats: int) -> float:
@@ -132,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         bandwidth = read_bandwidth(2 if args.quick else 10)
         results = measure(args.quick)
+        attention = attention_times(1 if args.quick else 3)
     print_table(
         f"One product, one thread, ms (cold: weights from memory; hot: from cache); one core reads "
         f"{bandwidth:.1f} GB/s from memory",
@@ -141,7 +198,15 @@ def main(argv: list[str] | None = None) -> int:
             for r in results
         ],
     )
-    write_json("kernels", {"read_gb_per_s": bandwidth, "bf16_native": native, "results": results})
+    print_table(
+        "Attention for one new token per row, GPT-2 small's 12 heads of 64 over 128 cached positions, cache from "
+        "memory, ms a layer",
+        ["kernel", "rows", "ms"],
+        [[r["kernel"], r["rows"], fmt(r["cold_ms"], 3)] for r in attention],
+    )
+    write_json(
+        "kernels", {"read_gb_per_s": bandwidth, "bf16_native": native, "results": results, "attention": attention}
+    )
     return 0
 
 

@@ -1,5 +1,5 @@
-"""Attention for the lean step's one new token per row, in Taleweaver's own kernel
-(`model/native/decode_attention.c`) where it runs, else None and the step keeps torch's SDPA.
+"""Attention for the lean step's one new token per row in int8, in Taleweaver's own kernel
+(`model/native/decode_attention.c`) where it runs; elsewhere, and in fp32, the step keeps SDPA.
 
 The step used to call SDPA once per run of equally padded rows, so that a row's numbers did not
 depend on its batch; the kernel attends every row over its own positions in one call, with the

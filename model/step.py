@@ -17,6 +17,11 @@ attended in runs that share their padding, each over its own positions only (vie
 the same SDPA call, on the same numbers, as alone. A batch whose rows all have the same length is
 one call; eight stories of eight lengths are eight calls per layer (GPT-2 small: about 2 ms of a
 50 ms step).
+
+In int8 on a CPU with AVX-512 VNNI, Taleweaver's own kernels take over where they run: attention
+for every row in one call (`model.decode_attention`), and where every matrix is on the int8
+kernel, each block as one C call (`model.fused_blocks`). Both keep each row's numbers independent
+of its batch; neither is Hugging Face's to the last bit, which is why fp32 keeps the path above.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import torch.nn.functional as F
 from torch.nn import Module
 from transformers import DynamicCache, GPT2LMHeadModel, PreTrainedModel
 
-from model import decode_attention
+from model import decode_attention, int8
 from model.fused_blocks import FusedBlocks
 from model.kv_cache import GrowingLayer
 
@@ -79,8 +84,11 @@ class DecodeStep:
         self.heads = model.config.n_head
         self.head_dim = model.config.n_embd // model.config.n_head
         self.device = model.transformer.wpe.weight.device
-        self.own_attention = decode_attention.supports(self.head_dim, model.transformer.wpe.weight.dtype, self.device)
-        """Taleweaver's attention kernel (`model.decode_attention`) instead of SDPA run by run."""
+        self.own_attention = int8.is_quantized(model) and decode_attention.supports(
+            self.head_dim, model.transformer.wpe.weight.dtype, self.device
+        )
+        """Taleweaver's attention kernel (`model.decode_attention`) instead of SDPA run by run: in int8
+        only, whose numbers are Taleweaver's own and gated; fp32 keeps Hugging Face's to the bit."""
         self.fused = FusedBlocks(model) if self.own_attention and FusedBlocks.supports(model) else None
         """Each block as one C call (`model.fused_blocks`), where the whole model is on the int8 kernel."""
 
