@@ -82,7 +82,7 @@ class FusedBlocks:
     held here, so the pointers stay valid; a model moved after this would need a new instance)."""
 
     def __init__(self, model: nn.Module) -> None:
-        function = library.function("tw_block_step")
+        function = library.function("tw_model_step")
         if function is None:
             raise RuntimeError("the block kernel is not available on this machine")
         self._function = function
@@ -90,23 +90,28 @@ class FusedBlocks:
         self.width = model.config.n_embd
         self.heads = model.config.n_head
         self.inner = body.h[0].mlp.c_fc.out_features
-        self.scales = [float(block.attn.scaling) for block in body.h]
+        count = len(body.h)
+        self.scales = (ctypes.c_float * count)(*[float(block.attn.scaling) for block in body.h])
         self._held = [block for block in body.h]
-        self.blocks = [
-            _Block(
-                block.ln_1.weight.data_ptr(),
-                block.ln_1.bias.data_ptr(),
-                block.ln_2.weight.data_ptr(),
-                block.ln_2.bias.data_ptr(),
-                block.ln_1.eps,
-                block.ln_2.eps,
-                _linear(block.attn.c_attn),
-                _linear(block.attn.c_proj),
-                _linear(block.mlp.c_fc),
-                _linear(block.mlp.c_proj),
-            )  # fmt: skip
-            for block in body.h
-        ]
+        self.blocks = (_Block * count)(
+            *[
+                _Block(
+                    block.ln_1.weight.data_ptr(),
+                    block.ln_1.bias.data_ptr(),
+                    block.ln_2.weight.data_ptr(),
+                    block.ln_2.bias.data_ptr(),
+                    block.ln_1.eps,
+                    block.ln_2.eps,
+                    _linear(block.attn.c_attn),
+                    _linear(block.attn.c_proj),
+                    _linear(block.mlp.c_fc),
+                    _linear(block.mlp.c_proj),
+                )  # fmt: skip
+                for block in body.h
+            ]
+        )
+        self._keys, self._values = (ctypes.c_void_p * count)(), (ctypes.c_void_p * count)()
+        self._row_strides, self._head_strides = (ctypes.c_int64 * count)(), (ctypes.c_int64 * count)()
 
     @staticmethod
     def supports(model: nn.Module) -> bool:
@@ -114,25 +119,30 @@ class FusedBlocks:
         body = getattr(model, "transformer", None)
         return (
             body is not None
-            and library.function("tw_block_step") is not None
+            and library.function("tw_model_step") is not None
             and model.config.n_embd % model.config.n_head == 0
             and all(_eligible_block(block) for block in body.h)
         )
 
     def __call__(self, hidden: torch.Tensor, layers: list, pads: torch.Tensor, width: int) -> torch.Tensor:
         """hidden (rows, width) fp32, every block applied in place; `layers` the cache's `GrowingLayer`s
-        (each advanced by one position here), `pads` each row's first position (int64)."""
+        (each advanced by one position here, all before the blocks run: see `tw_model_step`), `pads`
+        each row's first position (int64)."""
         rows, e = hidden.shape
-        scratch = torch.empty(rows * (5 * e + self.inner) + width)
-        for block, scale, layer in zip(self.blocks, self.scales, layers, strict=True):
+        if len(layers) != len(self.blocks):
+            raise ValueError(f"{len(layers)} cache layers for {len(self.blocks)} blocks")
+        for index, layer in enumerate(layers):
             keys, values = layer.advance()
             strides = keys.stride()
             if keys.shape[2] != width or strides != values.stride() or strides[3] != 1 or strides[2] * self.heads != e:
                 raise ValueError("the block kernel takes the cache's own buffers, positions contiguous")
-            status = self._function(
-                ctypes.byref(block), hidden.data_ptr(), rows, e, keys.data_ptr(), values.data_ptr(), strides[0],
-                strides[1], self.heads, width, pads.data_ptr(), scale, scratch.data_ptr(),
-            )  # fmt: skip
-            if status:
-                raise RuntimeError(f"the block kernel failed ({status})")
+            self._keys[index], self._values[index] = keys.data_ptr(), values.data_ptr()
+            self._row_strides[index], self._head_strides[index] = strides[0], strides[1]
+        scratch = torch.empty(rows * (5 * e + self.inner) + width)
+        status = self._function(
+            self.blocks, len(self.blocks), hidden.data_ptr(), rows, e, self._keys, self._values, self._row_strides,
+            self._head_strides, self.heads, width, pads.data_ptr(), self.scales, scratch.data_ptr(),
+        )  # fmt: skip
+        if status:
+            raise RuntimeError(f"the block kernel failed ({status})")
         return hidden
