@@ -22,6 +22,7 @@ from transformers.generation.logits_process import (
 )
 
 from core.settings import DecodingSettings
+from model.topk import topk
 
 
 def to_generation_config(
@@ -141,7 +142,7 @@ class _SamplingGroup:
         scores = scores.float()
         vocabulary = scores.shape[-1]
         if self.top_k:
-            values, ids = scores.topk(min(self.top_k, vocabulary), dim=-1)
+            values, ids = topk(scores, min(self.top_k, vocabulary))
             picked = _draw(torch.softmax(_warp(self.candidate_warpers, input_ids, values), dim=-1), self.generators)
             return ids.gather(1, picked.unsqueeze(1)).squeeze(1)
         if self.top_p < 1.0 and vocabulary > NUCLEUS_CANDIDATES:

@@ -16,7 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("int8_gemm.c", "decode_attention.c", "block_step.c"))
+SOURCES = tuple(
+    Path(__file__).with_name(name) for name in ("int8_gemm.c", "decode_attention.c", "block_step.c", "topk.c")
+)
 FLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni", "-ffp-contract=off")
 """AVX-512 VNNI is asked for explicitly (not -march=native), so a library built on one machine runs
 on any CPU that has these features; no FMA contraction, so a plain-torch reference matches it."""

@@ -23,6 +23,7 @@ SIGNATURES = {
     "tw_int8_gemm": [_ptr, _i64, _i64, _ptr, _i64, _ptr, _ptr, _ptr, _ptr, _i64],
     "tw_decode_attention": [_ptr, _i64, _ptr, _ptr, _i64, _i64, _i64, _i64, _i64, _i64, _ptr, _f32, _ptr, _ptr],
     "tw_block_step": [_ptr, _ptr, _i64, _i64, _ptr, _ptr, _i64, _i64, _i64, _i64, _ptr, _f32, _ptr],
+    "tw_topk": [_ptr, _i64, _i64, _i64, _i64, _ptr, _ptr],
     "tw_model_step": [_ptr, _i64, _ptr, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr, _ptr, _ptr],
 }
 
