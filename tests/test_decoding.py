@@ -236,3 +236,21 @@ def test_native_sampling_without_top_k_samples_from_the_whole_vocabulary(tiny_lo
         del model._get_logits_processor
     assert applied == [["TemperatureLogitsWarper"], ["TemperatureLogitsWarper", "TopKLogitsWarper"]]
     assert to_generation_config(DecodingSettings(max_new_tokens=33), **ids).max_new_tokens == 33
+
+
+@pytest.mark.parametrize("model_dir", ["tiny", "shipped"])
+def test_decoding_straight_from_the_rust_tokenizer_is_the_wrappers_decoding(model_dir, tiny_model_dir) -> None:
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from model.generation import _decode
+
+    path = tiny_model_dir if model_dir == "tiny" else Path(__file__).resolve().parent.parent / "models" / "tales"
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    ids = tokenizer('Once upon a time, "héllo" 😀 said the fox<|endoftext|> and ran.', split_special_tokens=False)[
+        "input_ids"
+    ]
+    for start in range(len(ids)):
+        for end in range(start + 1, len(ids) + 1):
+            assert _decode(tokenizer, ids[start:end]) == tokenizer.decode(ids[start:end], skip_special_tokens=True)
