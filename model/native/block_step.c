@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "vector_math.h"
+
 typedef struct {
     const int8_t *packed; /* (blocks, k4, 64, 4) */
     int64_t blocks, in_features, out_features;
@@ -64,24 +66,6 @@ static void layer_norm(const float *x, int64_t rows, int64_t e, const float *wei
     }
 }
 
-/* exp on [-87, 88], 16 at a time (as decode_attention.c's). */
-static inline __m512 exp16(__m512 x) {
-    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
-    const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
-    r = _mm512_fnmadd_ps(n, ln2_lo, r);
-    __m512 p = _mm512_set1_ps(1.9875691500E-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(p, n);
-}
-
 /* GPT-2's gelu_new, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) = x / (1 + exp(-2 u)), in place. */
 static void gelu_tanh(float *x, int64_t count) {
     const __m512 c = _mm512_set1_ps(-2.0f * 0.7978845608028654f), k = _mm512_set1_ps(0.044715f);
@@ -90,7 +74,7 @@ static void gelu_tanh(float *x, int64_t count) {
     for (; i + 16 <= count; i += 16) {
         __m512 v = _mm512_loadu_ps(x + i);
         __m512 u = _mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(k, v), _mm512_mul_ps(v, v), v));
-        _mm512_storeu_ps(x + i, _mm512_div_ps(v, _mm512_add_ps(one, exp16(u))));
+        _mm512_storeu_ps(x + i, _mm512_div_ps(v, _mm512_add_ps(one, tw_exp16(u))));
     }
     for (; i < count; ++i) {
         float v = x[i], u = -2.0f * 0.7978845608028654f * (v + 0.044715f * v * v * v);

@@ -19,6 +19,8 @@ from pathlib import Path
 SOURCES = tuple(
     Path(__file__).with_name(name) for name in ("int8_gemm.c", "decode_attention.c", "block_step.c", "topk.c")
 )
+HEADERS = (Path(__file__).with_name("vector_math.h"),)
+"""Included by the sources: part of what names the library."""
 FLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni", "-ffp-contract=off")
 """AVX-512 VNNI is asked for explicitly (not -march=native), so a library built on one machine runs
 on any CPU that has these features; no FMA contraction, so a plain-torch reference matches it."""
@@ -30,7 +32,7 @@ def build_dir() -> Path:
 
 
 def library_path() -> Path:
-    digest = hashlib.sha256(b"".join(path.read_bytes() for path in SOURCES) + " ".join(FLAGS).encode())
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in (*SOURCES, *HEADERS)) + " ".join(FLAGS).encode())
     return build_dir() / f"taleweaver-kernels-{digest.hexdigest()[:16]}.so"
 
 

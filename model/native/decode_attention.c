@@ -15,27 +15,9 @@
 #include <math.h>
 #include <stdint.h>
 
-int tw_attention_version(void) { return 1; }
+#include "vector_math.h"
 
-/* exp(x) for x <= 0 (scores minus their maximum), 16 at a time: 2^n * p(r), r = x - n ln 2,
- * |r| <= ln2/2, p a degree-6 polynomial (relative error about 2e-7, like Cephes' expf). */
-static inline __m512 exp_nonpositive(__m512 x) {
-    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
-    const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
-    r = _mm512_fnmadd_ps(n, ln2_lo, r);
-    __m512 p = _mm512_set1_ps(1.9875691500E-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
-    __m512 r2 = _mm512_mul_ps(r, r);
-    p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(p, n);
-}
+int tw_attention_version(void) { return 1; }
 
 /* One row's head: scores over its positions, softmax, weighted sum of values. V: dim / 16, a
  * constant after inlining for the usual head sizes, so the vectors stay in registers. */
@@ -56,13 +38,13 @@ static inline __attribute__((always_inline)) void attend_head(int64_t V, const f
     __m512 top_v = _mm512_set1_ps(top), total_v = _mm512_setzero_ps();
     int64_t j = 0;
     for (; j + 16 <= count; j += 16) {
-        __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(scratch + j), top_v));
+        __m512 e = tw_exp16(_mm512_sub_ps(_mm512_loadu_ps(scratch + j), top_v));
         _mm512_storeu_ps(scratch + j, e);
         total_v = _mm512_add_ps(total_v, e);
     }
     if (j < count) {
         __mmask16 mask = (__mmask16)((1u << (count - j)) - 1u);
-        __m512 e = _mm512_maskz_mov_ps(mask, exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, scratch + j), top_v)));
+        __m512 e = _mm512_maskz_mov_ps(mask, tw_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, scratch + j), top_v)));
         _mm512_mask_storeu_ps(scratch + j, mask, e);
         total_v = _mm512_add_ps(total_v, e);
     }

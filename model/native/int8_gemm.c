@@ -84,6 +84,20 @@ static void quantize_row(const float *x, int64_t k, int64_t k4, uint8_t *q, floa
     *zero_out = zero;
 }
 
+/* One vector of 16 outputs of one row from its exact sums: y = s_x s_w (sum - z_x sum(w)) + b, the
+ * same operations in the same order on every path (so every path gives the same numbers). */
+static inline __attribute__((always_inline)) void store16(const int32_t *sums16, int32_t zero, float scale_x,
+                                                           const float *scale_w, const int32_t *sum_w,
+                                                           const float *bias, float *y, int64_t col, int64_t n) {
+    __mmask16 mask = n - col >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - col)) - 1u);
+    __m512i exact = _mm512_sub_epi32(_mm512_load_si512((const void *)sums16),
+                                     _mm512_mullo_epi32(_mm512_set1_epi32(zero), _mm512_loadu_si512(sum_w + col)));
+    __m512 scale = _mm512_mul_ps(_mm512_set1_ps(scale_x), _mm512_loadu_ps(scale_w + col));
+    __m512 out = _mm512_mul_ps(_mm512_cvtepi32_ps(exact), scale);
+    if (bias) out = _mm512_add_ps(out, _mm512_maskz_loadu_ps(mask, bias + col));
+    _mm512_mask_storeu_ps(y + col, mask, out);
+}
+
 /* R rows (R <= ROWS, a constant after inlining) times one block of 64 outputs. */
 static inline __attribute__((always_inline)) void tile(
     int R, const uint8_t *q, int64_t q_stride, const float *scale_x, const int32_t *zero_x,
@@ -117,21 +131,9 @@ static inline __attribute__((always_inline)) void tile(
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
         for (int b = 0; b < 4; ++b) _mm512_store_si512((void *)sums[r][b], acc[r][b]);
-    for (int r = 0; r < R; ++r) {
-        __m512i zp = _mm512_set1_epi32(zero_x[r]);
-        __m512 sx = _mm512_set1_ps(scale_x[r]);
-        for (int b = 0; b < 4; ++b) {
-            int64_t col = n0 + b * 16;
-            if (col >= n) break;
-            __mmask16 mask = n - col >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - col)) - 1u);
-            __m512i total = _mm512_load_si512((const void *)sums[r][b]);
-            __m512i exact = _mm512_sub_epi32(total, _mm512_mullo_epi32(zp, _mm512_loadu_si512(sum_w + col)));
-            __m512 scale = _mm512_mul_ps(sx, _mm512_loadu_ps(scale_w + col));
-            __m512 out = _mm512_mul_ps(_mm512_cvtepi32_ps(exact), scale);
-            if (bias) out = _mm512_add_ps(out, _mm512_maskz_loadu_ps(mask, bias + col));
-            _mm512_mask_storeu_ps(y + r * y_stride + col, mask, out);
-        }
-    }
+    for (int r = 0; r < R; ++r)
+        for (int b = 0; b < 4 && n0 + b * 16 < n; ++b)
+            store16(sums[r][b], zero_x[r], scale_x[r], scale_w, sum_w, bias, y + r * y_stride, n0 + b * 16, n);
 }
 
 /* One row times two blocks far apart in memory, at once: two sequential streams of weights. One
@@ -164,20 +166,10 @@ static void tile1_two(const uint8_t *q, const float *scale_x, const int32_t *zer
     for (int s = 0; s < 2; ++s)
 #pragma GCC unroll 4
         for (int b = 0; b < 4; ++b) _mm512_store_si512((void *)sums[s][b], acc[s][b]);
-    __m512i zp = _mm512_set1_epi32(zero_x[0]);
-    __m512 sx = _mm512_set1_ps(scale_x[0]);
     for (int s = 0; s < 2; ++s) {
         int64_t n0 = s ? nb : na;
-        for (int b = 0; b < 4; ++b) {
-            int64_t col = n0 + b * 16;
-            if (col >= n) break;
-            __mmask16 mask = n - col >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - col)) - 1u);
-            __m512i exact = _mm512_sub_epi32(_mm512_load_si512((const void *)sums[s][b]),
-                                             _mm512_mullo_epi32(zp, _mm512_loadu_si512(sum_w + col)));
-            __m512 out = _mm512_mul_ps(_mm512_cvtepi32_ps(exact), _mm512_mul_ps(sx, _mm512_loadu_ps(scale_w + col)));
-            if (bias) out = _mm512_add_ps(out, _mm512_maskz_loadu_ps(mask, bias + col));
-            _mm512_mask_storeu_ps(y + col, mask, out);
-        }
+        for (int b = 0; b < 4 && n0 + b * 16 < n; ++b)
+            store16(sums[s][b], zero_x[0], scale_x[0], scale_w, sum_w, bias, y, n0 + b * 16, n);
     }
 }
 
@@ -247,21 +239,9 @@ __attribute__((target("amx-tile,amx-int8"))) static void amx_rows(
         _tile_stored(1, sums[1], 64);
         _tile_stored(2, sums[2], 64);
         _tile_stored(3, sums[3], 64);
-        for (int64_t r = 0; r < R; ++r) {
-            __m512i zp = _mm512_set1_epi32(zero_x[r]);
-            __m512 sx = _mm512_set1_ps(scale_x[r]);
-            for (int b = 0; b < 4; ++b) {
-                int64_t col = blk * BLOCK + b * 16;
-                if (col >= n) break;
-                __mmask16 mask = n - col >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - col)) - 1u);
-                __m512i exact = _mm512_sub_epi32(_mm512_load_si512((const void *)sums[b][r]),
-                                                 _mm512_mullo_epi32(zp, _mm512_loadu_si512(sum_w + col)));
-                __m512 scale = _mm512_mul_ps(sx, _mm512_loadu_ps(scale_w + col));
-                __m512 out = _mm512_mul_ps(_mm512_cvtepi32_ps(exact), scale);
-                if (bias) out = _mm512_add_ps(out, _mm512_maskz_loadu_ps(mask, bias + col));
-                _mm512_mask_storeu_ps(y + r * n + col, mask, out);
-            }
-        }
+        for (int64_t r = 0; r < R; ++r)
+            for (int b = 0; b < 4 && blk * BLOCK + b * 16 < n; ++b)
+                store16(sums[b][r], zero_x[r], scale_x[r], scale_w, sum_w, bias, y + r * n, blk * BLOCK + b * 16, n);
     }
     _tile_release();
 }
