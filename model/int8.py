@@ -129,7 +129,7 @@ class Int8Linear(nn.Module):
             self.register_buffer("scales", quantized.q_per_channel_scales().to(torch.bfloat16), persistent=False)
             return
         if kernel == "vnni":
-            packed, sums = vnni.pack(quantized.int_repr())
+            packed, sums = vnni.pack(quantized)
             scales = torch.zeros(packed.shape[0] * vnni.BLOCK)
             scales[: self.out_features] = quantized.q_per_channel_scales().float()
             self.register_buffer("packed", packed, persistent=False)

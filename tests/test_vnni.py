@@ -15,8 +15,9 @@ from model import int8, vnni
 from model.native import build, library
 
 needs_vnni = pytest.mark.skipif(not vnni.available(), reason="this CPU has no AVX-512 VNNI (or no C compiler)")
-SHAPES = [(96, 64), (100, 30), (2304, 768), (65, 7), (1, 4)]
-"""(outputs, inputs): whole blocks, ragged blocks and inputs not a multiple of four, a big matrix."""
+SHAPES = [(96, 64), (100, 30), (2304, 768), (65, 7), (1, 4), (4200, 12)]
+"""(outputs, inputs): whole blocks, ragged blocks and inputs not a multiple of four, a big matrix,
+more rows than `vnni.PACK_ROWS`."""
 
 
 def _quantized(out_features: int, in_features: int, seed: int = 0) -> torch.Tensor:
@@ -34,6 +35,8 @@ def test_packing_keeps_every_weight_and_pads_with_zeros(shape) -> None:
     assert torch.equal(sums[: shape[0]], rows.sum(dim=1, dtype=torch.int32))
     assert not sums[shape[0] :].any()
     assert int(packed.abs().sum()) == int(rows.abs().sum())  # padding holds only zeros
+    from_quantized = vnni.pack(_quantized(*shape))  # packed chunk by chunk from the qint8 tensor itself
+    assert torch.equal(from_quantized[0], packed) and torch.equal(from_quantized[1], sums)
     for ids in ([[0, shape[0] - 1], [shape[0] // 2, 0]], [[shape[0] - 1]], [shape[0] // 3, 0], []):
         ids = torch.tensor(ids, dtype=torch.long)
         assert torch.equal(vnni.packed_rows(packed, ids, shape[1]), rows[ids])
