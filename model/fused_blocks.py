@@ -87,7 +87,6 @@ class FusedBlocks:
             raise RuntimeError("the block kernel is not available on this machine")
         self._function = function
         body = model.transformer
-        self.width = model.config.n_embd
         self.heads = model.config.n_head
         self.inner = body.h[0].mlp.c_fc.out_features
         count = len(body.h)

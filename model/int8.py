@@ -29,6 +29,10 @@ scaling costs more than such a small product (`MIN_WEIGHT`). On GPT-2 small's ma
 from memory rather than from cache, it was no faster than FBGEMM for one row and 1.6× slower for
 eight, so the big matrices keep FBGEMM.
 
+Where the CPU has AVX-512 VNNI and a C compiler is there, every matrix of 4K entries up takes
+Taleweaver's own kernel instead (`model/vnni.py`): it reads the weights at the memory's speed,
+where these read them at half of it.
+
 The fp32 weights of the quantized layers are dropped (the point of int8 is memory as well as
 speed); `float_copy` rebuilds a float model from the int8 weights for what needs gradients
 (/why).
@@ -135,7 +139,7 @@ class Int8Linear(nn.Module):
             self.register_buffer("packed", packed, persistent=False)
             self.register_buffer("scales", scales, persistent=False)
             self.register_buffer("sums", sums, persistent=False)
-            self.product = vnni.Product(self.packed, self.scales, self.sums, self.bias, self.out_features)
+            self._bind_product()
             return
         self.packed = torch.ops.quantized.linear_prepack(quantized, None)
         guard = torch.zeros(1, self.in_features)
@@ -169,8 +173,11 @@ class Int8Linear(nn.Module):
         """`to`, `float` and the like replace the buffers: the VNNI product is bound to the new ones."""
         result = super()._apply(fn, recurse)
         if self.kernel == "vnni":
-            self.product = vnni.Product(self.packed, self.scales, self.sums, self.bias, self.out_features)
+            self._bind_product()
         return result
+
+    def _bind_product(self) -> None:
+        self.product = vnni.Product(self.packed, self.scales, self.sums, self.bias, self.out_features)
 
     def float_weight(self) -> torch.Tensor:
         """The dequantized weight, in the layout of the layer it replaced."""

@@ -48,28 +48,30 @@ class GrowingLayer(DynamicLayer):
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check_views()
         new = key_states.shape[-2]
-        if self._end + new > self._key_buffer.shape[2]:
-            width = self._end - self._start
-            self._rebuffer(rows=self._key_buffer.shape[0], width=width, spare=new + max(MIN_SPARE, width // 2))
-        rows, end = self._rows, self._end
+        end, rows = self._take(new), self._rows
         self._key_buffer[:rows, :, end : end + new] = key_states
         self._value_buffer[:rows, :, end : end + new] = value_states
-        self._end += new
         self._make_views()
         return self.keys, self.values
 
     def advance(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One more position, taken for every row: the views including it, whose keys and values the
         caller writes (`model.fused_blocks`: a block's C code writes them straight into the buffers)."""
-        self._check_views()
-        if self._end + 1 > self._key_buffer.shape[2]:
-            width = self._end - self._start
-            self._rebuffer(rows=self._key_buffer.shape[0], width=width, spare=1 + max(MIN_SPARE, width // 2))
-        self._end += 1
+        self._take(1)
         self._make_views()
         return self.keys, self.values
+
+    def _take(self, new: int) -> int:
+        """`new` more positions for every row (the buffers remade with room if they lack it); returns
+        where they start."""
+        self._check_views()
+        if self._end + new > self._key_buffer.shape[2]:
+            width = self._end - self._start
+            self._rebuffer(rows=self._key_buffer.shape[0], width=width, spare=new + max(MIN_SPARE, width // 2))
+        end = self._end
+        self._end += new
+        return end
 
     # What the engine calls -----------------------------------------------------------------------
     def add_row(self, keys: torch.Tensor, values: torch.Tensor) -> None:

@@ -15,19 +15,15 @@ from __future__ import annotations
 
 import copy
 import mmap
-from collections.abc import Callable
 
 import torch
 
 from model.native import library
 
 BLOCK = 64
-HUGE_PAGE = 2 << 20
 """Outputs per block of the packed layout (four AVX-512 vectors of 16)."""
-
-
-def _function() -> Callable[..., int] | None:
-    return library.function("tw_int8_gemm")
+HUGE_PAGE = 2 << 20
+"""Packed matrices this big or bigger get their own mapping, advised to use transparent huge pages."""
 
 
 def available() -> bool:
@@ -113,7 +109,7 @@ class Product:
         bias: torch.Tensor | None,
         out_features: int,
     ) -> None:
-        function = _function()
+        function = library.function("tw_int8_gemm")
         if function is None:
             raise RuntimeError("the int8 VNNI kernel is not available on this machine")
         for tensor in (packed, scales, sums, bias):
