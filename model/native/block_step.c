@@ -36,7 +36,6 @@ int tw_decode_attention(const float *q, int64_t q_stride, const float *keys, con
                         int64_t head_stride, int64_t rows, int64_t heads, int64_t dim, int64_t width,
                         const int64_t *pad, float scale, float *out, float *scratch);
 
-int tw_block_step_version(void) { return 1; }
 
 static void layer_norm(const float *x, int64_t rows, int64_t e, const float *weight, const float *bias, float eps,
                        float *out) {
@@ -97,9 +96,9 @@ static int product(const tw_linear *layer, const float *x, int64_t rows, float *
 /* hidden: (rows, e) fp32, updated in place. keys/values: the cache views' first position (rows,
  * heads, width, dim, strides row_stride, head_stride, dim, 1), position width - 1 being this step's,
  * written here. scratch: at least rows * 9 * e + width floats. Returns 0, or a negative code. */
-int tw_block_step(const tw_block *block, float *hidden, int64_t rows, int64_t e, float *keys, float *values,
-                  int64_t row_stride, int64_t head_stride, int64_t heads, int64_t width, const int64_t *pad,
-                  float scale, float *scratch) {
+static int block_step(const tw_block *block, float *hidden, int64_t rows, int64_t e, float *keys, float *values,
+                      int64_t row_stride, int64_t head_stride, int64_t heads, int64_t width, const int64_t *pad,
+                      float scale, float *scratch) {
     int64_t dim = e / heads;
     if (dim * heads != e || block->c_attn.out_features != 3 * e || block->c_fc.in_features != e) return -3;
     int64_t inner = block->c_fc.out_features;
@@ -130,12 +129,12 @@ int tw_block_step(const tw_block *block, float *hidden, int64_t rows, int64_t e,
 /* Every block in turn, in one call: between two blocks the C code runs straight on, where Python in
  * between (a loop over the blocks, each cache layer's bookkeeping) found its own data evicted by
  * the block's weights every time (GPT-2 small: 50 us a layer for two slices of the cache). keys[i],
- * values[i], row_strides[i], head_strides[i]: block i's cache views as in tw_block_step. */
+ * values[i], row_strides[i], head_strides[i]: block i's cache views as in block_step. */
 int tw_model_step(const tw_block *blocks, int64_t count, float *hidden, int64_t rows, int64_t e, float *const *keys,
                   float *const *values, const int64_t *row_strides, const int64_t *head_strides, int64_t heads,
                   int64_t width, const int64_t *pad, const float *scales, float *scratch) {
     for (int64_t i = 0; i < count; ++i) {
-        int status = tw_block_step(blocks + i, hidden, rows, e, keys[i], values[i], row_strides[i], head_strides[i],
+        int status = block_step(blocks + i, hidden, rows, e, keys[i], values[i], row_strides[i], head_strides[i],
                                    heads, width, pad, scales[i], scratch);
         if (status) return status;
     }

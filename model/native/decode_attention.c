@@ -17,7 +17,6 @@
 
 #include "vector_math.h"
 
-int tw_attention_version(void) { return 1; }
 
 /* One row's head: scores over its positions, softmax, weighted sum of values. V: dim / 16, a
  * constant after inlining for the usual head sizes, so the vectors stay in registers. */

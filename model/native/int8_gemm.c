@@ -47,7 +47,6 @@
 #endif
 #define ROWS 6     /* rows per register tile: 6 x 4 accumulators + 4 weight vectors <= 32 zmm (4 did no better) */
 
-int tw_int8_gemm_version(void) { return 1; }
 
 /* One row of x onto uint8 with its scale and zero point. q must hold k4 * 4 bytes. */
 static void quantize_row(const float *x, int64_t k, int64_t k4, uint8_t *q, float *scale_out, int32_t *zero_out) {

@@ -22,7 +22,6 @@ _i64, _ptr, _f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
 SIGNATURES = {
     "tw_int8_gemm": [_ptr, _i64, _i64, _ptr, _i64, _ptr, _ptr, _ptr, _ptr, _i64],
     "tw_decode_attention": [_ptr, _i64, _ptr, _ptr, _i64, _i64, _i64, _i64, _i64, _i64, _ptr, _f32, _ptr, _ptr],
-    "tw_block_step": [_ptr, _ptr, _i64, _i64, _ptr, _ptr, _i64, _i64, _i64, _i64, _ptr, _f32, _ptr],
     "tw_topk": [_ptr, _i64, _i64, _i64, _i64, _ptr, _ptr],
     "tw_model_step": [_ptr, _i64, _ptr, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr, _ptr, _ptr],
 }
