@@ -3,11 +3,13 @@
 A lower precision is allowed only on measured evidence, per model and per CPU: the precision gate
 (`python -m model.precision_gate MODEL_DIR`) writes `precision-gate.json` into the model's
 directory with, for each mode, held-out bits per byte against fp32, whether the same seed gave the
-same stories alone and batched, and tokens per second on the CPU it ran on. `auto` then takes the
-fastest mode that passed, among those this CPU runs natively, provided the gate's speed was
-measured on this kind of CPU; otherwise (no gate, another model's gate, another CPU) it keeps fp32
-and says why. A changed model, or the same model on another machine, never inherits a choice that
-nobody measured for it.
+same stories alone and batched, and tokens per second on the CPU it ran on. The file keeps one
+report per kind of CPU the gate ran on (a run on another CPU adds its own beside the others), so a
+model shipped with reports for several machines is fast on each. `auto` then takes the fastest
+mode that passed, among those this CPU runs natively, from the report measured on this kind of
+CPU; otherwise (no gate, another model's gate, only other CPUs' reports) it keeps fp32 and says
+why. A changed model, or the same model on another machine, never inherits a choice that nobody
+measured for it.
 """
 
 from __future__ import annotations
@@ -103,17 +105,38 @@ def weights_fingerprint(model_dir: str | Path) -> str:
     return digest.hexdigest()
 
 
-def read_gate(model_dir: str | Path) -> dict[str, Any] | None:
-    """The gate's report in `model_dir`, or None when there is none or it cannot be read."""
+def read_gates(model_dir: str | Path) -> list[dict[str, Any]]:
+    """Every report in `model_dir`'s gate file, one per CPU it ran on (a file written before reports
+    were kept per CPU holds one report at its top level); [] when there is none or it cannot be read."""
     path = Path(model_dir) / GATE_FILE
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
+        content = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return None
+        return []
     except (OSError, ValueError):
         log.warning("ignoring the unreadable precision gate %s", path, exc_info=True)
-        return None
-    return report if isinstance(report, dict) and isinstance(report.get("modes"), dict) else None
+        return []
+    reports = content.get("reports", [content]) if isinstance(content, dict) else []
+    return [r for r in reports if isinstance(r, dict) and isinstance(r.get("modes"), dict)]
+
+
+def read_gate(model_dir: str | Path) -> dict[str, Any] | None:
+    """The gate's report for this CPU in `model_dir`; else the last one written (measured on another
+    CPU, which `choose` says); None when there is none."""
+    reports = read_gates(model_dir)
+    here = cpu_signature()
+    return next((r for r in reports if r.get("cpu") == here), reports[-1] if reports else None)
+
+
+def with_report(reports: list[dict[str, Any]], report: dict[str, Any]) -> dict[str, Any]:
+    """The gate file's content once `report` is added: it replaces the report of its own CPU, and
+    reports of other weights go (they can no longer apply)."""
+    kept = [
+        r
+        for r in reports
+        if r.get("cpu") != report.get("cpu") and r.get("weights_sha256") == report.get("weights_sha256")
+    ]
+    return {"reports": [*kept, report]}
 
 
 def choose(setting: str, model_dir: str | Path | None, device: torch.device) -> PrecisionChoice:

@@ -14,7 +14,9 @@ For each mode, against fp32 in the same run:
 
 The report is printed and written to `MODEL_DIR/precision-gate.json`, with the weights' SHA-256
 and the CPU it ran on, which is what `model.precision: auto` reads at start (`model.precision`).
-Rerun it whenever the model changes (its weights' hash must match) or on another kind of CPU.
+The file keeps one report per kind of CPU: a run replaces its own CPU's report and keeps the
+others measured on the same weights. Rerun it whenever the model changes (its weights' hash must
+match) or on another kind of CPU.
 """
 
 from __future__ import annotations
@@ -259,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     options = Options(args.model_dir, eval_files, modes, args.new_tokens, args.rounds, args.threads, args.max_bytes)
     report = run(options)
     out = args.out or args.model_dir / precision.GATE_FILE
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    content = precision.with_report(precision.read_gates(out.parent) if out.name == precision.GATE_FILE else [], report)
+    out.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
     print(markdown(report))
     chosen = precision.choose("auto", args.model_dir if out.parent == args.model_dir else None, torch.device("cpu"))
     print(f"\n(written to {out}; `model.precision: auto` here: {chosen.mode}, {chosen.reason})")

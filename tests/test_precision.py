@@ -313,6 +313,31 @@ def test_auto_keeps_fp32_when_the_facts_are_missing_or_against(gated_dir, monkey
     assert choice.mode == "fp32" and reason in choice.reason
 
 
+def test_auto_reads_the_report_of_this_cpu_among_several(gated_dir, monkeypatch) -> None:
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
+    fingerprint = precision.weights_fingerprint(gated_dir)
+    passed = {"fp32": {"passed": True, "speedup": 1.0}, "int8": {"passed": True}}
+    here = {
+        "cpu": precision.cpu_signature(),
+        "weights_sha256": fingerprint,
+        "modes": passed | {"int8": {"passed": True, "speedup": 1.4}},
+    }
+    there = {
+        "cpu": "another CPU",
+        "weights_sha256": fingerprint,
+        "modes": passed | {"int8": {"passed": True, "speedup": 0.9}},
+    }
+    gate_file = gated_dir / precision.GATE_FILE
+    gate_file.write_text(json.dumps({"reports": [here, there]}), encoding="utf-8")
+    choice = precision.choose("auto", gated_dir, CPU)
+    assert choice.mode == "int8" and "1.40x" in choice.reason
+    gate_file.write_text(json.dumps({"reports": [there]}), encoding="utf-8")
+    choice = precision.choose("auto", gated_dir, CPU)
+    assert choice.mode == "fp32" and "another CPU" in choice.reason
+    gate_file.write_text("{not json", encoding="utf-8")
+    assert precision.choose("auto", gated_dir, CPU).mode == "fp32"
+
+
 def test_a_gated_model_loads_in_autos_choice_and_says_so(gated_dir, monkeypatch) -> None:
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
     monkeypatch.setattr(int8, "MIN_WEIGHT", 0)
@@ -359,9 +384,20 @@ def test_the_gate_measures_each_mode_against_fp32_and_auto_reads_its_report(
 
     held_out = tmp_path / "held-out.txt"
     held_out.write_text("\n<|endoftext|>\n".join([TINY_TEXT] * 3), encoding="utf-8")
+    # Reports already there: another CPU's on these weights (kept), one on other weights (dropped)
+    # and this CPU's own (replaced).
+    fingerprint = precision.weights_fingerprint(gated_dir)
+    elsewhere = {"cpu": "another CPU", "weights_sha256": fingerprint, "modes": {"fp32": {"passed": True}}}
+    stale = {"cpu": "a third CPU", "weights_sha256": "0" * 64, "modes": {"fp32": {"passed": True}}}
+    old_here = {"cpu": precision.cpu_signature(), "weights_sha256": fingerprint, "modes": {}, "written_at": "old"}
+    gate_file = gated_dir / precision.GATE_FILE
+    gate_file.write_text(json.dumps({"reports": [elsewhere, stale, old_here]}), encoding="utf-8")
     argv = [str(gated_dir), "--eval", str(held_out), "--modes", "int8", "--new-tokens", "6", "--rounds", "1"]
     assert precision_gate.main(argv) == 0
-    report = json.loads((gated_dir / precision.GATE_FILE).read_text(encoding="utf-8"))
+    reports = json.loads(gate_file.read_text(encoding="utf-8"))["reports"]
+    assert [r["cpu"] for r in reports] == ["another CPU", precision.cpu_signature()]
+    report = reports[-1]
+    assert report["written_at"] != "old" and precision.read_gate(gated_dir) == report
     assert report["weights_sha256"] == precision.weights_fingerprint(gated_dir)
     assert report["cpu"] == precision.cpu_signature()
     fp32, quantized = report["modes"]["fp32"], report["modes"]["int8"]
