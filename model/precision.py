@@ -125,7 +125,14 @@ def read_gate(model_dir: str | Path) -> dict[str, Any] | None:
     CPU, which `choose` says); None when there is none."""
     reports = read_gates(model_dir)
     here = cpu_signature()
-    return next((r for r in reports if r.get("cpu") == here), reports[-1] if reports else None)
+    same_machine = [r for r in reports if _machine(str(r.get("cpu"))) == _machine(here)]
+    exact = [r for r in same_machine if r.get("cpu") == here]
+    return (exact or same_machine or reports or [None])[-1]
+
+
+def _machine(signature: str) -> str:
+    """A CPU signature without its int8 kernels: the machine the gate ran on, whatever Taleweaver's version."""
+    return signature.rsplit(" | int8 ", 1)[0]
 
 
 def with_report(reports: list[dict[str, Any]], report: dict[str, Any]) -> dict[str, Any]:
@@ -164,6 +171,8 @@ def _fastest_passed(report: dict[str, Any], device: torch.device) -> PrecisionCh
     if not native:
         return PrecisionChoice("fp32", f"auto: {', '.join(passed)} passed the gate, but this CPU runs none natively")
     if report.get("cpu") != cpu_signature():
+        if _machine(str(report.get("cpu"))) == _machine(cpu_signature()):
+            return PrecisionChoice("fp32", "auto: the gate ran on this CPU with other int8 kernels; run it again")
         return PrecisionChoice("fp32", "auto: the gate's speeds were measured on another CPU; run it on this one")
     speeds = {m: report["modes"][m].get("speedup") for m in native}
     best = max(native, key=lambda m: speeds[m] or 0.0)

@@ -334,6 +334,11 @@ def test_auto_reads_the_report_of_this_cpu_among_several(gated_dir, monkeypatch)
     gate_file.write_text(json.dumps({"reports": [there]}), encoding="utf-8")
     choice = precision.choose("auto", gated_dir, CPU)
     assert choice.mode == "fp32" and "another CPU" in choice.reason
+    # This CPU, measured with an earlier version of the int8 kernels: said as such.
+    earlier = here | {"cpu": precision.cpu_signature().rsplit(" | int8 ", 1)[0] + " | int8 older-kernels"}
+    gate_file.write_text(json.dumps({"reports": [earlier, there]}), encoding="utf-8")
+    choice = precision.choose("auto", gated_dir, CPU)
+    assert choice.mode == "fp32" and "other int8 kernels" in choice.reason
     gate_file.write_text("{not json", encoding="utf-8")
     assert precision.choose("auto", gated_dir, CPU).mode == "fp32"
 
