@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn.utils.rnn import pad_sequence
 from transformers import DynamicCache
-from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor
+from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
 
 from core.metrics import BATCH_SIZE
 from core.service import StopReason
@@ -345,13 +345,16 @@ class ContinuousBatch:
 
 
 def _repetition_controls(rows: list[_Row], scores: torch.Tensor) -> torch.Tensor:
-    """Hugging Face's repetition penalty and n-gram ban, each row on its own tokens.
+    """Hugging Face's repetition penalty and n-gram ban, each row on its own tokens; `scores` is the
+    step's own tensor, changed in place.
 
-    Rows with the same settings go through the processors together, their tokens left-padded with
-    an id past the vocabulary: the penalty's gather and scatter send it to a spare column that is
-    dropped, and no n-gram with it can match a row's last tokens, so each row is penalised and
-    banned exactly as alone (one call per group instead of one per row: on eight rows it was most
-    of a step's own Python work).
+    Rows with the same settings go through the controls together. The penalty is Hugging Face's
+    `RepetitionPenaltyLogitsProcessor` arithmetic (gather, multiply or divide, scatter) done in
+    place: its own call pads and copies the whole vocabulary twice, 34 of a 50 µs sampling step on
+    the shipped model. Shorter rows are left-padded with their own last token, which is penalised
+    once either way (a repeated index scatters the same value). The n-gram ban is Hugging Face's
+    processor, its rows left-padded with an id past the vocabulary, which no n-gram with a row's
+    last tokens can match; so each row is penalised and banned exactly as alone (tested).
     """
     groups: dict[tuple[float, int], list[int]] = {}
     for index, row in enumerate(rows):
@@ -360,22 +363,27 @@ def _repetition_controls(rows: list[_Row], scores: torch.Tensor) -> torch.Tensor
             groups.setdefault((settings.repetition_penalty, settings.no_repeat_ngram_size), []).append(index)
     vocabulary = scores.shape[-1]
     for (penalty, ngram), members in groups.items():
-        ids = pad_sequence(
-            [rows[i].id_buffer[: len(rows[i].ids)] for i in members],
-            batch_first=True,
-            padding_value=vocabulary,
-            padding_side="left",
-        )
         everyone = len(members) == len(rows)
-        part = scores if everyone else scores[members]
+        histories = [rows[i].id_buffer[: len(rows[i].ids)] for i in members]
         if penalty != 1.0:
-            part = RepetitionPenaltyLogitsProcessor(penalty)(ids, part)
+            if len(histories) == 1:
+                ids = histories[0][None]
+            else:
+                ids = pad_sequence(histories, batch_first=True, padding_value=-1, padding_side="left")
+                ids = torch.where(ids < 0, ids[:, -1:], ids)
+            part = scores if everyone else scores[members]
+            picked = part.gather(1, ids)
+            part.scatter_(1, ids, torch.where(picked < 0, picked * penalty, picked / penalty))
+            if not everyone:
+                scores[members] = part
         if ngram:
+            ids = pad_sequence(histories, batch_first=True, padding_value=vocabulary, padding_side="left")
+            part = scores if everyone else scores[members]
             part = NoRepeatNGramLogitsProcessor(ngram)(ids, part)
-        if everyone:
-            scores = part
-        else:
-            scores[members] = part
+            if everyone:
+                scores = part
+            else:
+                scores[members] = part
     return scores
 
 

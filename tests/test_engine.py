@@ -104,16 +104,29 @@ def test_repetition_controls_of_rows_of_different_lengths_together_equal_each_ro
     prompts = ["the cat and the cat and the", "the", "a dog saw a dog", "the the the", "once upon a time a fox"]
     rows = [engine._new_row(RowJob(p, s, 1)) for p, s in zip(prompts, settings, strict=True)]
     scores = torch.randn(len(rows), tiny_loaded.model.config.vocab_size, generator=torch.Generator().manual_seed(1))
+    scores[0, rows[0].ids[0]] = -2.0  # a penalised score below zero is multiplied, not divided
+
+    def each_alone(batch: list) -> torch.Tensor:
+        expected = []
+        for index, row in batch:
+            ids = torch.tensor([row.ids])
+            alone = scores[index : index + 1]
+            if row.settings.repetition_penalty != 1.0:
+                alone = RepetitionPenaltyLogitsProcessor(row.settings.repetition_penalty)(ids, alone)
+            if row.settings.no_repeat_ngram_size:
+                alone = NoRepeatNGramLogitsProcessor(row.settings.no_repeat_ngram_size)(ids, alone)
+            expected.append(alone[0])
+        return torch.stack(expected)
+
     together = _repetition_controls(rows, scores.clone())
-    for index, row in enumerate(rows):
-        ids = torch.tensor([row.ids])
-        alone = scores[index : index + 1]
-        if row.settings.repetition_penalty != 1.0:
-            alone = RepetitionPenaltyLogitsProcessor(row.settings.repetition_penalty)(ids, alone)
-        if row.settings.no_repeat_ngram_size:
-            alone = NoRepeatNGramLogitsProcessor(row.settings.no_repeat_ngram_size)(ids, alone)
-        assert torch.equal(together[index], alone[0]), index
+    assert torch.equal(together, each_alone(list(enumerate(rows))))
     assert torch.isinf(together[0]).any()  # "the cat and the" → after "the", "cat" is banned
+    # One group for the whole batch (changed in place, rows of three lengths), and one row alone.
+    same = [0, 1, 4]
+    assert torch.equal(
+        _repetition_controls([rows[i] for i in same], scores[same]), each_alone([(i, rows[i]) for i in same])
+    )
+    assert torch.equal(_repetition_controls([rows[2]], scores[[2]]), each_alone([(2, rows[2])]))
 
 
 def test_step_mask_gives_the_logits_of_hugging_faces_own_mask(tiny_loaded) -> None:
