@@ -15,8 +15,9 @@ EPHEMERAL = 64
 LOADING = 128
 PROMPT = "Once upon a time there lived a king"
 LONG_STORY = {"strategy": "greedy", "length": 1000}
-"""A few seconds of writing on the tiny model (greedy never stops early): long enough to stream, stop or outlive a
-reconnect."""
+"""Writing to the context's end on the tiny model (greedy never stops early from PROMPT): 0.6 s on a Zen 4 core, a
+few seconds on slower ones; long enough to stream, stop or outlive a reconnect (shorter stories can end between
+two polls)."""
 PING = re.compile(r"@(everyone|here)\b|<@[!&]?\d{15,20}>")
 """What Discord would turn into a ping, were mentions allowed: escaped text (`@\u200beveryone`) is not."""
 

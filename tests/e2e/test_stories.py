@@ -9,6 +9,7 @@ from playground.standin.client import DriverClient
 from playground.standin.world import CREATE_PUBLIC_THREADS, MODERATOR_ROLE_ID, Role
 from tests.e2e.harness import Rig
 from tests.e2e.replies import (
+    LONG_STORY,
     PROMPT,
     buttons,
     description,
@@ -208,7 +209,9 @@ async def test_only_a_moderator_may_forbid_threads(driver, reader):
 
 async def test_a_crash_while_a_part_is_written_loses_that_part_only(driver, rig: Rig, reader):
     """SIGKILL mid-part: after the restart Stop shows the story as kept, and Continue goes on from it."""
-    story = await new_story(driver, reader, strategy="greedy", length=400)  # long enough to be caught writing
+    # Its continuation must be long enough to be caught writing: at length 400 it ended (its end of
+    # text) after 237 tokens, 0.1 s on a Zen 4 core, between two polls; at 1000 it runs to the context's end.
+    story = await new_story(driver, reader, **LONG_STORY)
     kept = description(story)
     await press(driver, reader, story, "Continue")
     writing = await running(driver, story["id"])

@@ -9,6 +9,7 @@ import aiohttp
 from tests.e2e.replies import (
     EPHEMERAL,
     LOADING,
+    LONG_STORY,
     buttons,
     description,
     eventually,
@@ -122,7 +123,7 @@ async def test_why_button_explains_the_storys_next_word_privately_to_anyone(driv
 
 async def test_why_button_on_a_long_story_explains_its_tail_within_the_prompt_limit(driver, reader):
     """A story longer than the prompt limit (128 tokens here) is explained from its last words."""
-    interaction = await story_started(driver, reader, PROMPT, strategy="greedy", length=300)
+    interaction = await story_started(driver, reader, PROMPT, **LONG_STORY)  # 300 tokens took 0.2 s: two polls
     message = await running(driver, interaction["original_message_id"])
     assert buttons(message)["Why?"]["disabled"] and is_running(message)  # not before the story is written
     story = await finished(driver, interaction["original_message_id"])
