@@ -5,8 +5,8 @@
 #   --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126   (the base must bring python3.11+ and pip)
 ARG BASE=python:3.11-slim-bookworm
 
-# Taleweaver's int8 kernel (model/native/int8_gemm.c) is compiled here, where a C compiler is, and
-# only the library goes into the image (model/native/build.py names it after its source's hash).
+# Taleweaver's C kernels (model/native/*.c) are compiled here, where a C compiler is, and only the
+# library goes into the image (model/native/build.py names it after its sources' hash).
 FROM ${BASE} AS native
 RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*

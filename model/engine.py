@@ -365,25 +365,22 @@ def _repetition_controls(rows: list[_Row], scores: torch.Tensor) -> torch.Tensor
     for (penalty, ngram), members in groups.items():
         everyone = len(members) == len(rows)
         histories = [rows[i].id_buffer[: len(rows[i].ids)] for i in members]
+        part = scores if everyone else scores[members]
         if penalty != 1.0:
             if len(histories) == 1:
                 ids = histories[0][None]
             else:
                 ids = pad_sequence(histories, batch_first=True, padding_value=-1, padding_side="left")
                 ids = torch.where(ids < 0, ids[:, -1:], ids)
-            part = scores if everyone else scores[members]
             picked = part.gather(1, ids)
             part.scatter_(1, ids, torch.where(picked < 0, picked * penalty, picked / penalty))
-            if not everyone:
-                scores[members] = part
         if ngram:
             ids = pad_sequence(histories, batch_first=True, padding_value=vocabulary, padding_side="left")
-            part = scores if everyone else scores[members]
             part = NoRepeatNGramLogitsProcessor(ngram)(ids, part)
-            if everyone:
-                scores = part
-            else:
-                scores[members] = part
+        if everyone:
+            scores = part
+        else:
+            scores[members] = part
     return scores
 
 
